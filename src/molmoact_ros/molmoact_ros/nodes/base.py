@@ -1,0 +1,193 @@
+"""Base class of the suite's lifecycle nodes.
+
+What every node of the pipeline shares, following the ros2/demos ``lifecycle_py`` pattern:
+
+* parameters declared from :class:`~molmoact_ros.ros.params.ParamSpec` tables (description + range);
+* a latched ``~/status`` (``molmoact_msgs/NodeStatus``) published on every transition, on every error
+  and every ``status_period_s``, in every state until shutdown (so a failed configure is visible);
+* input gating: rclpy manages only lifecycle *publishers*; subscriptions and timers keep firing while a
+  node is inactive, so callbacks must check :attr:`is_active` (or use :meth:`gate`);
+* errors recorded with :meth:`record_error` (counted, logged once, shown on the status) instead of
+  exceptions escaping into the executor: bad input never kills a node.
+
+Subclasses override the ``on_*`` transitions and call ``super()`` first on configure/activate and last
+on deactivate/cleanup/shutdown.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence
+
+from lifecycle_msgs.msg import State
+from molmoact_msgs.msg import NodeStatus
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from molmoact_ros.ros.params import ParamSpec, declare_parameters
+
+BASE_PARAMETERS = (
+    ParamSpec('status_period_s', 1.0,
+              'Seconds between periodic ~/status reports while the node is configured.',
+              min_value=0.05, max_value=60.0),
+)
+
+# Latched so that a monitor (or a test) that subscribes late still receives the current status.
+STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class MolmoActLifecycleNode(LifecycleNode):
+    """Lifecycle node with typed parameters, a ``~/status`` topic and input gating."""
+
+    engine_state = NodeStatus.ENGINE_NONE
+
+    def __init__(self, node_name: str, *, parameters: Sequence[ParamSpec] = (), **kwargs):
+        # Attributes used by transition callbacks exist before the base class can call them.
+        self._status_pub = None
+        self._status_timer = None
+        self._active = False
+        self._state_id = State.PRIMARY_STATE_UNCONFIGURED
+        self._state_label = 'unconfigured'
+        self.reset_counters()
+        self.current_request_id = ''
+        self.last_latency_s = 0.0
+        self.last_error = ''
+        self.last_error_stamp = None
+        super().__init__(node_name, **kwargs)
+        self.params = declare_parameters(self, (*BASE_PARAMETERS, *parameters))
+        # ~/status is a plain publisher, not a lifecycle one: it reports in every state.
+        self._status_pub = self.create_publisher(NodeStatus, '~/status', STATUS_QOS)
+        self._status_timer = self.create_timer(float(self.params['status_period_s']), self.publish_status)
+        self.publish_status()
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def is_active(self) -> bool:
+        """True between a successful activate and the next deactivate/cleanup/shutdown."""
+        return self._active
+
+    @property
+    def lifecycle_label(self) -> str:
+        return self._state_label
+
+    def reset_counters(self) -> None:
+        self.inputs_received = 0
+        self.inputs_dropped = 0
+        self.requests_completed = 0
+        self.errors = 0
+
+    def execution_enabled(self) -> bool:
+        """Whether this node may command the arm now. Only command sinks override this."""
+        return False
+
+    def gate(self, callback: Callable, *, count_inputs: bool = True) -> Callable:
+        """Wrap a subscription/timer callback: drop calls unless active, and turn any exception into
+        a recorded error so the node keeps running. With ``count_inputs`` (subscriptions) calls are
+        counted as inputs received / dropped on ~/status; timers pass ``count_inputs=False``."""
+
+        @functools.wraps(callback)
+        def gated(*args, **kwargs):
+            if count_inputs:
+                self.inputs_received += 1
+            if not self._active:
+                if count_inputs:
+                    self.inputs_dropped += 1
+                return None
+            try:
+                return callback(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - a bad input must not kill the node
+                self.record_error(f'{callback.__name__}: {type(exc).__name__}: {exc}')
+                return None
+
+        return gated
+
+    def record_error(self, message: str) -> None:
+        """Count and log an error and show it on ~/status. The node keeps running."""
+        self.errors += 1
+        self.last_error = message
+        self.last_error_stamp = self.get_clock().now().to_msg()
+        self.get_logger().error(message)
+        self.publish_status()
+
+    # -- status ---------------------------------------------------------------------------------
+    def build_status(self) -> NodeStatus:
+        msg = NodeStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.node_name = self.get_fully_qualified_name()
+        msg.lifecycle_state = self._state_id
+        msg.lifecycle_label = self._state_label
+        msg.engine_state = self.engine_state
+        msg.execution_enabled = bool(self._active and self.execution_enabled())
+        msg.inputs_received = self.inputs_received
+        msg.inputs_dropped = self.inputs_dropped
+        msg.requests_completed = self.requests_completed
+        msg.errors = self.errors
+        msg.current_request_id = self.current_request_id
+        msg.last_latency_s = float(self.last_latency_s)
+        msg.last_error = self.last_error
+        if self.last_error_stamp is not None:
+            msg.last_error_stamp = self.last_error_stamp
+        return msg
+
+    def publish_status(self) -> None:
+        if self._status_pub is not None:
+            self._status_pub.publish(self.build_status())
+
+    def _set_state(self, state_id: int, label: str) -> None:
+        self._state_id = state_id
+        self._state_label = label
+        self.publish_status()
+
+    # -- transitions ----------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Reset counters and errors. Subclasses then load resources (engine, publishers)."""
+        self.reset_counters()
+        self.last_error = ''
+        self.last_error_stamp = None
+        self._set_state(State.PRIMARY_STATE_INACTIVE, 'inactive')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Enable lifecycle publishers and start accepting inputs."""
+        result = super().on_activate(state)
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
+        self._active = True
+        self._set_state(State.PRIMARY_STATE_ACTIVE, 'active')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop accepting inputs and disable lifecycle publishers (nothing is published after)."""
+        self._active = False
+        result = super().on_deactivate(state)
+        self._set_state(State.PRIMARY_STATE_INACTIVE, 'inactive')
+        return result
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release what configure created; the node returns to unconfigured."""
+        self._active = False
+        self._set_state(State.PRIMARY_STATE_UNCONFIGURED, 'unconfigured')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything; the node is finalized and accepts no further transitions."""
+        self._active = False
+        self._set_state(State.PRIMARY_STATE_FINALIZED, 'finalized')
+        self._destroy_status()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: stop processing and fall back to unconfigured."""
+        self._active = False
+        self._state_id, self._state_label = State.PRIMARY_STATE_UNCONFIGURED, 'unconfigured'
+        self.record_error(f'error during transition from {state.label!r}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def _destroy_status(self) -> None:
+        if self._status_timer is not None:
+            self.destroy_timer(self._status_timer)
+            self._status_timer = None
+        if self._status_pub is not None:
+            self.destroy_publisher(self._status_pub)
+            self._status_pub = None

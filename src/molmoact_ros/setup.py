@@ -1,0 +1,25 @@
+from setuptools import find_packages, setup
+
+PACKAGE = 'molmoact_ros'
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(exclude=['test', 'test.*']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
+        (f'share/{PACKAGE}', ['package.xml']),
+    ],
+    install_requires=['setuptools'],
+    zip_safe=True,
+    maintainer='molmoact_ros maintainers',
+    maintainer_email='maintainers@molmoact-ros.dev',
+    description='MolmoAct perception -> planning -> control pipeline for ROS 2.',
+    license='Apache-2.0',
+    # colcon test runs pytest only when pytest is declared as a test extra (tests_require is ignored
+    # and makes colcon fall back to unittest, which finds no tests).
+    extras_require={'test': ['pytest', 'hypothesis']},
+    entry_points={
+        'console_scripts': [],
+    },
+)
