@@ -28,7 +28,7 @@ from molmoact_ros.ros.params import ParamSpec, declare_parameters
 
 BASE_PARAMETERS = (
     ParamSpec('status_period_s', 1.0,
-              'Seconds between periodic ~/status reports while the node is configured.',
+              'Seconds between periodic ~/status reports (published in every lifecycle state until shutdown).',
               min_value=0.05, max_value=60.0),
 )
 
