@@ -509,7 +509,8 @@ class MolmoActForActionReasoning(MolmoActPreTrainedModel, GenerationMixin):
         if pooled_patches_idx is None:
             raise ValueError('images given without pooled_patches_idx')
         vision = self.model.vision_backbone
-        param = vision.image_projector.w2.weight
+        # A plain Parameter (never quantized) gives the vision tower's compute dtype and device.
+        param = vision.image_vit.positional_embedding
         feats = vision(images.to(device=param.device, dtype=param.dtype), pooled_patches_idx, image_masks)
         is_patch = input_ids == self.config.image_patch_id
         n_tokens = int(is_patch.sum())
