@@ -37,18 +37,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .tokenizer import (IM_COL_TOKEN, IM_END_TOKEN, IM_START_TOKEN, IMAGE_LOW_RES_TOKEN,  # noqa: F401
+                        IMAGE_PATCH_TOKEN, IMAGE_PROMPT_TOKEN, IMAGE_TOKENS)
+
 PREPROCESSOR_CONFIG_NAME = 'preprocessor_config.json'
 
-# Special token strings of MolmoAct's tokenizer. EXTRA_TOKENS is the order in which the reference appends
-# them to the vocabulary (after the Qwen2 vocabulary padded to 152064 in the 7B checkpoints).
-IM_START_TOKEN = '<im_start>'
-IM_END_TOKEN = '<im_end>'
-IMAGE_PATCH_TOKEN = '<im_patch>'
-IM_COL_TOKEN = '<im_col>'
-IMAGE_PROMPT_TOKEN = '<|image|>'
-IMAGE_LOW_RES_TOKEN = '<im_low>'
-EXTRA_TOKENS: Tuple[str, ...] = (
-    IM_START_TOKEN, IM_END_TOKEN, IMAGE_PATCH_TOKEN, IM_COL_TOKEN, IMAGE_PROMPT_TOKEN, IMAGE_LOW_RES_TOKEN)
+# Special token strings of MolmoAct's tokenizer (defined with their ids in tokenizer.py). EXTRA_TOKENS is
+# the order in which the reference appends them to the vocabulary (after the Qwen2 vocabulary padded to
+# 152064 in the 7B checkpoints).
+EXTRA_TOKENS: Tuple[str, ...] = IMAGE_TOKENS
 
 CROP_MODES = ('overlap-and-resize-c2', 'overlap-and-resize', 'resize')
 RESIZE_MODES = ('siglip',)
