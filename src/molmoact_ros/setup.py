@@ -20,6 +20,8 @@ setup(
     # and makes colcon fall back to unittest, which finds no tests).
     extras_require={'test': ['pytest', 'hypothesis']},
     entry_points={
-        'console_scripts': [],
+        'console_scripts': [
+            'build_tiny_model = molmoact_ros.model.tiny:main',
+        ],
     },
 )

@@ -283,8 +283,13 @@ class MolmoActEmbedding(nn.Module):
         self.new_embedding = nn.Parameter(torch.zeros(additional, dim)) if additional else None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        table = self.embedding if self.new_embedding is None else torch.cat([self.embedding, self.new_embedding])
-        return F.embedding(ids, table)
+        vocab = self.embedding.shape[0]
+        base = F.embedding(ids.clamp(max=vocab - 1), self.embedding)
+        if self.new_embedding is None:
+            return base
+        # Look up the two tables separately: concatenating them would copy the whole vocabulary per call.
+        extra = F.embedding((ids - vocab).clamp(min=0), self.new_embedding)
+        return torch.where((ids >= vocab)[..., None], extra, base)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
