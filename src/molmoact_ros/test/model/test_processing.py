@@ -149,3 +149,21 @@ def test_tiny_checkpoint_loads_like_a_released_one_and_generates(tiny_dir, proce
 def test_patch_tokens_always_match_pooled_rows(processor, h, w):
     out = processor('x', rgb(h, w), return_tensors='np')
     assert int((out['input_ids'][0] == IMAGE_PATCH_ID).sum()) == out['pooled_patches_idx'].shape[1]
+
+
+def test_released_style_processor_files_load_natively(tiny_dir, tmp_path):
+    """The released processor_config.json / preprocessor_config.json point at remote code and carry the
+    reference's extra attributes; AutoProcessor still returns the native processor."""
+    import shutil
+    shutil.copytree(tiny_dir, tmp_path / 'ckpt')
+    ckpt = tmp_path / 'ckpt'
+    (ckpt / 'processor_config.json').write_text(json.dumps({
+        'processor_class': 'MolmoActProcessor', 'auto_map': {'AutoProcessor': 'processing_molmoact.MolmoActProcessor'},
+        'use_col_tokens': True, 'prompt_templates': 'uber_model', 'message_format': 'role', 'style': 'demo'}))
+    pre = json.loads((ckpt / 'preprocessor_config.json').read_text())
+    pre.update(auto_map={'AutoImageProcessor': 'image_processing_molmoact.MolmoActImageProcessor'},
+               image_processor_type='MolmoActImageProcessor')
+    (ckpt / 'preprocessor_config.json').write_text(json.dumps(pre))
+    proc = AutoProcessor.from_pretrained(ckpt)
+    assert isinstance(proc, MolmoActProcessor) and proc.settings.use_col_tokens
+    assert proc('x', rgb(64, 64), return_tensors='np')['input_ids'].shape[1] > 424
