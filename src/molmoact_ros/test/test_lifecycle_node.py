@@ -59,83 +59,82 @@ def ros():
     rclpy.shutdown()
 
 
-def test_transitions_in_one_process(ros):
-    counter = CounterNode('counter')
-    obs = Observer('counter')
-    client = LifecycleClient(obs.node, '/counter', spinning=True, timeout_s=LIMIT_S)
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(counter)
-    executor.add_node(obs.node)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
-    try:
-        client.wait_for_services()
-        assert client.get_state()[1] == 'unconfigured'
-        with pytest.raises(LifecycleError, match="'activate' not available in state 'unconfigured'"):
-            client.change_state('activate')
+@pytest.fixture
+def in_process(ros):
+    """A counter node and an observer spun by a multi-threaded executor in a background thread."""
+    made = []
 
-        r = client.change_state('configure')
-        assert (r.success, r.state_after) == (True, 'inactive')
-        assert wait_for(lambda: obs.last_status() is not None and obs.last_status().lifecycle_label == 'inactive')
-        assert obs.quiet_for(0.3) and obs.counts == []  # inactive: the lifecycle publisher is off
-        obs.input.publish(String(data='ignored while inactive'))
-        assert wait_for(lambda: counter.inputs_dropped == 1)
+    def make(name):
+        counter = CounterNode(name)
+        obs = Observer(name)
+        client = LifecycleClient(obs.node, name, spinning=True, timeout_s=LIMIT_S)
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(counter)
+        executor.add_node(obs.node)
+        spin = threading.Thread(target=executor.spin, daemon=True)
+        spin.start()
+        made.append((executor, spin, counter, obs))
+        return counter, obs, client
 
-        r = client.change_state('activate')
-        assert (r.success, r.state_after) == (True, 'active')
-        assert wait_for(lambda: len(obs.counts) >= 3)
-        assert wait_for(lambda: obs.last_status().lifecycle_state == NodeStatus().lifecycle_state + 3)
-
-        # bad input: recorded, shown on ~/status, node keeps running and keeps publishing
-        obs.input.publish(String(data='bad'))
-        assert wait_for(lambda: counter.errors == 1)
-        assert wait_for(lambda: 'bad input' in obs.last_status().last_error)
-        n = len(obs.counts)
-        assert wait_for(lambda: len(obs.counts) > n + 2)
-        obs.input.publish(String(data='good'))
-        assert wait_for(lambda: obs.last_status().requests_completed == 1)
-        assert obs.last_status().execution_enabled is False  # no node but a sink may ever say True
-
-        r = client.change_state('deactivate')
-        assert (r.success, r.state_after) == (True, 'inactive')
-        time.sleep(0.1)  # let in-flight messages land
-        assert obs.quiet_for(0.4), 'published while inactive'
-
-        assert client.change_state('cleanup').state_after == 'unconfigured'
-        assert client.change_state('shutdown').state_after == 'finalized'
-        assert wait_for(lambda: obs.last_status().lifecycle_label == 'finalized')
-        assert counter.lifecycle_label == 'finalized'
-    finally:
+    yield make
+    for executor, spin, counter, obs in made:
         executor.shutdown()
-        spin.join(timeout=10)
+        spin.join(timeout=10)  # join before rclpy.shutdown (see notes: abort otherwise)
         counter.destroy_node()
         obs.node.destroy_node()
 
 
-def test_reconfigure_after_cleanup_resets_counters(ros):
-    counter = CounterNode('counter2')
-    obs = Observer('counter2')
-    client = LifecycleClient(obs.node, 'counter2', spinning=True, timeout_s=LIMIT_S)
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(counter)
-    executor.add_node(obs.node)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
-    try:
-        bring_up([client])
-        obs.input.publish(String(data='bad'))
-        assert wait_for(lambda: counter.errors == 1)
-        results = walk([client], ['deactivate', 'cleanup', 'configure', 'activate', 'deactivate',
-                                  'activate', 'deactivate', 'cleanup', 'shutdown'])
-        assert [r.state_after for r in results] == ['inactive', 'unconfigured', 'inactive', 'active',
-                                                    'inactive', 'active', 'inactive', 'unconfigured',
-                                                    'finalized']
-        assert counter.errors == 0 and counter.last_error == ''  # configure starts afresh
-    finally:
-        executor.shutdown()
-        spin.join(timeout=10)
-        counter.destroy_node()
-        obs.node.destroy_node()
+def test_transitions_in_one_process(in_process):
+    counter, obs, client = in_process('counter')
+    client.wait_for_services()
+    assert client.get_state()[1] == 'unconfigured'
+    with pytest.raises(LifecycleError, match="'activate' not available in state 'unconfigured'"):
+        client.change_state('activate')
+
+    r = client.change_state('configure')
+    assert (r.success, r.state_after) == (True, 'inactive')
+    assert wait_for(lambda: obs.last_status() is not None and obs.last_status().lifecycle_label == 'inactive')
+    assert obs.quiet_for(0.3) and obs.counts == []  # inactive: the lifecycle publisher is off
+    obs.input.publish(String(data='ignored while inactive'))
+    assert wait_for(lambda: counter.inputs_dropped == 1)
+
+    r = client.change_state('activate')
+    assert (r.success, r.state_after) == (True, 'active')
+    assert wait_for(lambda: len(obs.counts) >= 3)
+    assert wait_for(lambda: obs.last_status().lifecycle_state == NodeStatus().lifecycle_state + 3)
+
+    # bad input: recorded, shown on ~/status, node keeps running and keeps publishing
+    obs.input.publish(String(data='bad'))
+    assert wait_for(lambda: counter.errors == 1)
+    assert wait_for(lambda: 'bad input' in obs.last_status().last_error)
+    n = len(obs.counts)
+    assert wait_for(lambda: len(obs.counts) > n + 2)
+    obs.input.publish(String(data='good'))
+    assert wait_for(lambda: obs.last_status().requests_completed == 1)
+    assert obs.last_status().execution_enabled is False  # no node but a sink may ever say True
+
+    r = client.change_state('deactivate')
+    assert (r.success, r.state_after) == (True, 'inactive')
+    time.sleep(0.1)  # let in-flight messages land
+    assert obs.quiet_for(0.4), 'published while inactive'
+
+    assert client.change_state('cleanup').state_after == 'unconfigured'
+    assert client.change_state('shutdown').state_after == 'finalized'
+    assert wait_for(lambda: obs.last_status().lifecycle_label == 'finalized')
+    assert counter.lifecycle_label == 'finalized'
+
+
+def test_reconfigure_after_cleanup_resets_counters(in_process):
+    counter, obs, client = in_process('counter2')
+    bring_up([client])
+    obs.input.publish(String(data='bad'))
+    assert wait_for(lambda: counter.errors == 1)
+    results = walk([client], ['deactivate', 'cleanup', 'configure', 'activate', 'deactivate',
+                              'activate', 'deactivate', 'cleanup', 'shutdown'])
+    assert [r.state_after for r in results] == ['inactive', 'unconfigured', 'inactive', 'active',
+                                                'inactive', 'active', 'inactive', 'unconfigured',
+                                                'finalized']
+    assert counter.errors == 0 and counter.last_error == ''  # configure starts afresh
 
 
 def test_transitions_across_processes(ros):
