@@ -1,0 +1,1 @@
+"""Robot geometry, kinematics and safety (ROS-free): projection, back-projection, frames."""
