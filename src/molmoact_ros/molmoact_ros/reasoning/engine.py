@@ -38,8 +38,8 @@ import torch
 from ..model.processing import MolmoActProcessor, PromptVariant, build_prompt, chat_text
 from .action_space import ActionChunkValues, NormStats, NormStatsTable, RotationConvention
 from .constraints import ActionConstraint, AnswerConstraint, ConstraintVocab, DepthConstraint, TraceConstraint
-from .grammar import (MULTI_VIEW_TEMPLATE, SINGLE_VIEW_TEMPLATE, ActionTokens, DepthTokens, ParseError, Trace,
-                      format_trace, parse_actions, parse_depth, parse_trace)
+from .grammar import (MULTI_VIEW_TEMPLATE, SINGLE_VIEW_TEMPLATE, TRAJECTORY_CONDITIONED_TEMPLATE, ActionTokens,
+                      DepthTokens, ParseError, Trace, format_trace, parse_actions, parse_depth, parse_trace)
 from .sessions import Session, SessionLimits, SessionStore
 from .steering import draw_trace
 
@@ -190,6 +190,9 @@ class MolmoActEngine:
             'trace': TraceConstraint(self.vocab, max_free_tokens=config.max_free_tokens),
             'actions': ActionConstraint(self.vocab, action_dim=config.action_dim, horizon=config.horizon,
                                         max_free_tokens=config.max_free_tokens),
+            # After a forced lead-in ("... the action that the robot should take is") the list opens at once.
+            'actions_forced': ActionConstraint(self.vocab, action_dim=config.action_dim, horizon=config.horizon,
+                                               max_free_tokens=0),
         }
         if config.constrained:
             for c in self._constraints.values():
@@ -262,8 +265,8 @@ class MolmoActEngine:
                     prefill_s, prefill_tokens = self._force_trace(session, points)
                 else:
                     target, prefill_s = self._drawn_session(session, points)
-                    prefill_tokens = len(target.prompt_ids)
-            new, decode_s = self._decode(target, 'actions')
+                    prefill_tokens = target.length
+            new, decode_s = self._decode(target, 'actions' if mode == SteeringMode.NONE else 'actions_forced')
             text = self._answer_text(target)
             stage_text = self._decode_text(new)
             tokens = parse_actions(stage_text, self.config.action_dim, self.tokenizer,
@@ -356,19 +359,25 @@ class MolmoActEngine:
         constraint = self._constraint(stage)
         limit = (constraint.max_new_tokens() if constraint is not None else
                  {'depth': 200, 'trace': 120, 'actions': 40 * self.config.horizon + 60,
-                  'answer': 600}[stage])
+                  'actions_forced': 40 * self.config.horizon + 60, 'answer': 600}[stage])
         if constraint is not None:
             constraint.reset()
         logits = session.data['next_logits']
         new: List[int] = []
+        # The constraint reads the sequence so far: one buffer, filled in place (no per-step copies).
+        seen = session.prompt_ids + session.answer_ids
+        buf = torch.empty((1, len(seen) + limit), dtype=torch.long)
+        buf[0, :len(seen)] = torch.tensor(seen, dtype=torch.long)
+        n = len(seen)
         start = time.monotonic()
         with torch.no_grad():
             for _ in range(limit):
-                scores = logits.clone()
+                scores = logits  # masked in place: the raw logits are not needed afterwards
                 if constraint is not None:
-                    full = torch.tensor([session.prompt_ids + session.answer_ids], device=scores.device)
-                    scores = constraint(full, scores)
+                    scores = constraint(buf[:, :n], scores.cpu() if scores.device.type != 'cpu' else scores)
                 token = int(scores.argmax(-1))
+                buf[0, n] = token
+                n += 1
                 new.append(token)
                 session.answer_ids.append(token)
                 out = self.model(input_ids=torch.tensor([[token]], device=self._device), cache=session.cache,
@@ -429,11 +438,15 @@ class MolmoActEngine:
         return time.monotonic() - start, len(ids)
 
     def _drawn_session(self, session: Session, points) -> Tuple[Session, float]:
+        """Trajectory-conditioned request: the trace drawn on the first image, the steering prompt, and the
+        trained answer's lead-in prefilled with it (only the action list is decoded)."""
         observation: Observation = session.data['observation']
         drawn = draw_trace(observation.image, points)
         steer_id = f'{session.request_id}#steer'
+        lead_in = ' ' + TRAJECTORY_CONDITIONED_TEMPLATE.action_sentence.split('{action}')[0].rstrip()
         steer, prefill_s = self._start_session(steer_id, observation, session.instruction,
-                                               self.config.steering_prompt, drawn)
+                                               self.config.steering_prompt, drawn,
+                                               answer_ids=self.tokenizer.encode(lead_in, add_special_tokens=False))
         return steer, prefill_s
 
     def _depth_mark(self, answer_ids: Sequence[int]) -> int:
