@@ -1,0 +1,126 @@
+"""One MolmoAct engine per process, shared by the stage nodes hosted there (one copy of the weights).
+
+The first node to configure loads the model with its parameters; later nodes attach to the same engine
+(their model parameters must agree, else configure fails with a clear message); the engine is released
+when the last node cleans up. ``model: tiny`` builds the tiny random-weight structural model into a
+cache folder (offline, seconds) so that the pipeline runs anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+from ..ros.params import ParamSpec
+
+TINY = 'tiny'
+
+ENGINE_PARAMETERS = (
+    ParamSpec('model', TINY, 'MolmoAct checkpoint: a local directory, a Hugging Face hub id (through the HF cache; '
+              'HF_HUB_OFFLINE respected), or "tiny" for the random-weight structural test model.', read_only=True),
+    ParamSpec('dtype', 'bfloat16', 'Weights dtype.', choices=('bfloat16', 'float16', 'float32'), read_only=True),
+    ParamSpec('device', 'auto', 'Torch device: auto (CUDA if available), cpu, cuda, cuda:N.', read_only=True),
+    ParamSpec('quantization', 'none', 'bitsandbytes quantization of the LLM.', choices=('none', '8bit', '4bit'),
+              read_only=True),
+    ParamSpec('prompt_variant', 'multi_view', 'Released prompt wording (multi_view: MolmoAct-7B-D-0812, LIBERO, '
+              'fine-tunes; single_view: the -Pretrain checkpoints).', choices=('multi_view', 'single_view'),
+              read_only=True),
+    ParamSpec('unnorm_key', '', 'Norm-stats key for unnormalizing actions (empty: the only key of the checkpoint).',
+              read_only=True),
+    ParamSpec('action_horizon', 1, 'Action steps per answer (1: MolmoAct-7B-D-0812; 8: LIBERO and fine-tunes).',
+              min_value=1, max_value=64, read_only=True),
+    ParamSpec('max_free_tokens', 64, 'Free-text tokens allowed before each structured part of the answer.',
+              min_value=1, max_value=512, read_only=True),
+    ParamSpec('steering_mode', 'drawn', 'How edited traces condition the actions: drawn (trained mode) or prefix.',
+              choices=('drawn', 'prefix'), read_only=True),
+)
+ENGINE_KEYS = tuple(p.name for p in ENGINE_PARAMETERS)
+
+
+def tiny_cache_dir() -> Path:
+    return Path(os.environ.get('MOLMOACT_TINY_DIR', Path.home() / '.cache' / 'molmoact_ros' / 'tiny-structural'))
+
+
+def resolve_model(model: str) -> str:
+    """The checkpoint to load: builds the tiny structural model on first use of ``tiny``."""
+    if model != TINY:
+        return model
+    from ..model.tiny import is_tiny_checkpoint, save_tiny_checkpoint
+    path = tiny_cache_dir()
+    if not is_tiny_checkpoint(path):
+        save_tiny_checkpoint(path)
+    return str(path)
+
+
+@dataclass
+class _Loaded:
+    engine: object
+    settings: Dict[str, object]
+    users: int
+
+
+class EngineProvider:
+    """Loads, shares and releases the engine of this process."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._loaded: Optional[_Loaded] = None
+
+    def acquire(self, settings: Dict[str, object]):
+        """The shared engine for ``settings`` (the ENGINE_PARAMETERS values); loads it on first use.
+        Raises RuntimeError / ModelLoadError / ValueError with a clear message on failure."""
+        settings = {k: settings[k] for k in ENGINE_KEYS}
+        with self._lock:
+            if self._loaded is not None:
+                if self._loaded.settings != settings:
+                    diff = {k: (self._loaded.settings[k], settings[k]) for k in ENGINE_KEYS
+                            if self._loaded.settings[k] != settings[k]}
+                    raise RuntimeError(f'this process already runs an engine with other settings: {diff}')
+                self._loaded.users += 1
+                return self._loaded.engine
+            engine = self._load(settings)
+            self._loaded = _Loaded(engine, settings, 1)
+            return engine
+
+    def release(self) -> None:
+        with self._lock:
+            if self._loaded is None:
+                return
+            self._loaded.users -= 1
+            if self._loaded.users <= 0:
+                engine = self._loaded.engine
+                self._loaded = None
+                del engine
+                try:
+                    import torch
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                except ImportError:  # pragma: no cover
+                    pass
+
+    @staticmethod
+    def _load(settings: Dict[str, object]):
+        from ..model.loading import LoadOptions, load_model
+        from ..model.processing import MolmoActProcessor
+        from ..reasoning.engine import EngineConfig, MolmoActEngine
+
+        path = resolve_model(str(settings['model']))
+        dtype = str(settings['dtype'])
+        if settings['model'] == TINY:
+            dtype = 'float32'  # the structural model is tiny; CPU bf16 would only be slower
+        model = load_model(path, LoadOptions(dtype=dtype, device=str(settings['device']),
+                                             quantization=str(settings['quantization'])))
+        processor = MolmoActProcessor.from_pretrained(path)
+        config = EngineConfig(prompt_variant=str(settings['prompt_variant']),
+                              unnorm_key=str(settings['unnorm_key']) or None,
+                              horizon=int(settings['action_horizon']),
+                              max_free_tokens=int(settings['max_free_tokens']),
+                              steering_mode=str(settings['steering_mode']))
+        return MolmoActEngine(model, processor, config, model_id=str(settings['model']))
+
+
+#: The provider of this process (nodes in one process share it).
+PROCESS_PROVIDER = EngineProvider()

@@ -1,0 +1,127 @@
+"""Run the pipeline's lifecycle nodes: all three in one process (one engine, KV-cache handoff), or one.
+
+    ros2 run molmoact_ros pipeline --ros-args -p model:=allenai/MolmoAct-7B-D-0812 ...
+    ros2 run molmoact_ros perception_node [--autostart] --ros-args ...
+
+The one-process runner configures and activates its nodes in order through their lifecycle services
+(so it works where launch_ros is absent), spins them on a multi-threaded executor, and on Ctrl-C or
+SIGTERM deactivates, cleans up and shuts them down before exiting. A single-stage executable leaves its
+node unconfigured for a lifecycle manager (launch_ros, nav2_lifecycle_manager with bond_timeout 0.0)
+unless given ``--autostart``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import List, Optional
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+from ..ros.lifecycle import LifecycleClient, LifecycleError, bring_up, walk
+from .engine_provider import EngineProvider
+from .stages import ActionDecoderNode, PerceptionNode, TracePlannerNode
+
+STAGES = {'perception': PerceptionNode, 'trace_planner': TracePlannerNode, 'action_decoder': ActionDecoderNode}
+
+
+class Pipeline:
+    """The three stage nodes (or a subset) on one executor, sharing one engine."""
+
+    def __init__(self, stages=tuple(STAGES), provider: Optional[EngineProvider] = None, args=None,
+                 num_threads: int = 4):
+        self.provider = provider or EngineProvider()
+        self.nodes = [STAGES[name](name, provider=self.provider, cli_args=args) for name in stages]
+        self.manager = rclpy.create_node('molmoact_pipeline_manager', cli_args=args)
+        self.executor = MultiThreadedExecutor(num_threads=num_threads)
+        for node in [*self.nodes, self.manager]:
+            self.executor.add_node(node)
+        self._thread: Optional[threading.Thread] = None
+        self.clients = [LifecycleClient(self.manager, node.get_fully_qualified_name(), spinning=True,
+                                        timeout_s=600.0) for node in self.nodes]
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    def bring_up(self):
+        """Configure all nodes, then activate all (raises LifecycleError naming the failing node)."""
+        return bring_up(self.clients)
+
+    def bring_down(self) -> List:
+        results = []
+        for transition in ('deactivate', 'cleanup', 'shutdown'):
+            for client, node in zip(self.clients, self.nodes):
+                label = node.lifecycle_label
+                allowed = {'deactivate': ('active',), 'cleanup': ('inactive',),
+                           'shutdown': ('unconfigured', 'inactive', 'active')}[transition]
+                if label in allowed:
+                    try:
+                        results.extend(walk([client], [transition]))
+                    except LifecycleError as exc:
+                        node.get_logger().error(str(exc))
+        return results
+
+    def stop(self) -> None:
+        self.executor.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=10)  # before rclpy.shutdown, or the process may abort
+        for node in [*self.nodes, self.manager]:
+            node.destroy_node()
+
+
+def _run(stages, argv, autostart: bool = True) -> int:
+    argv = list(argv)
+    if '--autostart' in argv:
+        argv.remove('--autostart')
+        autostart = True
+    rclpy.init(args=argv)
+    pipeline = Pipeline(stages, args=argv)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    pipeline.start()
+    code = 0
+    try:
+        if autostart:
+            pipeline.bring_up()
+            pipeline.manager.get_logger().info(f'molmoact pipeline active: {", ".join(stages)}')
+        while not stop.wait(0.5):
+            pass
+    except LifecycleError as exc:
+        pipeline.manager.get_logger().error(f'bring-up failed: {exc}')
+        code = 1
+    finally:
+        pipeline.bring_down()
+        pipeline.stop()
+        rclpy.try_shutdown()
+    return code
+
+
+def main(argv=None) -> int:
+    """All three stages in one process."""
+    return _run(tuple(STAGES), sys.argv if argv is None else argv)
+
+
+def perception_main(argv=None) -> int:
+    return _run(('perception',), sys.argv if argv is None else argv, autostart=False)
+
+
+def planner_main(argv=None) -> int:
+    return _run(('trace_planner',), sys.argv if argv is None else argv, autostart=False)
+
+
+def action_main(argv=None) -> int:
+    return _run(('action_decoder',), sys.argv if argv is None else argv, autostart=False)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""The three stage nodes: perception, trace planner, action decoder (lifecycle nodes over the engine).
+
+Topics (relative names, so namespaces and remapping work):
+
+=====================  =========================================  =============================
+node                   subscribes                                 publishes
+=====================  =========================================  =============================
+perception             image, camera_info, wrist_image,           perception_tokens
+                       instruction (std_msgs/String, latched)
+trace_planner          perception_tokens                          trajectory_trace
+action_decoder         perception_tokens, trajectory_trace        action_chunk
+=====================  =========================================  =============================
+
+Each node also publishes ``~/status`` (molmoact_msgs/NodeStatus). Nodes in one process share one engine
+(:mod:`.engine_provider`) and hand over the KV cache of each request; a node in another process rebuilds
+the request from the message content (one extra prefill). Nothing is published while a node is inactive.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Optional
+
+import numpy as np
+from lifecycle_msgs.msg import State
+from molmoact_msgs.msg import ActionChunk, NodeStatus, PerceptionTokens, TrajectoryTrace
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
+
+from ..reasoning.engine import Observation
+from ..reasoning.sessions import SessionError
+from ..robot.geometry import resize_affine
+from ..ros.conversions import action_msg, observation_from_msg, perception_msg, trace_result_msg
+from ..ros.image import to_rgb8
+from ..ros.params import ParamSpec
+from .base import MolmoActLifecycleNode
+from .engine_provider import ENGINE_KEYS, ENGINE_PARAMETERS, PROCESS_PROVIDER, EngineProvider
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+MAX_REMEMBERED_REQUESTS = 16
+
+
+class _Recent(OrderedDict):
+    """A small bounded map request_id -> message (oldest dropped)."""
+
+    def put(self, key, value):
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > MAX_REMEMBERED_REQUESTS:
+            self.popitem(last=False)
+
+
+class StageNode(MolmoActLifecycleNode):
+    """A lifecycle node that attaches to the process's engine on configure and releases it on cleanup."""
+
+    def __init__(self, name: str, *, parameters=(), provider: Optional[EngineProvider] = None, **kwargs):
+        self.engine = None
+        self.provider = provider or PROCESS_PROVIDER
+        self._work_group = MutuallyExclusiveCallbackGroup()
+        super().__init__(name, parameters=(*ENGINE_PARAMETERS, *parameters), **kwargs)
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        """Load (or attach to) the engine: slow the first time; FAILURE with a clear error otherwise."""
+        super().on_configure(state)
+        self.engine_state = NodeStatus.ENGINE_LOADING
+        try:
+            self.engine = self.provider.acquire({k: self.params[k] for k in ENGINE_KEYS})
+        except Exception as exc:  # noqa: BLE001 - report, stay unconfigured
+            self.engine_state = NodeStatus.ENGINE_ERROR
+            self._state_id, self._state_label = State.PRIMARY_STATE_UNCONFIGURED, 'unconfigured'
+            self.record_error(f'engine failed to load: {type(exc).__name__}: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        self.engine_state = NodeStatus.ENGINE_READY
+        self.publish_status()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release_engine(self) -> None:
+        if self.engine is not None:
+            self.engine = None
+            self.provider.release()
+        self.engine_state = NodeStatus.ENGINE_UNLOADED
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        """Release the engine (the weights are freed when no node of the process uses them)."""
+        self._release_engine()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._release_engine()
+        return super().on_shutdown(state)
+
+    def _busy(self, request_id: str):
+        self.engine_state = NodeStatus.ENGINE_BUSY
+        self.current_request_id = request_id
+        return time.monotonic()
+
+    def _done(self, start: float):
+        self.engine_state = NodeStatus.ENGINE_READY
+        self.current_request_id = ''
+        self.last_latency_s = time.monotonic() - start
+        self.publish_status()
+
+
+class PerceptionNode(StageNode):
+    """Camera image + instruction -> depth perception tokens, at most one inference at a time on the newest
+    frame (older pending frames are dropped and counted)."""
+
+    PARAMETERS = (
+        ParamSpec('max_image_side_px', 336, 'Frames are resized so that their longer side is at most this '
+                  '(the released fine-tunes used <= 336; 0 keeps the camera size).', min_value=0, max_value=4096),
+        ParamSpec('use_wrist_image', False, 'Feed the wrist view (topic wrist_image) as the second image.'),
+        ParamSpec('min_period_s', 0.0, 'Minimum seconds between two inferences (0: as fast as the model runs).',
+                  min_value=0.0, max_value=3600.0),
+        ParamSpec('max_frame_age_s', 1.0, 'Frames older than this when inference would start are dropped.',
+                  min_value=0.01, max_value=60.0),
+    )
+
+    def __init__(self, name: str = 'perception', **kwargs):
+        self._pub = None
+        self._subs = []
+        self._timer = None
+        self._frame = None          # (image msg, arrival monotonic)
+        self._wrist = None
+        self._camera_info = None
+        self._instruction = ''
+        self._last_run = 0.0
+        self._lock = threading.Lock()
+        super().__init__(name, parameters=self.PARAMETERS, **kwargs)
+
+    def on_configure(self, state):
+        result = super().on_configure(state)
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
+        self._pub = self.create_lifecycle_publisher(PerceptionTokens, 'perception_tokens', RELIABLE)
+        self._subs = [
+            self.create_subscription(Image, 'image', self.gate(self._on_image), qos_profile_sensor_data),
+            self.create_subscription(CameraInfo, 'camera_info', self.gate(self._on_info), qos_profile_sensor_data),
+            self.create_subscription(String, 'instruction', self.gate(self._on_instruction), LATCHED),
+        ]
+        if self.params['use_wrist_image']:
+            self._subs.append(self.create_subscription(Image, 'wrist_image', self.gate(self._on_wrist),
+                                                       qos_profile_sensor_data))
+        self._timer = self.create_timer(0.02, self.gate(self._maybe_infer, count_inputs=False),
+                                        callback_group=self._work_group)
+        return TransitionCallbackReturn.SUCCESS
+
+    def _on_image(self, msg: Image):
+        with self._lock:
+            if self._frame is not None:
+                self.inputs_dropped += 1  # superseded before it was used
+            self._frame = (msg, time.monotonic())
+
+    def _on_wrist(self, msg: Image):
+        self._wrist = msg
+
+    def _on_info(self, msg: CameraInfo):
+        self._camera_info = msg
+
+    def _on_instruction(self, msg: String):
+        text = ' '.join(msg.data.split())
+        if not text:
+            raise ValueError('empty instruction ignored')
+        self._instruction = text
+        self.get_logger().info(f'instruction: {text!r}')
+
+    def _maybe_infer(self):
+        if not self._instruction or time.monotonic() - self._last_run < self.params['min_period_s']:
+            return
+        with self._lock:
+            pending, self._frame = self._frame, None
+        if pending is None:
+            return
+        msg, arrived = pending
+        if time.monotonic() - arrived > self.params['max_frame_age_s']:
+            self.inputs_dropped += 1
+            return
+        self._last_run = time.monotonic()
+        start = self._busy('')
+        started = self.get_clock().now().to_msg()
+        try:
+            rgb = to_rgb8(msg)
+            model_rgb, affine = self._model_image(rgb)
+            wrist = to_rgb8(self._wrist) if self._wrist is not None else None
+            observation = Observation(np.ascontiguousarray(model_rgb),
+                                      None if wrist is None else np.ascontiguousarray(self._resize(wrist)[0]))
+            result = self.engine.perceive(observation, self._instruction)
+            out = perception_msg(result, msg.header, observation, self.params['prompt_variant'],
+                                 self.engine.model_id, started, self._camera_info, affine,
+                                 source_size=(rgb.shape[1], rgb.shape[0]))
+            self._pub.publish(out)
+            self.requests_completed += 1
+        finally:
+            self._done(start)
+
+    def _resize(self, rgb: np.ndarray):
+        limit = int(self.params['max_image_side_px'])
+        h, w = rgb.shape[:2]
+        if not limit or max(h, w) <= limit:
+            return rgb, None
+        scale = limit / max(h, w)
+        nw, nh = max(2, round(w * scale)), max(2, round(h * scale))
+        import cv2
+        return cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA), (nw, nh)
+
+    def _model_image(self, rgb: np.ndarray):
+        resized, size = self._resize(rgb)
+        if size is None:
+            return rgb, None
+        h, w = rgb.shape[:2]
+        return resized, resize_affine(size[0], size[1], w, h)  # model pixels -> source pixels
+
+    def on_cleanup(self, state):
+        self._teardown()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state):
+        self._teardown()
+        return super().on_shutdown(state)
+
+    def _teardown(self):
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        if self._pub is not None:
+            self.destroy_lifecycle_publisher(self._pub)
+            self._pub = None
+        self._frame = self._wrist = self._camera_info = None
+
+
+class TracePlannerNode(StageNode):
+    """Perception tokens -> the end effector's trace over the image (continues the request's generation)."""
+
+    def __init__(self, name: str = 'trace_planner', **kwargs):
+        self._pub = None
+        self._sub = None
+        self.perceptions = _Recent()
+        super().__init__(name, **kwargs)
+
+    def on_configure(self, state):
+        result = super().on_configure(state)
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
+        self._pub = self.create_lifecycle_publisher(TrajectoryTrace, 'trajectory_trace', RELIABLE)
+        self._sub = self.create_subscription(PerceptionTokens, 'perception_tokens', self.gate(self._on_perception),
+                                             RELIABLE, callback_group=self._work_group)
+        return TransitionCallbackReturn.SUCCESS
+
+    def _on_perception(self, msg: PerceptionTokens):
+        self.perceptions.put(msg.request_id, msg)
+        start = self._busy(msg.request_id)
+        started = self.get_clock().now().to_msg()
+        try:
+            if msg.request_id not in self.engine.sessions:  # another process ran perception
+                self.engine.resume(observation_from_msg(msg), msg.instruction, msg.answer_text, 'depth',
+                                   msg.request_id)
+            result = self.engine.plan(msg.request_id)
+            self._pub.publish(trace_result_msg(result, msg, self.engine.model_id, started))
+            self.requests_completed += 1
+        finally:
+            self._done(start)
+
+    def on_cleanup(self, state):
+        self._teardown()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state):
+        self._teardown()
+        return super().on_shutdown(state)
+
+    def _teardown(self):
+        if self._sub is not None:
+            self.destroy_subscription(self._sub)
+            self._sub = None
+        if self._pub is not None:
+            self.destroy_lifecycle_publisher(self._pub)
+            self._pub = None
+        self.perceptions.clear()
+
+
+class ActionDecoderNode(StageNode):
+    """Trajectory trace -> unnormalized end-effector action chunk (the model's trace, or an edited one)."""
+
+    PARAMETERS = (
+        ParamSpec('step_period_s', 0.1, 'Seconds between action steps (the robot\'s / dataset\'s control period).',
+                  min_value=0.001, max_value=10.0),
+        ParamSpec('delta_frame_id', 'base_link', 'Frame in which the model\'s end-effector deltas are expressed '
+                  '(robot base or tool frame, per robot profile).'),
+    )
+
+    def __init__(self, name: str = 'action_decoder', **kwargs):
+        self._pub = None
+        self._subs = []
+        self.perceptions = _Recent()
+        super().__init__(name, parameters=self.PARAMETERS, **kwargs)
+
+    def on_configure(self, state):
+        result = super().on_configure(state)
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
+        self._pub = self.create_lifecycle_publisher(ActionChunk, 'action_chunk', RELIABLE)
+        self._subs = [
+            self.create_subscription(PerceptionTokens, 'perception_tokens', self.gate(self._on_perception),
+                                     RELIABLE),
+            self.create_subscription(TrajectoryTrace, 'trajectory_trace', self.gate(self._on_trace), RELIABLE,
+                                     callback_group=self._work_group),
+        ]
+        return TransitionCallbackReturn.SUCCESS
+
+    def _on_perception(self, msg: PerceptionTokens):
+        self.perceptions.put(msg.request_id, msg)
+
+    def _on_trace(self, msg: TrajectoryTrace):
+        start = self._busy(msg.request_id)
+        started = self.get_clock().now().to_msg()
+        try:
+            engine = self.engine
+            if msg.source == TrajectoryTrace.SOURCE_MODEL:
+                if msg.request_id not in engine.sessions:
+                    self._resume(msg, 'trace')
+                result = engine.act(msg.request_id, release=False)
+            else:
+                if msg.request_id not in engine.sessions:
+                    self._resume(msg, 'depth')
+                points = [(p.x_model, p.y_model) for p in msg.points]
+                result = engine.act(msg.request_id, trace_points=points, release=False)
+            self._pub.publish(action_msg(result, msg, step_period_s=self.params['step_period_s'],
+                                         delta_frame_id=self.params['delta_frame_id'],
+                                         model_id=engine.model_id, started=started))
+            self.requests_completed += 1
+        finally:
+            self._done(start)
+
+    def _resume(self, trace: TrajectoryTrace, stage: str):
+        perception = self.perceptions.get(trace.request_id)
+        if perception is None:
+            raise SessionError(f'request {trace.request_id!r}: no perception message seen, cannot rebuild it')
+        text = trace.answer_text if stage == 'trace' else perception.answer_text
+        self.engine.resume(observation_from_msg(perception), perception.instruction, text, stage, trace.request_id)
+
+    def on_cleanup(self, state):
+        self._teardown()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state):
+        self._teardown()
+        return super().on_shutdown(state)
+
+    def _teardown(self):
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._pub is not None:
+            self.destroy_lifecycle_publisher(self._pub)
+            self._pub = None
+        self.perceptions.clear()

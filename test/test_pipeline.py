@@ -1,0 +1,89 @@
+"""The three stage nodes in one process on the tiny model: a fake camera and an instruction drive
+image -> PerceptionTokens -> TrajectoryTrace -> ActionChunk; nothing is published after deactivate."""
+
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from molmoact_msgs.msg import ActionChunk, NodeStatus, PerceptionTokens, TrajectoryTrace
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from molmoact_ros.nodes.pipeline import Pipeline
+from molmoact_ros.ros.image import numpy_to_image
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LIMIT_S = 120.0
+
+
+def wait_for(predicate, timeout=LIMIT_S):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not predicate():
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.fixture
+def pipeline(tmp_path, monkeypatch):
+    monkeypatch.setenv('MOLMOACT_TINY_DIR', str(tmp_path / 'tiny'))
+    rclpy.init()
+    args = ['--ros-args', '-r', '__ns:=/arm', '-p', 'max_free_tokens:=3', '-p', 'max_image_side_px:=96',
+            '-p', 'status_period_s:=0.2']
+    p = Pipeline(args=args)
+    p.start()
+    yield p
+    p.bring_down()
+    p.stop()
+    rclpy.shutdown()
+
+
+def test_image_to_action_chunk_in_one_process(pipeline):
+    probe = rclpy.create_node('probe', namespace='/arm')
+    pipeline.executor.add_node(probe)
+    got = {'perception': [], 'trace': [], 'actions': [], 'status': []}
+    probe.create_subscription(PerceptionTokens, 'perception_tokens', got['perception'].append, 10)
+    probe.create_subscription(TrajectoryTrace, 'trajectory_trace', got['trace'].append, 10)
+    probe.create_subscription(ActionChunk, 'action_chunk', got['actions'].append, 10)
+    probe.create_subscription(NodeStatus, 'perception/status', got['status'].append, LATCHED)
+    camera = probe.create_publisher(Image, 'image', qos_profile_sensor_data)
+    instruction = probe.create_publisher(String, 'instruction', LATCHED)
+    frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+
+    def publish_frame():
+        msg = numpy_to_image(frame, 'rgb8')
+        msg.header.stamp = probe.get_clock().now().to_msg()
+        msg.header.frame_id = 'camera_color_optical_frame'
+        camera.publish(msg)
+
+    timer = probe.create_timer(0.1, publish_frame)
+    try:
+        results = pipeline.bring_up()
+        assert [r.state_after for r in results][-3:] == ['active'] * 3
+        publish_frame()
+        assert not wait_for(lambda: got['perception'], timeout=1.0)  # no instruction yet: nothing runs
+        instruction.publish(String(data='put the red block in the bowl'))
+        assert wait_for(lambda: got['actions']), f'no action chunk; statuses: {got["status"][-1:]}'
+        p, t, a = got['perception'][0], got['trace'][0], got['actions'][0]
+        assert p.request_id == t.request_id == a.request_id
+        assert p.header.frame_id == t.header.frame_id == a.header.frame_id == 'camera_color_optical_frame'
+        assert len(p.depth_codes) == 100
+        assert (p.image.width, p.image.height) == (96, 72)  # resized to max_image_side_px
+        assert (p.camera_info.width, p.camera_info.height) == (160, 120)  # the source camera image
+        assert t.source == TrajectoryTrace.SOURCE_MODEL and 1 <= len(t.points) <= 5
+        for pt in t.points:  # source pixels of the 160x120 camera image
+            assert -0.5 <= pt.u_px <= 159.5 and -0.5 <= pt.v_px <= 119.5
+        assert len(a.steps) == 1 and a.action_dim == 7 and a.unnorm_key == 'molmoact'
+        assert a.timing.stage == 'action' and a.timing.cache_reused
+        assert t.timing.cache_reused and not p.timing.cache_reused
+
+        pipeline.bring_down()  # deactivate, cleanup, shutdown: nothing more is published
+        n = len(got['actions']) + len(got['perception']) + len(got['trace'])
+        time.sleep(1.0)
+        assert len(got['actions']) + len(got['perception']) + len(got['trace']) == n
+        assert all(node.lifecycle_label == 'finalized' for node in pipeline.nodes)
+    finally:
+        probe.destroy_timer(timer)
+        pipeline.executor.remove_node(probe)
+        probe.destroy_node()
