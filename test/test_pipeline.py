@@ -6,7 +6,9 @@ import time
 import numpy as np
 import pytest
 import rclpy
+from geometry_msgs.msg import Point32
 from molmoact_msgs.msg import ActionChunk, NodeStatus, PerceptionTokens, TrajectoryTrace
+from molmoact_msgs.srv import EditTrace
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -77,6 +79,35 @@ def test_image_to_action_chunk_in_one_process(pipeline):
         assert len(a.steps) == 1 and a.action_dim == 7 and a.unnorm_key == 'molmoact'
         assert a.timing.stage == 'action' and a.timing.cache_reused
         assert t.timing.cache_reused and not p.timing.cache_reused
+
+        # steering: an edited trace (model space) yields a new chunk conditioned on it
+        client = probe.create_client(EditTrace, 'edit_trace')
+        assert client.wait_for_service(timeout_sec=10)
+
+        def call(**kw):
+            future = client.call_async(EditTrace.Request(**kw))
+            assert wait_for(future.done, timeout=30)
+            return future.result()
+
+        n_actions = len(got['actions'])
+        res = call(request_id=p.request_id, coordinates=EditTrace.Request.COORDS_MODEL,
+                   points=[Point32(x=20.0, y=200.0), Point32(x=120.0, y=100.0)], act=True)
+        assert res.success, res.message
+        assert res.trace.source == TrajectoryTrace.SOURCE_EDITED and res.trace.revision == 1
+        assert wait_for(lambda: any(c.trace_revision == 1 for c in got['actions'][n_actions:]))
+        edited = next(c for c in got['actions'][n_actions:] if c.trace_revision == 1)
+        assert edited.request_id == p.request_id and edited.steering_mode == ActionChunk.STEERING_DRAWN_TRACE
+        # source-pixel edits map back to model space; bad edits are refused with a reason
+        res = call(request_id='', coordinates=EditTrace.Request.COORDS_SOURCE_PIXELS,
+                   points=[Point32(x=0.0, y=0.0), Point32(x=159.0, y=119.0)], act=False)
+        assert res.success and [(q.x_model, q.y_model) for q in res.trace.points] == [(0, 0), (255, 255)]
+        for bad in ([], [Point32(x=1.0, y=1.0)] * 6, [Point32(x=float('nan'), y=1.0)], [Point32(x=999.0, y=1.0)]):
+            res = call(request_id=p.request_id, coordinates=EditTrace.Request.COORDS_MODEL, points=bad, act=True)
+            assert not res.success and res.message
+        res = call(request_id='nope', coordinates=EditTrace.Request.COORDS_MODEL, points=[Point32(x=1.0, y=1.0)])
+        assert not res.success and 'unknown request' in res.message
+        planner = next(n for n in pipeline.nodes if n.get_name() == 'trace_planner')
+        assert planner.is_active and planner.errors >= 5  # shown on ~/status, node still running
 
         pipeline.bring_down()  # deactivate, cleanup, shutdown: nothing more is published
         n = len(got['actions']) + len(got['perception']) + len(got['trace'])

@@ -18,6 +18,7 @@ the request from the message content (one extra prefill). Nothing is published w
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from typing import Optional
 import numpy as np
 from lifecycle_msgs.msg import State
 from molmoact_msgs.msg import ActionChunk, NodeStatus, PerceptionTokens, TrajectoryTrace
+from molmoact_msgs.srv import EditTrace
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -34,8 +36,9 @@ from std_msgs.msg import String
 
 from ..reasoning.engine import Observation
 from ..reasoning.sessions import SessionError
-from ..robot.geometry import resize_affine
-from ..ros.conversions import action_msg, observation_from_msg, perception_msg, trace_result_msg
+from ..reasoning.engine import check_trace_points
+from ..robot.geometry import resize_affine, source_pixels_to_model_space
+from ..ros.conversions import action_msg, observation_from_msg, perception_msg, trace_msg, trace_result_msg
 from ..ros.image import to_rgb8
 from ..ros.params import ParamSpec
 from .base import MolmoActLifecycleNode
@@ -63,6 +66,7 @@ class StageNode(MolmoActLifecycleNode):
         self.engine = None
         self.provider = provider or PROCESS_PROVIDER
         self._work_group = MutuallyExclusiveCallbackGroup()
+        self._work_lock = threading.Lock()
         super().__init__(name, parameters=(*ENGINE_PARAMETERS, *parameters), **kwargs)
 
     def on_configure(self, state) -> TransitionCallbackReturn:
@@ -95,16 +99,33 @@ class StageNode(MolmoActLifecycleNode):
         self._release_engine()
         return super().on_shutdown(state)
 
-    def _busy(self, request_id: str):
-        self.engine_state = NodeStatus.ENGINE_BUSY
-        self.current_request_id = request_id
-        return time.monotonic()
+    @contextlib.contextmanager
+    def working(self, request_id: str):
+        """Hold the node's work lock while a request is processed: deactivate waits for it, so no result
+        is published (and the engine is not released) mid-request. Yields False when the node stopped
+        being active while the request waited."""
+        with self._work_lock:
+            if not self.is_active:
+                self.inputs_dropped += 1
+                yield False
+                return
+            self.engine_state = NodeStatus.ENGINE_BUSY
+            self.current_request_id = request_id
+            start = time.monotonic()
+            try:
+                yield True
+            finally:
+                self.engine_state = NodeStatus.ENGINE_READY
+                self.current_request_id = ''
+                self.last_latency_s = time.monotonic() - start
+                self.publish_status()
 
-    def _done(self, start: float):
-        self.engine_state = NodeStatus.ENGINE_READY
-        self.current_request_id = ''
-        self.last_latency_s = time.monotonic() - start
-        self.publish_status()
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        """Stop taking inputs, wait for the request in flight (if any) to finish, then stop publishing."""
+        self._active = False
+        with self._work_lock:
+            pass
+        return super().on_deactivate(state)
 
 
 class PerceptionNode(StageNode):
@@ -181,22 +202,23 @@ class PerceptionNode(StageNode):
             self.inputs_dropped += 1
             return
         self._last_run = time.monotonic()
-        start = self._busy('')
+        with self.working('') as ok:
+            if ok:
+                self._infer(msg)
+
+    def _infer(self, msg: Image):
         started = self.get_clock().now().to_msg()
-        try:
-            rgb = to_rgb8(msg)
-            model_rgb, affine = self._model_image(rgb)
-            wrist = to_rgb8(self._wrist) if self._wrist is not None else None
-            observation = Observation(np.ascontiguousarray(model_rgb),
-                                      None if wrist is None else np.ascontiguousarray(self._resize(wrist)[0]))
-            result = self.engine.perceive(observation, self._instruction)
-            out = perception_msg(result, msg.header, observation, self.params['prompt_variant'],
-                                 self.engine.model_id, started, self._camera_info, affine,
-                                 source_size=(rgb.shape[1], rgb.shape[0]))
-            self._pub.publish(out)
-            self.requests_completed += 1
-        finally:
-            self._done(start)
+        rgb = to_rgb8(msg)
+        model_rgb, affine = self._model_image(rgb)
+        wrist = to_rgb8(self._wrist) if self._wrist is not None else None
+        observation = Observation(np.ascontiguousarray(model_rgb),
+                                  None if wrist is None else np.ascontiguousarray(self._resize(wrist)[0]))
+        result = self.engine.perceive(observation, self._instruction)
+        out = perception_msg(result, msg.header, observation, self.params['prompt_variant'],
+                             self.engine.model_id, started, self._camera_info, affine,
+                             source_size=(rgb.shape[1], rgb.shape[0]))
+        self._pub.publish(out)
+        self.requests_completed += 1
 
     def _resize(self, rgb: np.ndarray):
         limit = int(self.params['max_image_side_px'])
@@ -237,12 +259,21 @@ class PerceptionNode(StageNode):
 
 
 class TracePlannerNode(StageNode):
-    """Perception tokens -> the end effector's trace over the image (continues the request's generation)."""
+    """Perception tokens -> the end effector's trace over the image (continues the request's generation).
+
+    Edited traces come in through the ``edit_trace`` service (molmoact_msgs/EditTrace) and the
+    ``edited_trace`` topic (a TrajectoryTrace from another program); accepted edits are published on
+    ``trajectory_trace`` with source EDITED / EXTERNAL and the next revision, and the action decoder acts
+    on them.
+    """
 
     def __init__(self, name: str = 'trace_planner', **kwargs):
         self._pub = None
-        self._sub = None
+        self._subs = []
+        self._service = None
         self.perceptions = _Recent()
+        self.revisions = _Recent()
+        self._latest = ''
         super().__init__(name, **kwargs)
 
     def on_configure(self, state):
@@ -250,23 +281,87 @@ class TracePlannerNode(StageNode):
         if result != TransitionCallbackReturn.SUCCESS:
             return result
         self._pub = self.create_lifecycle_publisher(TrajectoryTrace, 'trajectory_trace', RELIABLE)
-        self._sub = self.create_subscription(PerceptionTokens, 'perception_tokens', self.gate(self._on_perception),
-                                             RELIABLE, callback_group=self._work_group)
+        self._subs = [
+            self.create_subscription(PerceptionTokens, 'perception_tokens', self.gate(self._on_perception),
+                                     RELIABLE, callback_group=self._work_group),
+            self.create_subscription(TrajectoryTrace, 'edited_trace', self.gate(self._on_edited), RELIABLE),
+        ]
+        self._service = self.create_service(EditTrace, 'edit_trace', self._on_edit_service)
         return TransitionCallbackReturn.SUCCESS
 
     def _on_perception(self, msg: PerceptionTokens):
         self.perceptions.put(msg.request_id, msg)
-        start = self._busy(msg.request_id)
+        self._latest = msg.request_id
+        with self.working(msg.request_id) as ok:
+            if ok:
+                self._plan(msg)
+
+    def _plan(self, msg: PerceptionTokens):
         started = self.get_clock().now().to_msg()
+        if msg.request_id not in self.engine.sessions:  # another process ran perception
+            self.engine.resume(observation_from_msg(msg), msg.instruction, msg.answer_text, 'depth',
+                               msg.request_id)
+        result = self.engine.plan(msg.request_id)
+        self.revisions.put(msg.request_id, 0)
+        self._pub.publish(trace_result_msg(result, msg, self.engine.model_id, started))
+        self.requests_completed += 1
+
+    def apply_edit(self, request_id: str, points_model, source: int) -> TrajectoryTrace:
+        """Validate an edit (ValueError with the reason) and build the trace message to publish."""
+        request_id = request_id or self._latest
+        perception = self.perceptions.get(request_id)
+        if perception is None:
+            raise ValueError(f'unknown request {request_id!r} (the planner keeps the last '
+                             f'{MAX_REMEMBERED_REQUESTS} requests)')
+        points = check_trace_points(points_model)
+        revision = self.revisions.get(request_id, 0) + 1
+        self.revisions.put(request_id, revision)
+        from ..reasoning.grammar import format_trace
+        return trace_msg(perception, points, source=source, revision=revision, trace_text=format_trace(points),
+                         answer_text='', model_id='')
+
+    def _to_model_space(self, request_id: str, points, coordinates: int):
+        pts = [(float(p.x), float(p.y)) for p in points]
+        if not all(np.isfinite(v) for p in pts for v in p):
+            raise ValueError('trace coordinates must be finite numbers')
+        if coordinates == EditTrace.Request.COORDS_SOURCE_PIXELS:
+            perception = self.perceptions.get(request_id or self._latest)
+            if perception is None:
+                raise ValueError(f'unknown request {request_id!r}')
+            model = source_pixels_to_model_space(np.asarray(pts), perception.image.width, perception.image.height,
+                                                 perception.model_to_source)
+            pts = np.atleast_2d(model).tolist()
+        elif coordinates != EditTrace.Request.COORDS_MODEL:
+            raise ValueError(f'unknown coordinates {coordinates}')
+        # Model-space 0 and 255 are the centres of the first and last model pixels: the source image's
+        # edges lie up to about one model pixel beyond them, so allow that much before clipping.
+        if any(v < -2.0 or v > 257.0 for p in pts for v in p):
+            raise ValueError(f'trace points outside the image: {pts}')
+        return [(int(round(min(max(x, 0), 255))), int(round(min(max(y, 0), 255)))) for x, y in pts]
+
+    def _on_edit_service(self, request, response):
+        if not self.is_active:
+            response.success, response.message = False, 'trace planner is not active'
+            return response
         try:
-            if msg.request_id not in self.engine.sessions:  # another process ran perception
-                self.engine.resume(observation_from_msg(msg), msg.instruction, msg.answer_text, 'depth',
-                                   msg.request_id)
-            result = self.engine.plan(msg.request_id)
-            self._pub.publish(trace_result_msg(result, msg, self.engine.model_id, started))
-            self.requests_completed += 1
-        finally:
-            self._done(start)
+            points = self._to_model_space(request.request_id, request.points, request.coordinates)
+            trace = self.apply_edit(request.request_id, points, TrajectoryTrace.SOURCE_EDITED)
+        except ValueError as exc:
+            self.record_error(f'edit_trace rejected: {exc}')
+            response.success, response.message = False, str(exc)
+            return response
+        if request.act:
+            self._pub.publish(trace)
+        response.success, response.trace = True, trace
+        response.message = f'revision {trace.revision} of request {trace.request_id}' + (
+            ' published' if request.act else ' accepted (not published: act is false)')
+        return response
+
+    def _on_edited(self, msg: TrajectoryTrace):
+        source = msg.source if msg.source in (TrajectoryTrace.SOURCE_EDITED, TrajectoryTrace.SOURCE_EXTERNAL) \
+            else TrajectoryTrace.SOURCE_EXTERNAL
+        trace = self.apply_edit(msg.request_id, [(p.x_model, p.y_model) for p in msg.points], source)
+        self._pub.publish(trace)
 
     def on_cleanup(self, state):
         self._teardown()
@@ -277,13 +372,17 @@ class TracePlannerNode(StageNode):
         return super().on_shutdown(state)
 
     def _teardown(self):
-        if self._sub is not None:
-            self.destroy_subscription(self._sub)
-            self._sub = None
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._service is not None:
+            self.destroy_service(self._service)
+            self._service = None
         if self._pub is not None:
             self.destroy_lifecycle_publisher(self._pub)
             self._pub = None
         self.perceptions.clear()
+        self.revisions.clear()
 
 
 class ActionDecoderNode(StageNode):
@@ -319,25 +418,26 @@ class ActionDecoderNode(StageNode):
         self.perceptions.put(msg.request_id, msg)
 
     def _on_trace(self, msg: TrajectoryTrace):
-        start = self._busy(msg.request_id)
+        with self.working(msg.request_id) as ok:
+            if ok:
+                self._act(msg)
+
+    def _act(self, msg: TrajectoryTrace):
         started = self.get_clock().now().to_msg()
-        try:
-            engine = self.engine
-            if msg.source == TrajectoryTrace.SOURCE_MODEL:
-                if msg.request_id not in engine.sessions:
-                    self._resume(msg, 'trace')
-                result = engine.act(msg.request_id, release=False)
-            else:
-                if msg.request_id not in engine.sessions:
-                    self._resume(msg, 'depth')
-                points = [(p.x_model, p.y_model) for p in msg.points]
-                result = engine.act(msg.request_id, trace_points=points, release=False)
-            self._pub.publish(action_msg(result, msg, step_period_s=self.params['step_period_s'],
-                                         delta_frame_id=self.params['delta_frame_id'],
-                                         model_id=engine.model_id, started=started))
-            self.requests_completed += 1
-        finally:
-            self._done(start)
+        engine = self.engine
+        if msg.source == TrajectoryTrace.SOURCE_MODEL:
+            if msg.request_id not in engine.sessions:
+                self._resume(msg, 'trace')
+            result = engine.act(msg.request_id, release=False)
+        else:
+            if msg.request_id not in engine.sessions:
+                self._resume(msg, 'depth')
+            points = [(p.x_model, p.y_model) for p in msg.points]
+            result = engine.act(msg.request_id, trace_points=points, release=False)
+        self._pub.publish(action_msg(result, msg, step_period_s=self.params['step_period_s'],
+                                     delta_frame_id=self.params['delta_frame_id'],
+                                     model_id=engine.model_id, started=started))
+        self.requests_completed += 1
 
     def _resume(self, trace: TrajectoryTrace, stage: str):
         perception = self.perceptions.get(trace.request_id)

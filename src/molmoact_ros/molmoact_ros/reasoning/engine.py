@@ -254,7 +254,7 @@ class MolmoActEngine:
                 points = parse_trace(self._answer_text(session))[0].points
                 target = session
             else:
-                points = _check_points(trace_points)
+                points = check_trace_points(trace_points)
                 mode = SteeringMode(steering or self.config.steering_mode)
                 if mode == SteeringMode.NONE:
                     raise ValueError('an edited trace needs steering mode prefix or drawn')
@@ -462,7 +462,7 @@ class MolmoActEngine:
         return self._decode_text(session.answer_ids)
 
 
-def _check_points(points: Sequence[Sequence[int]]) -> Tuple[Tuple[int, int], ...]:
+def check_trace_points(points: Sequence[Sequence[int]]) -> Tuple[Tuple[int, int], ...]:
     """Validate an edited trace: 1..5 points of two integers in 0..255 (ValueError otherwise)."""
     try:
         pts = tuple((int(p[0]), int(p[1])) for p in points)

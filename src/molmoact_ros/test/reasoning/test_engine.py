@@ -10,7 +10,7 @@ from molmoact_ros.model.loading import LoadOptions, load_model
 from molmoact_ros.model.processing import MolmoActProcessor
 from molmoact_ros.model.tiny import save_tiny_checkpoint
 from molmoact_ros.reasoning.engine import (EngineConfig, MolmoActEngine, Observation, StageFailure, SteeringMode,
-                                           _check_points)
+                                           check_trace_points)
 from molmoact_ros.reasoning.grammar import parse_answer
 from molmoact_ros.reasoning.sessions import SessionError, SessionLimits
 
@@ -137,7 +137,7 @@ def test_clear_errors_and_the_engine_keeps_working(engine):
         engine.perceive(obs(6), '   ')
     for bad in ([], [(1, 2)] * 6, [(300, 1)], [(1,)], 'abc'):
         with pytest.raises(ValueError):
-            _check_points(bad)
+            check_trace_points(bad)
     p = engine.perceive(obs(7), 'x')
     with pytest.raises(StageFailure, match='planning stage first'):
         engine.act(p.request_id)
