@@ -226,6 +226,7 @@ class MolmoActEngine:
             if 'depth' not in session.marks:
                 raise StageFailure(f'request {request_id}: plan needs the perception stage first')
             self._rewind(session, session.marks['depth'])
+            resumed = session.data.pop('resumed', None)
             new, decode_s = self._decode(session, 'trace')
             session.marks['trace'] = len(session.answer_ids)
             text = self._answer_text(session)
@@ -233,8 +234,10 @@ class MolmoActEngine:
             if isinstance(traces, ParseError):
                 raise StageFailure(f'planning of request {request_id}: {traces}')
             self.sessions.touch(request_id)
+            prefill_s, prefill_tokens = resumed or (0.0, 0)
             return TraceResult(request_id, traces[0], traces, text, StageTiming(
-                'planning', 0.0, decode_s, time.monotonic() - start, 0, len(new), cache_reused=True))
+                'planning', prefill_s, decode_s, time.monotonic() - start, prefill_tokens, len(new),
+                cache_reused=resumed is None))
 
     def act(self, request_id: str, trace_points: Optional[Sequence[Sequence[int]]] = None,
             steering: Optional[SteeringMode] = None, release: bool = True) -> ActionResult:
@@ -244,6 +247,7 @@ class MolmoActEngine:
         with self._lock:
             start = time.monotonic()
             session = self.sessions.get(request_id)
+            resumed = session.data.pop('resumed', None)
             if trace_points is None:
                 if 'trace' not in session.marks:
                     raise StageFailure(f'request {request_id}: act needs the planning stage first '
@@ -280,8 +284,10 @@ class MolmoActEngine:
             if release:
                 self.sessions.release(request_id)
             return ActionResult(request_id, tokens, actions, self.unnorm_key, mode, tuple(points), text,
-                                StageTiming('action', prefill_s, decode_s, time.monotonic() - start, prefill_tokens,
-                                            len(new), cache_reused=mode != SteeringMode.DRAWN),
+                                StageTiming('action', prefill_s + (resumed[0] if resumed else 0.0), decode_s,
+                                            time.monotonic() - start,
+                                            prefill_tokens + (resumed[1] if resumed else 0), len(new),
+                                            cache_reused=mode != SteeringMode.DRAWN and resumed is None),
                                 tokens.repairs)
 
     def run(self, observation: Observation, instruction: str) -> Tuple[PerceptionResult, TraceResult, ActionResult]:
@@ -299,8 +305,11 @@ class MolmoActEngine:
             raise ValueError(f"stage must be 'depth' or 'trace', got {stage!r}")
         with self._lock:
             answer_ids = self.tokenizer.encode(answer_text, add_special_tokens=False)
-            session, _ = self._start_session(request_id, observation, instruction, self.config.prompt_variant,
-                                             observation.image, answer_ids=answer_ids)
+            session, prefill_s = self._start_session(request_id, observation, instruction,
+                                                     self.config.prompt_variant, observation.image,
+                                                     answer_ids=answer_ids)
+            # The next stage reports this prefill as its own (it did not reuse another stage's cache).
+            session.data['resumed'] = (prefill_s, session.length)
             session.marks['depth'] = len(answer_ids) if stage == 'depth' else self._depth_mark(answer_ids)
             if stage == 'trace':
                 session.marks['trace'] = len(answer_ids)

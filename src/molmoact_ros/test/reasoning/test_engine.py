@@ -150,3 +150,15 @@ def test_unconstrained_random_model_fails_clearly(parts):
     with pytest.raises(StageFailure, match='perception of request'):
         eng.perceive(obs(8), 'x')
     assert len(eng.sessions) == 0
+
+
+def test_a_resumed_stage_reports_its_prefill(parts):
+    a_engine = MolmoActEngine(*parts, EngineConfig(max_free_tokens=FREE))
+    b_engine = MolmoActEngine(*parts, EngineConfig(max_free_tokens=FREE))
+    o = obs(9)
+    p = a_engine.perceive(o, 'wipe the table')
+    b_engine.resume(o, 'wipe the table', p.answer_text, 'depth', p.request_id)
+    t = b_engine.plan(p.request_id)
+    assert not t.timing.cache_reused and t.timing.prefill_tokens > 424 and t.timing.prefill_s > 0
+    a = b_engine.act(p.request_id)
+    assert a.timing.cache_reused  # the action stage continued the planner's cache in this engine
