@@ -10,8 +10,10 @@ from geometry_msgs.msg import Point32
 from molmoact_msgs.msg import ActionChunk, NodeStatus, PerceptionTokens, TrajectoryTrace
 from molmoact_msgs.srv import EditTrace
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
+from visualization_msgs.msg import Marker, MarkerArray
 
 from molmoact_ros.nodes.pipeline import Pipeline
 from molmoact_ros.ros.image import numpy_to_image
@@ -44,7 +46,11 @@ def pipeline(tmp_path, monkeypatch):
 def test_image_to_action_chunk_in_one_process(pipeline):
     probe = rclpy.create_node('probe', namespace='/arm')
     pipeline.executor.add_node(probe)
-    got = {'perception': [], 'trace': [], 'actions': [], 'status': []}
+    got = {'perception': [], 'trace': [], 'actions': [], 'status': [], 'markers': [], 'image': []}
+    probe.create_subscription(MarkerArray, 'trace_markers', got['markers'].append, 10)
+    got['diagnostics'] = []
+    probe.create_subscription(DiagnosticArray, '/diagnostics', got['diagnostics'].append, 50)
+    probe.create_subscription(Image, 'trace_image', got['image'].append, 10)
     probe.create_subscription(PerceptionTokens, 'perception_tokens', got['perception'].append, 10)
     probe.create_subscription(TrajectoryTrace, 'trajectory_trace', got['trace'].append, 10)
     probe.create_subscription(ActionChunk, 'action_chunk', got['actions'].append, 10)
@@ -59,7 +65,15 @@ def test_image_to_action_chunk_in_one_process(pipeline):
         msg.header.frame_id = 'camera_color_optical_frame'
         camera.publish(msg)
 
+    info_pub = probe.create_publisher(CameraInfo, 'camera_info', qos_profile_sensor_data)
+
+    def publish_info():
+        info = CameraInfo(width=160, height=120, k=[150.0, 0.0, 79.5, 0.0, 150.0, 59.5, 0.0, 0.0, 1.0])
+        info.header.frame_id = 'camera_color_optical_frame'
+        info_pub.publish(info)
+
     timer = probe.create_timer(0.1, publish_frame)
+    info_timer = probe.create_timer(0.1, publish_info)
     try:
         results = pipeline.bring_up()
         assert [r.state_after for r in results][-3:] == ['active'] * 3
@@ -79,7 +93,18 @@ def test_image_to_action_chunk_in_one_process(pipeline):
         assert len(a.steps) == 1 and a.action_dim == 7 and a.unnorm_key == 'molmoact'
         assert a.timing.stage == 'action' and a.timing.cache_reused
         assert t.timing.cache_reused and not p.timing.cache_reused
-
+        # RViz: markers in the optical frame (no aligned depth: drawn along the rays) and the annotated view
+        planner = next(n for n in pipeline.nodes if n.get_name() == 'trace_planner')
+        assert wait_for(lambda: got['markers'] and got['image'], timeout=10), (planner.last_error, len(got['markers']), len(got['image']), p.camera_info.k)
+        strip = next(m for m in got['markers'][0].markers if m.type == Marker.LINE_STRIP or m.action == Marker.DELETE)
+        assert strip.header.frame_id == 'camera_color_optical_frame' and strip.ns == 'molmoact_trace'
+        assert (got['image'][0].width, got['image'][0].height) == (96, 72)
+        assert t.lift_method == TrajectoryTrace.LIFT_NONE and not t.points_3d  # no depth: no 3D claim
+        names = {d.name for arr in got['diagnostics'] for d in arr.status}
+        assert {'/arm/perception', '/arm/trace_planner', '/arm/action_decoder'} <= names
+        latency = [kv.value for arr in got['diagnostics'] for d in arr.status if d.name == '/arm/action_decoder'
+                   for kv in d.values if 'latency' in kv.key]
+        assert latency and any(float(v) > 0 for v in latency)
         # steering: an edited trace (model space) yields a new chunk conditioned on it
         client = probe.create_client(EditTrace, 'edit_trace')
         assert client.wait_for_service(timeout_sec=10)
@@ -110,11 +135,14 @@ def test_image_to_action_chunk_in_one_process(pipeline):
         assert planner.is_active and planner.errors >= 5  # shown on ~/status, node still running
 
         pipeline.bring_down()  # deactivate, cleanup, shutdown: nothing more is published
+        assert wait_for(lambda: any(m.action == Marker.DELETEALL for ma in got['markers'] for m in ma.markers),
+                        timeout=5)
         n = len(got['actions']) + len(got['perception']) + len(got['trace'])
         time.sleep(1.0)
         assert len(got['actions']) + len(got['perception']) + len(got['trace']) == n
         assert all(node.lifecycle_label == 'finalized' for node in pipeline.nodes)
     finally:
         probe.destroy_timer(timer)
+        probe.destroy_timer(info_timer)
         pipeline.executor.remove_node(probe)
         probe.destroy_node()

@@ -19,11 +19,13 @@ from __future__ import annotations
 import functools
 from typing import Callable, Sequence
 
+from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State
 from molmoact_msgs.msg import NodeStatus
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from molmoact_ros.ros.diagnostics import status_to_diagnostics
 from molmoact_ros.ros.params import ParamSpec, declare_parameters
 
 BASE_PARAMETERS = (
@@ -41,11 +43,15 @@ class MolmoActLifecycleNode(LifecycleNode):
     """Lifecycle node with typed parameters, a ``~/status`` topic and input gating."""
 
     engine_state = NodeStatus.ENGINE_NONE
+    #: Share of new inputs dropped between two reports above which /diagnostics warns (0: any drop).
+    drop_warn_fraction = 0.0
 
     def __init__(self, node_name: str, *, parameters: Sequence[ParamSpec] = (), **kwargs):
         # Attributes used by transition callbacks exist before the base class can call them.
         self._status_pub = None
         self._status_timer = None
+        self._diagnostics_pub = None
+        self._previous_status = None
         self._active = False
         self._state_id = State.PRIMARY_STATE_UNCONFIGURED
         self._state_label = 'unconfigured'
@@ -58,6 +64,8 @@ class MolmoActLifecycleNode(LifecycleNode):
         self.params = declare_parameters(self, (*BASE_PARAMETERS, *parameters))
         # ~/status is a plain publisher, not a lifecycle one: it reports in every state.
         self._status_pub = self.create_publisher(NodeStatus, '~/status', STATUS_QOS)
+        # The standard diagnostics topic (absolute by convention; the diagnostic aggregator reads it).
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._status_timer = self.create_timer(float(self.params['status_period_s']), self.publish_status)
         self.publish_status()
 
@@ -131,8 +139,16 @@ class MolmoActLifecycleNode(LifecycleNode):
         return msg
 
     def publish_status(self) -> None:
-        if self._status_pub is not None:
-            self._status_pub.publish(self.build_status())
+        """Publish ~/status and the same report on /diagnostics."""
+        if self._status_pub is None:
+            return
+        status = self.build_status()
+        self._status_pub.publish(status)
+        if self._diagnostics_pub is not None:
+            diag = status_to_diagnostics(status, previous=self._previous_status,
+                                         drop_warn_fraction=self.drop_warn_fraction)
+            self._diagnostics_pub.publish(DiagnosticArray(header=status.header, status=[diag]))
+        self._previous_status = status
 
     def _set_state(self, state_id: int, label: str) -> None:
         self._state_id = state_id
@@ -191,3 +207,6 @@ class MolmoActLifecycleNode(LifecycleNode):
         if self._status_pub is not None:
             self.destroy_publisher(self._status_pub)
             self._status_pub = None
+        if self._diagnostics_pub is not None:
+            self.destroy_publisher(self._diagnostics_pub)
+            self._diagnostics_pub = None

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from typing import Optional
 
 import numpy as np
+from geometry_msgs.msg import Point
 from lifecycle_msgs.msg import State
 from molmoact_msgs.msg import ActionChunk, NodeStatus, PerceptionTokens, TrajectoryTrace
 from molmoact_msgs.srv import EditTrace
@@ -33,13 +34,16 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
 
-from ..reasoning.engine import Observation
+from ..reasoning.engine import Observation, check_trace_points
 from ..reasoning.sessions import SessionError
-from ..reasoning.engine import check_trace_points
-from ..robot.geometry import resize_affine, source_pixels_to_model_space
+from ..robot.geometry import (CameraIntrinsics, backproject, model_space_to_model_pixels, resize_affine, sample_depth,
+                               source_pixels_to_model_space)
 from ..ros.conversions import action_msg, observation_from_msg, perception_msg, trace_msg, trace_result_msg
-from ..ros.image import to_rgb8
+from ..ros.image import depth_to_meters, numpy_to_image, to_rgb8
+from ..ros.markers import delete_all, trace_markers
+from ..ros.overlay import annotate
 from ..ros.params import ParamSpec
 from .base import MolmoActLifecycleNode
 from .engine_provider import ENGINE_KEYS, ENGINE_PARAMETERS, PROCESS_PROVIDER, EngineProvider
@@ -141,6 +145,9 @@ class PerceptionNode(StageNode):
         ParamSpec('max_frame_age_s', 1.0, 'Frames older than this when inference would start are dropped.',
                   min_value=0.01, max_value=60.0),
     )
+
+    # Superseded camera frames are dropped on purpose: warn only when nearly every frame is dropped.
+    drop_warn_fraction = 0.98
 
     def __init__(self, name: str = 'perception', **kwargs):
         self._pub = None
@@ -267,20 +274,33 @@ class TracePlannerNode(StageNode):
     on them.
     """
 
+    PARAMETERS = (
+        ParamSpec('marker_lifetime_s', 0.0, 'Seconds RViz keeps the trace markers without a new trace (0: until '
+                  'replaced or deleted).', min_value=0.0, max_value=3600.0),
+        ParamSpec('marker_fallback_depth_m', 1.0, 'Without aligned depth, draw the trace markers at this distance '
+                  'along the camera rays (they project onto the right pixels in RViz\'s Camera display); 0: no '
+                  'markers without depth.', min_value=0.0, max_value=100.0),
+        ParamSpec('publish_trace_image', True, 'Publish trace_image: the model\'s view with the trace drawn.'),
+    )
+
     def __init__(self, name: str = 'trace_planner', **kwargs):
         self._pub = None
+        self._markers_pub = None
+        self._image_pub = None
         self._subs = []
         self._service = None
         self.perceptions = _Recent()
         self.revisions = _Recent()
         self._latest = ''
-        super().__init__(name, **kwargs)
+        super().__init__(name, parameters=self.PARAMETERS, **kwargs)
 
     def on_configure(self, state):
         result = super().on_configure(state)
         if result != TransitionCallbackReturn.SUCCESS:
             return result
         self._pub = self.create_lifecycle_publisher(TrajectoryTrace, 'trajectory_trace', RELIABLE)
+        self._markers_pub = self.create_lifecycle_publisher(MarkerArray, 'trace_markers', RELIABLE)
+        self._image_pub = self.create_lifecycle_publisher(Image, 'trace_image', RELIABLE)
         self._subs = [
             self.create_subscription(PerceptionTokens, 'perception_tokens', self.gate(self._on_perception),
                                      RELIABLE, callback_group=self._work_group),
@@ -303,7 +323,7 @@ class TracePlannerNode(StageNode):
                                msg.request_id)
         result = self.engine.plan(msg.request_id)
         self.revisions.put(msg.request_id, 0)
-        self._pub.publish(trace_result_msg(result, msg, self.engine.model_id, started))
+        self.publish_trace(trace_result_msg(result, msg, self.engine.model_id, started), msg)
         self.requests_completed += 1
 
     def apply_edit(self, request_id: str, points_model, source: int) -> TrajectoryTrace:
@@ -351,7 +371,7 @@ class TracePlannerNode(StageNode):
             response.success, response.message = False, str(exc)
             return response
         if request.act:
-            self._pub.publish(trace)
+            self.publish_trace(trace, self.perceptions[trace.request_id])
         response.success, response.trace = True, trace
         response.message = f'revision {trace.revision} of request {trace.request_id}' + (
             ' published' if request.act else ' accepted (not published: act is false)')
@@ -361,7 +381,55 @@ class TracePlannerNode(StageNode):
         source = msg.source if msg.source in (TrajectoryTrace.SOURCE_EDITED, TrajectoryTrace.SOURCE_EXTERNAL) \
             else TrajectoryTrace.SOURCE_EXTERNAL
         trace = self.apply_edit(msg.request_id, [(p.x_model, p.y_model) for p in msg.points], source)
+        self.publish_trace(trace, self.perceptions[trace.request_id])
+
+    # -- visualization ----------------------------------------------------------------------------
+    def publish_trace(self, trace: TrajectoryTrace, perception: PerceptionTokens) -> None:
+        """Lift the trace to 3D where depth allows, publish it, its markers and the annotated image."""
+        uv = np.array([[p.u_px, p.v_px] for p in trace.points], dtype=np.float64)
+        intrinsics = self._intrinsics(perception)
+        marker_points = None
+        if intrinsics is not None and perception.aligned_depth.width and perception.aligned_depth.height:
+            depth = depth_to_meters(perception.aligned_depth)
+            points = backproject(uv, sample_depth(depth, uv), intrinsics)
+            if np.isfinite(points).all():
+                trace.points_3d = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in points]
+                trace.points_3d_frame_id = trace.header.frame_id
+                trace.lift_method = TrajectoryTrace.LIFT_ALIGNED_DEPTH
+            marker_points = points
+        elif intrinsics is not None and self.params['marker_fallback_depth_m'] > 0:
+            marker_points = backproject(uv, np.full(len(uv), self.params['marker_fallback_depth_m']), intrinsics)
         self._pub.publish(trace)
+        if marker_points is not None and trace.header.frame_id:
+            self._markers_pub.publish(trace_markers(
+                marker_points, trace.header.frame_id, trace.header.stamp, trace.instruction,
+                lifetime_s=self.params['marker_lifetime_s'], source=int(trace.source)))
+        if self.params['publish_trace_image']:
+            model_rgb = to_rgb8(perception.image)
+            px = model_space_to_model_pixels(np.array([[p.x_model, p.y_model] for p in trace.points], dtype=np.float64),
+                                             perception.image.width, perception.image.height)
+            timing = {'perception': perception.timing.total_s * 1e3, 'planning': trace.timing.total_s * 1e3}
+            image = annotate(model_rgb, px, trace.instruction, int(trace.source),
+                             depth_codes=list(perception.depth_codes), stage_ms=timing)
+            self._image_pub.publish(numpy_to_image(image, 'rgb8', trace.header))
+
+    @staticmethod
+    def _intrinsics(perception: PerceptionTokens):
+        info = perception.camera_info
+        if not info.width or not info.height or not any(info.k):
+            return None
+        try:
+            return CameraIntrinsics.from_k(list(info.k), info.width, info.height)
+        except ValueError:
+            return None
+
+    def on_deactivate(self, state):
+        """Remove the trace markers from RViz (DELETEALL) before the publishers stop."""
+        self._active = False
+        with self._work_lock:
+            if self._markers_pub is not None:
+                self._markers_pub.publish(delete_all())
+        return super().on_deactivate(state)
 
     def on_cleanup(self, state):
         self._teardown()
@@ -378,9 +446,10 @@ class TracePlannerNode(StageNode):
         if self._service is not None:
             self.destroy_service(self._service)
             self._service = None
-        if self._pub is not None:
-            self.destroy_lifecycle_publisher(self._pub)
-            self._pub = None
+        for pub in (self._pub, self._markers_pub, self._image_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self._pub = self._markers_pub = self._image_pub = None
         self.perceptions.clear()
         self.revisions.clear()
 
