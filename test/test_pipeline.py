@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
+import rclpy.parameter
 from geometry_msgs.msg import Point32
 from molmoact_msgs.msg import ActionChunk, NodeStatus, PerceptionTokens, TrajectoryTrace
 from molmoact_msgs.srv import EditTrace
@@ -144,5 +145,91 @@ def test_image_to_action_chunk_in_one_process(pipeline):
     finally:
         probe.destroy_timer(timer)
         probe.destroy_timer(info_timer)
+        pipeline.executor.remove_node(probe)
+        probe.destroy_node()
+
+
+def test_aligned_depth_lifts_the_trace_to_3d(pipeline):
+    probe = rclpy.create_node('probe_depth', namespace='/arm')
+    pipeline.executor.add_node(probe)
+    for node in pipeline.nodes:
+        if node.get_name() == 'perception':
+            node.set_parameters([rclpy.parameter.Parameter('use_aligned_depth', value=True)])
+    traces, perceptions = [], []
+    probe.create_subscription(TrajectoryTrace, 'trajectory_trace', traces.append, 10)
+    probe.create_subscription(PerceptionTokens, 'perception_tokens', perceptions.append, 10)
+    camera = probe.create_publisher(Image, 'image', qos_profile_sensor_data)
+    depth_pub = probe.create_publisher(Image, 'aligned_depth', qos_profile_sensor_data)
+    info_pub = probe.create_publisher(CameraInfo, 'camera_info', qos_profile_sensor_data)
+    instruction = probe.create_publisher(String, 'instruction', LATCHED)
+    frame = np.random.default_rng(2).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    depth = np.full((60, 80), 0.8, dtype=np.float32)
+    depth[::7, ::7] = np.nan  # scattered invalid pixels: the robust sampling uses their valid neighbours
+
+    def publish():
+        stamp = probe.get_clock().now().to_msg()
+        for pub, msg in ((depth_pub, numpy_to_image(depth, '32FC1')), (camera, numpy_to_image(frame, 'rgb8'))):
+            msg.header.stamp, msg.header.frame_id = stamp, 'cam_optical'
+            pub.publish(msg)
+        info = CameraInfo(width=80, height=60, k=[70.0, 0.0, 39.5, 0.0, 70.0, 29.5, 0.0, 0.0, 1.0])
+        info.header.frame_id = 'cam_optical'
+        info_pub.publish(info)
+
+    timer = probe.create_timer(0.1, publish)
+    try:
+        pipeline.bring_up()
+        instruction.publish(String(data='touch the object'))
+        # (frames processed before the first CameraInfo arrived cannot be lifted: no intrinsics yet)
+        assert wait_for(lambda: any(t.lift_method == TrajectoryTrace.LIFT_ALIGNED_DEPTH for t in traces), 40), \
+            [(p.aligned_depth.width, p.camera_info.k[0]) for p in perceptions[:3]]
+        t = next(t for t in traces if t.lift_method == TrajectoryTrace.LIFT_ALIGNED_DEPTH)
+        assert t.points_3d_frame_id == 'cam_optical'
+        assert len(t.points_3d) == len(t.points)
+        for p3, p2 in zip(t.points_3d, t.points):
+            assert abs(p3.z - 0.8) < 1e-5  # metres along the optical axis
+            assert abs(p3.x - (p2.u_px - 39.5) * 0.8 / 70.0) < 1e-4
+    finally:
+        probe.destroy_timer(timer)
+        pipeline.executor.remove_node(probe)
+        probe.destroy_node()
+
+
+def test_bad_inputs_are_reported_and_the_nodes_keep_running(pipeline):
+    probe = rclpy.create_node('probe_bad', namespace='/arm')
+    pipeline.executor.add_node(probe)
+    perception = next(n for n in pipeline.nodes if n.get_name() == 'perception')
+    camera = probe.create_publisher(Image, 'image', qos_profile_sensor_data)
+    instruction = probe.create_publisher(String, 'instruction', LATCHED)
+    tokens = []
+    probe.create_subscription(PerceptionTokens, 'perception_tokens', tokens.append, 10)
+    try:
+        pipeline.bring_up()
+        for bad in ('', '   ', 'x' * 5000):
+            errors = perception.errors
+            instruction.publish(String(data=bad))
+            assert wait_for(lambda: perception.errors > errors, timeout=10), bad[:10]
+            assert 'instruction rejected' in perception.last_error
+        instruction.publish(String(data='pick up the cup'))
+        assert wait_for(lambda: perception._instruction == 'pick up the cup', timeout=10)
+        bad_images = []
+        yuv = numpy_to_image(np.zeros((8, 8, 3), np.uint8), 'rgb8')
+        yuv.encoding = 'yuv422'
+        bad_images.append((yuv, 'unsupported'))
+        empty = numpy_to_image(np.zeros((8, 8, 3), np.uint8), 'rgb8')
+        empty.width = empty.height = 0
+        bad_images.append((empty, 'zero'))
+        short = numpy_to_image(np.zeros((8, 8, 3), np.uint8), 'rgb8')
+        short.height = 80  # data too short for the declared size
+        bad_images.append((short, 'short'))
+        for msg, what in bad_images:
+            errors = perception.errors
+            camera.publish(msg)
+            assert wait_for(lambda: perception.errors > errors, timeout=10), what
+        assert perception.is_active
+        good = numpy_to_image(np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8), 'rgb8')
+        good.header.stamp = probe.get_clock().now().to_msg()
+        camera.publish(good)
+        assert wait_for(lambda: tokens), perception.last_error  # still working after the bad inputs
+    finally:
         pipeline.executor.remove_node(probe)
         probe.destroy_node()

@@ -17,6 +17,7 @@ on deactivate/cleanup/shutdown.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Callable, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -37,6 +38,24 @@ BASE_PARAMETERS = (
 # Latched so that a monitor (or a test) that subscribes late still receives the current status.
 STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class LiveParameters(Mapping):
+    """Read-only mapping of the node's current parameter values (reflects later sets)."""
+
+    def __init__(self, node):
+        self._node = node
+
+    def __getitem__(self, name):
+        if not self._node.has_parameter(name):
+            raise KeyError(name)
+        return self._node.get_parameter(name).value
+
+    def __iter__(self):
+        return iter(self._node._parameters)
+
+    def __len__(self):
+        return len(self._node._parameters)
 
 
 class MolmoActLifecycleNode(LifecycleNode):
@@ -61,7 +80,8 @@ class MolmoActLifecycleNode(LifecycleNode):
         self.last_error = ''
         self.last_error_stamp = None
         super().__init__(node_name, **kwargs)
-        self.params = declare_parameters(self, (*BASE_PARAMETERS, *parameters))
+        declare_parameters(self, (*BASE_PARAMETERS, *parameters))
+        self.params = LiveParameters(self)
         # ~/status is a plain publisher, not a lifecycle one: it reports in every state.
         self._status_pub = self.create_publisher(NodeStatus, '~/status', STATUS_QOS)
         # The standard diagnostics topic (absolute by convention; the diagnostic aggregator reads it).

@@ -36,6 +36,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
+from ..model.processing import build_prompt
 from ..reasoning.engine import Observation, check_trace_points
 from ..reasoning.sessions import SessionError
 from ..robot.geometry import (CameraIntrinsics, backproject, model_space_to_model_pixels, resize_affine, sample_depth,
@@ -44,6 +45,7 @@ from ..ros.conversions import action_msg, observation_from_msg, perception_msg, 
 from ..ros.image import depth_to_meters, numpy_to_image, to_rgb8
 from ..ros.markers import delete_all, trace_markers
 from ..ros.overlay import annotate
+from ..ros.sync import StampBuffer, stamp_to_s
 from ..ros.params import ParamSpec
 from .base import MolmoActLifecycleNode
 from .engine_provider import ENGINE_KEYS, ENGINE_PARAMETERS, PROCESS_PROVIDER, EngineProvider
@@ -140,6 +142,10 @@ class PerceptionNode(StageNode):
         ParamSpec('max_image_side_px', 336, 'Frames are resized so that their longer side is at most this '
                   '(the released fine-tunes used <= 336; 0 keeps the camera size).', min_value=0, max_value=4096),
         ParamSpec('use_wrist_image', False, 'Feed the wrist view (topic wrist_image) as the second image.'),
+        ParamSpec('use_aligned_depth', False, 'Attach the depth image aligned with the camera (topic aligned_depth, '
+                  '32FC1 m or 16UC1 mm) to each observation, so the planner lifts traces to 3D.'),
+        ParamSpec('sync_tolerance_s', 0.05, 'Largest stamp difference between a frame and its aligned depth / '
+                  'wrist image.', min_value=0.0, max_value=1.0),
         ParamSpec('min_period_s', 0.0, 'Minimum seconds between two inferences (0: as fast as the model runs).',
                   min_value=0.0, max_value=3600.0),
         ParamSpec('max_frame_age_s', 1.0, 'Frames older than this when inference would start are dropped.',
@@ -155,6 +161,7 @@ class PerceptionNode(StageNode):
         self._timer = None
         self._frame = None          # (image msg, arrival monotonic)
         self._wrist = None
+        self._depths = None
         self._camera_info = None
         self._instruction = ''
         self._last_run = 0.0
@@ -171,6 +178,10 @@ class PerceptionNode(StageNode):
             self.create_subscription(CameraInfo, 'camera_info', self.gate(self._on_info), qos_profile_sensor_data),
             self.create_subscription(String, 'instruction', self.gate(self._on_instruction), LATCHED),
         ]
+        if self.params['use_aligned_depth']:
+            self._depths = StampBuffer(tolerance_s=self.params['sync_tolerance_s'])
+            self._subs.append(self.create_subscription(Image, 'aligned_depth', self.gate(self._on_depth),
+                                                       qos_profile_sensor_data))
         if self.params['use_wrist_image']:
             self._subs.append(self.create_subscription(Image, 'wrist_image', self.gate(self._on_wrist),
                                                        qos_profile_sensor_data))
@@ -187,13 +198,20 @@ class PerceptionNode(StageNode):
     def _on_wrist(self, msg: Image):
         self._wrist = msg
 
+    def _on_depth(self, msg: Image):
+        depth_to_meters(msg)  # validates encoding and size now: a bad depth stream is reported here
+        self._depths.add(stamp_to_s(msg.header.stamp), msg)
+
     def _on_info(self, msg: CameraInfo):
         self._camera_info = msg
 
     def _on_instruction(self, msg: String):
         text = ' '.join(msg.data.split())
-        if not text:
-            raise ValueError('empty instruction ignored')
+        try:
+            build_prompt(text)  # the same checks the engine makes (empty, too long)
+        except ValueError as exc:
+            self._instruction = ''  # never keep acting on the previous instruction after a bad new one
+            raise ValueError(f'instruction rejected: {exc}') from None
         self._instruction = text
         self.get_logger().info(f'instruction: {text!r}')
 
@@ -215,14 +233,19 @@ class PerceptionNode(StageNode):
 
     def _infer(self, msg: Image):
         started = self.get_clock().now().to_msg()
+        # Side inputs are matched now, before the (slow) inference lets their buffers move on.
+        depth = self._depths.nearest(stamp_to_s(msg.header.stamp)) if self._depths is not None else None
         rgb = to_rgb8(msg)
         model_rgb, affine = self._model_image(rgb)
         wrist = to_rgb8(self._wrist) if self._wrist is not None else None
         observation = Observation(np.ascontiguousarray(model_rgb),
                                   None if wrist is None else np.ascontiguousarray(self._resize(wrist)[0]))
         result = self.engine.perceive(observation, self._instruction)
+        if depth is not None and (depth.width, depth.height) != (rgb.shape[1], rgb.shape[0]):
+            raise ValueError(f'aligned depth is {depth.width}x{depth.height} but the image is '
+                             f'{rgb.shape[1]}x{rgb.shape[0]}: it must be aligned to the camera image')
         out = perception_msg(result, msg.header, observation, self.params['prompt_variant'],
-                             self.engine.model_id, started, self._camera_info, affine,
+                             self.engine.model_id, started, self._camera_info, affine, aligned_depth=depth,
                              source_size=(rgb.shape[1], rgb.shape[0]))
         self._pub.publish(out)
         self.requests_completed += 1
@@ -263,6 +286,7 @@ class PerceptionNode(StageNode):
             self.destroy_lifecycle_publisher(self._pub)
             self._pub = None
         self._frame = self._wrist = self._camera_info = None
+        self._depths = None
 
 
 class TracePlannerNode(StageNode):

@@ -43,7 +43,7 @@ SINGLE_PROCESS_EXECUTABLE = 'pipeline'
 #: The pipeline's topics (relative names, resolved in the launch namespace) -> publishing node
 #: ('' for inputs from outside the pipeline).
 TOPICS: Dict[str, str] = {
-    'image': '', 'camera_info': '', 'wrist_image': '', 'instruction': '', 'edited_trace': '',
+    'image': '', 'camera_info': '', 'wrist_image': '', 'aligned_depth': '', 'instruction': '', 'edited_trace': '',
     'perception_tokens': 'perception', 'trajectory_trace': 'trace_planner', 'action_chunk': 'action_decoder',
     'trace_markers': 'trace_planner', 'trace_image': 'trace_planner',
 }
@@ -53,6 +53,7 @@ INPUT_REMAPS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     'camera_image_topic': ('image', ('perception', 'rviz2')),
     'camera_info_topic': ('camera_info', ('perception',)),
     'wrist_image_topic': ('wrist_image', ('perception',)),
+    'aligned_depth_topic': ('aligned_depth', ('perception',)),
     'instruction_topic': ('instruction', ('perception',)),
 }
 
@@ -84,6 +85,8 @@ LAUNCH_ARGUMENTS: Tuple[LaunchArgument, ...] = (
     LaunchArgument('camera_image_topic', 'image', 'Camera image topic (sensor_msgs/Image) fed to perception.'),
     LaunchArgument('camera_info_topic', 'camera_info', 'CameraInfo topic of the camera image.'),
     LaunchArgument('wrist_image_topic', 'wrist_image', 'Wrist camera image topic (used when use_wrist_image).'),
+    LaunchArgument('aligned_depth_topic', 'aligned_depth', 'Depth image aligned with the camera image (used when '
+                   'use_aligned_depth).'),
     LaunchArgument('instruction_topic', 'instruction', 'Instruction topic (std_msgs/String, latched).'),
     LaunchArgument('params_file', '', 'Node parameters YAML (empty: the installed config/molmoact_params.yaml).'),
     LaunchArgument('use_sim_time', 'false', 'Use /clock (simulation time) in every node.', ('true', 'false')),

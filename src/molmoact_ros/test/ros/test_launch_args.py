@@ -7,7 +7,7 @@ from molmoact_ros.ros import launch_args as la
 from molmoact_ros.ros.launch_args import LaunchArgumentError, node_descriptions, resolve, rviz_description
 
 EXPECTED_ARGS = {'robot', 'model', 'dtype', 'quantization', 'namespace', 'camera_image_topic', 'camera_info_topic',
-                 'wrist_image_topic', 'instruction_topic', 'params_file', 'use_sim_time', 'rviz', 'layout',
+                 'wrist_image_topic', 'aligned_depth_topic', 'instruction_topic', 'params_file', 'use_sim_time', 'rviz', 'layout',
                  'log_level'}
 
 
