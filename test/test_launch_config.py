@@ -134,7 +134,7 @@ def test_rviz_config_displays_and_topics():
 
 def test_topic_table_matches_the_nodes():
     source = STAGES_SRC.read_text()
-    used = set(re.findall(r"create_(?:lifecycle_publisher|subscription)\(\s*\w+,\s*'([a-z_]+)'", source))
+    used = set(re.findall(r"(?:create_)?(?:lifecycle_publisher|subscription)\(\s*\w+,\s*'([a-z_]+)'", source))
     assert used, 'no topics found in stages.py'
     assert used <= set(TOPICS), used - set(TOPICS)
     for topic, publisher in TOPICS.items():

@@ -73,6 +73,7 @@ class StageNode(MolmoActLifecycleNode):
         self.provider = provider or PROCESS_PROVIDER
         self._work_group = MutuallyExclusiveCallbackGroup()
         self._work_lock = threading.Lock()
+        self._owned = []
         super().__init__(name, parameters=(*ENGINE_PARAMETERS, *parameters), **kwargs)
 
     def on_configure(self, state) -> TransitionCallbackReturn:
@@ -96,12 +97,42 @@ class StageNode(MolmoActLifecycleNode):
             self.provider.release()
         self.engine_state = NodeStatus.ENGINE_UNLOADED
 
+    # Entities made in configure, destroyed (in reverse order) by cleanup and shutdown.
+    def _own(self, entity, destroy):
+        self._owned.append((entity, destroy))
+        return entity
+
+    def lifecycle_publisher(self, msg_type, topic, qos):
+        return self._own(self.create_lifecycle_publisher(msg_type, topic, qos), self.destroy_lifecycle_publisher)
+
+    def subscription(self, msg_type, topic, callback, qos, **kwargs):
+        return self._own(self.create_subscription(msg_type, topic, callback, qos, **kwargs),
+                         self.destroy_subscription)
+
+    def service(self, srv_type, name, callback, **kwargs):
+        return self._own(self.create_service(srv_type, name, callback, **kwargs), self.destroy_service)
+
+    def timer(self, period_s, callback, **kwargs):
+        return self._own(self.create_timer(period_s, callback, **kwargs), self.destroy_timer)
+
+    def _teardown(self) -> None:
+        for entity, destroy in reversed(self._owned):
+            destroy(entity)
+        self._owned = []
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget per-request state (subclasses)."""
+
     def on_cleanup(self, state) -> TransitionCallbackReturn:
-        """Release the engine (the weights are freed when no node of the process uses them)."""
+        """Destroy what configure made and release the engine (the weights are freed when no node of the
+        process uses them)."""
+        self._teardown()
         self._release_engine()
         return super().on_cleanup(state)
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._teardown()
         self._release_engine()
         return super().on_shutdown(state)
 
@@ -157,8 +188,6 @@ class PerceptionNode(StageNode):
 
     def __init__(self, name: str = 'perception', **kwargs):
         self._pub = None
-        self._subs = []
-        self._timer = None
         self._frame = None          # (image msg, arrival monotonic)
         self._wrist = None
         self._depths = None
@@ -172,21 +201,16 @@ class PerceptionNode(StageNode):
         result = super().on_configure(state)
         if result != TransitionCallbackReturn.SUCCESS:
             return result
-        self._pub = self.create_lifecycle_publisher(PerceptionTokens, 'perception_tokens', RELIABLE)
-        self._subs = [
-            self.create_subscription(Image, 'image', self.gate(self._on_image), qos_profile_sensor_data),
-            self.create_subscription(CameraInfo, 'camera_info', self.gate(self._on_info), qos_profile_sensor_data),
-            self.create_subscription(String, 'instruction', self.gate(self._on_instruction), LATCHED),
-        ]
+        self._pub = self.lifecycle_publisher(PerceptionTokens, 'perception_tokens', RELIABLE)
+        self.subscription(Image, 'image', self.gate(self._on_image), qos_profile_sensor_data)
+        self.subscription(CameraInfo, 'camera_info', self.gate(self._on_info), qos_profile_sensor_data)
+        self.subscription(String, 'instruction', self.gate(self._on_instruction), LATCHED)
         if self.params['use_aligned_depth']:
             self._depths = StampBuffer(tolerance_s=self.params['sync_tolerance_s'])
-            self._subs.append(self.create_subscription(Image, 'aligned_depth', self.gate(self._on_depth),
-                                                       qos_profile_sensor_data))
+            self.subscription(Image, 'aligned_depth', self.gate(self._on_depth), qos_profile_sensor_data)
         if self.params['use_wrist_image']:
-            self._subs.append(self.create_subscription(Image, 'wrist_image', self.gate(self._on_wrist),
-                                                       qos_profile_sensor_data))
-        self._timer = self.create_timer(0.02, self.gate(self._maybe_infer, count_inputs=False),
-                                        callback_group=self._work_group)
+            self.subscription(Image, 'wrist_image', self.gate(self._on_wrist), qos_profile_sensor_data)
+        self.timer(0.02, self.gate(self._maybe_infer, count_inputs=False), callback_group=self._work_group)
         return TransitionCallbackReturn.SUCCESS
 
     def _on_image(self, msg: Image):
@@ -267,24 +291,8 @@ class PerceptionNode(StageNode):
         h, w = rgb.shape[:2]
         return resized, resize_affine(size[0], size[1], w, h)  # model pixels -> source pixels
 
-    def on_cleanup(self, state):
-        self._teardown()
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state):
-        self._teardown()
-        return super().on_shutdown(state)
-
-    def _teardown(self):
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs = []
-        if self._timer is not None:
-            self.destroy_timer(self._timer)
-            self._timer = None
-        if self._pub is not None:
-            self.destroy_lifecycle_publisher(self._pub)
-            self._pub = None
+    def _reset(self):
+        self._pub = None
         self._frame = self._wrist = self._camera_info = None
         self._depths = None
 
@@ -311,8 +319,6 @@ class TracePlannerNode(StageNode):
         self._pub = None
         self._markers_pub = None
         self._image_pub = None
-        self._subs = []
-        self._service = None
         self.perceptions = _Recent()
         self.revisions = _Recent()
         self._latest = ''
@@ -322,15 +328,13 @@ class TracePlannerNode(StageNode):
         result = super().on_configure(state)
         if result != TransitionCallbackReturn.SUCCESS:
             return result
-        self._pub = self.create_lifecycle_publisher(TrajectoryTrace, 'trajectory_trace', RELIABLE)
-        self._markers_pub = self.create_lifecycle_publisher(MarkerArray, 'trace_markers', RELIABLE)
-        self._image_pub = self.create_lifecycle_publisher(Image, 'trace_image', RELIABLE)
-        self._subs = [
-            self.create_subscription(PerceptionTokens, 'perception_tokens', self.gate(self._on_perception),
-                                     RELIABLE, callback_group=self._work_group),
-            self.create_subscription(TrajectoryTrace, 'edited_trace', self.gate(self._on_edited), RELIABLE),
-        ]
-        self._service = self.create_service(EditTrace, 'edit_trace', self._on_edit_service)
+        self._pub = self.lifecycle_publisher(TrajectoryTrace, 'trajectory_trace', RELIABLE)
+        self._markers_pub = self.lifecycle_publisher(MarkerArray, 'trace_markers', RELIABLE)
+        self._image_pub = self.lifecycle_publisher(Image, 'trace_image', RELIABLE)
+        self.subscription(PerceptionTokens, 'perception_tokens', self.gate(self._on_perception), RELIABLE,
+                          callback_group=self._work_group)
+        self.subscription(TrajectoryTrace, 'edited_trace', self.gate(self._on_edited), RELIABLE)
+        self.service(EditTrace, 'edit_trace', self._on_edit_service)
         return TransitionCallbackReturn.SUCCESS
 
     def _on_perception(self, msg: PerceptionTokens):
@@ -455,24 +459,7 @@ class TracePlannerNode(StageNode):
                 self._markers_pub.publish(delete_all())
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state):
-        self._teardown()
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state):
-        self._teardown()
-        return super().on_shutdown(state)
-
-    def _teardown(self):
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs = []
-        if self._service is not None:
-            self.destroy_service(self._service)
-            self._service = None
-        for pub in (self._pub, self._markers_pub, self._image_pub):
-            if pub is not None:
-                self.destroy_lifecycle_publisher(pub)
+    def _reset(self):
         self._pub = self._markers_pub = self._image_pub = None
         self.perceptions.clear()
         self.revisions.clear()
@@ -490,7 +477,6 @@ class ActionDecoderNode(StageNode):
 
     def __init__(self, name: str = 'action_decoder', **kwargs):
         self._pub = None
-        self._subs = []
         self.perceptions = _Recent()
         super().__init__(name, parameters=self.PARAMETERS, **kwargs)
 
@@ -498,13 +484,10 @@ class ActionDecoderNode(StageNode):
         result = super().on_configure(state)
         if result != TransitionCallbackReturn.SUCCESS:
             return result
-        self._pub = self.create_lifecycle_publisher(ActionChunk, 'action_chunk', RELIABLE)
-        self._subs = [
-            self.create_subscription(PerceptionTokens, 'perception_tokens', self.gate(self._on_perception),
-                                     RELIABLE),
-            self.create_subscription(TrajectoryTrace, 'trajectory_trace', self.gate(self._on_trace), RELIABLE,
-                                     callback_group=self._work_group),
-        ]
+        self._pub = self.lifecycle_publisher(ActionChunk, 'action_chunk', RELIABLE)
+        self.subscription(PerceptionTokens, 'perception_tokens', self.gate(self._on_perception), RELIABLE)
+        self.subscription(TrajectoryTrace, 'trajectory_trace', self.gate(self._on_trace), RELIABLE,
+                          callback_group=self._work_group)
         return TransitionCallbackReturn.SUCCESS
 
     def _on_perception(self, msg: PerceptionTokens):
@@ -539,19 +522,6 @@ class ActionDecoderNode(StageNode):
         text = trace.answer_text if stage == 'trace' else perception.answer_text
         self.engine.resume(observation_from_msg(perception), perception.instruction, text, stage, trace.request_id)
 
-    def on_cleanup(self, state):
-        self._teardown()
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state):
-        self._teardown()
-        return super().on_shutdown(state)
-
-    def _teardown(self):
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs = []
-        if self._pub is not None:
-            self.destroy_lifecycle_publisher(self._pub)
-            self._pub = None
+    def _reset(self):
+        self._pub = None
         self.perceptions.clear()
