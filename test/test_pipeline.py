@@ -233,3 +233,46 @@ def test_bad_inputs_are_reported_and_the_nodes_keep_running(pipeline):
     finally:
         pipeline.executor.remove_node(probe)
         probe.destroy_node()
+
+
+def test_lifecycle_orders_and_silence_while_inactive(pipeline):
+    """configure/activate/deactivate/cleanup in every legal order: outputs only while active, the engine
+    released on cleanup and loaded again on configure."""
+    from molmoact_ros.ros.lifecycle import walk
+
+    probe = rclpy.create_node('probe_lifecycle', namespace='/arm')
+    pipeline.executor.add_node(probe)
+    out = []
+    probe.create_subscription(PerceptionTokens, 'perception_tokens', out.append, 10)
+    camera = probe.create_publisher(Image, 'image', qos_profile_sensor_data)
+    instruction = probe.create_publisher(String, 'instruction', LATCHED)
+    frame = np.random.default_rng(4).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+    def publish():
+        msg = numpy_to_image(frame, 'rgb8')
+        msg.header.stamp = probe.get_clock().now().to_msg()
+        camera.publish(msg)
+
+    timer = probe.create_timer(0.1, publish)
+    instruction.publish(String(data='wave'))
+    try:
+        sequence = ['configure', 'activate', 'deactivate', 'activate', 'deactivate', 'cleanup',
+                    'configure', 'activate', 'deactivate', 'cleanup', 'shutdown']
+        for transition in sequence:
+            results = walk(pipeline.clients, [transition])
+            assert all(r.success for r in results), results
+            state = results[0].state_after
+            assert pipeline.provider._loaded is None if state in ('unconfigured', 'finalized') else \
+                pipeline.provider._loaded.users == 3
+            if state == 'active':
+                before = len(out)
+                assert wait_for(lambda: len(out) > before, timeout=60), 'no output while active'
+            else:
+                time.sleep(0.3)  # let anything in flight land
+                before = len(out)
+                time.sleep(1.0)
+                assert len(out) == before, f'published while {state}'
+    finally:
+        probe.destroy_timer(timer)
+        pipeline.executor.remove_node(probe)
+        probe.destroy_node()

@@ -109,16 +109,19 @@ class MolmoActLifecycleNode(LifecycleNode):
         """Whether this node may command the arm now. Only command sinks override this."""
         return False
 
-    def gate(self, callback: Callable, *, count_inputs: bool = True) -> Callable:
+    def gate(self, callback: Callable, *, count_inputs: bool = True, while_inactive: bool = False) -> Callable:
         """Wrap a subscription/timer callback: drop calls unless active, and turn any exception into
         a recorded error so the node keeps running. With ``count_inputs`` (subscriptions) calls are
-        counted as inputs received / dropped on ~/status; timers pass ``count_inputs=False``."""
+        counted as inputs received / dropped on ~/status; timers pass ``count_inputs=False``.
+        ``while_inactive`` keeps inputs that configure the work rather than trigger it (an instruction,
+        camera calibration): a latched instruction arrives as soon as configure subscribes, before
+        activate, and must not be lost."""
 
         @functools.wraps(callback)
         def gated(*args, **kwargs):
             if count_inputs:
                 self.inputs_received += 1
-            if not self._active:
+            if not self._active and not while_inactive:
                 if count_inputs:
                     self.inputs_dropped += 1
                 return None

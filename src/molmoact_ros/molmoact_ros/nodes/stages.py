@@ -203,8 +203,9 @@ class PerceptionNode(StageNode):
             return result
         self._pub = self.lifecycle_publisher(PerceptionTokens, 'perception_tokens', RELIABLE)
         self.subscription(Image, 'image', self.gate(self._on_image), qos_profile_sensor_data)
-        self.subscription(CameraInfo, 'camera_info', self.gate(self._on_info), qos_profile_sensor_data)
-        self.subscription(String, 'instruction', self.gate(self._on_instruction), LATCHED)
+        self.subscription(CameraInfo, 'camera_info', self.gate(self._on_info, while_inactive=True),
+                          qos_profile_sensor_data)
+        self.subscription(String, 'instruction', self.gate(self._on_instruction, while_inactive=True), LATCHED)
         if self.params['use_aligned_depth']:
             self._depths = StampBuffer(tolerance_s=self.params['sync_tolerance_s'])
             self.subscription(Image, 'aligned_depth', self.gate(self._on_depth), qos_profile_sensor_data)
