@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 from molmoact_msgs.action import ExecuteInstruction
-from molmoact_msgs.msg import (ActionChunk, ActionStep, NodeStatus, PerceptionTokens, StageTiming,
-                               TracePoint, TrajectoryTrace)
+from molmoact_msgs.msg import (ActionChunk, ActionStep, ExecutionConstraints, NodeStatus, PerceptionTokens,
+                               StageTiming, TracePoint, TrajectoryTrace)
 from molmoact_msgs.srv import EditTrace
 
 PKG = Path(__file__).resolve().parents[1] / 'src' / 'molmoact_msgs'
@@ -16,7 +16,7 @@ FIELD = re.compile(r'^(?P<type>[A-Za-z_][\w/]*(\[\d*\])?)\s+(?P<name>[A-Za-z_]\w
 
 
 def test_every_interface_file_is_built_and_importable():
-    built = {ActionChunk, ActionStep, NodeStatus, PerceptionTokens, StageTiming, TracePoint, TrajectoryTrace}
+    built = {ActionChunk, ActionStep, ExecutionConstraints, NodeStatus, PerceptionTokens, StageTiming, TracePoint, TrajectoryTrace}
     names = {p.stem for p in INTERFACE_FILES}
     assert names == {t.__name__ for t in built} | {'EditTrace', 'ExecuteInstruction'}
     for typ in built:

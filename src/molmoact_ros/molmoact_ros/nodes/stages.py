@@ -5,8 +5,10 @@ Topics (relative names, so namespaces and remapping work):
 =====================  =========================================  =============================
 node                   subscribes                                 publishes
 =====================  =========================================  =============================
-perception             image, camera_info, wrist_image,           perception_tokens
-                       instruction (std_msgs/String, latched)
+perception             image, camera_info, wrist_image,           perception_tokens,
+                       aligned_depth, instruction (std_msgs/      depth_image; serves the
+                       String, latched); trajectory_trace and     execute_instruction action
+                       action_chunk to follow its goals
 trace_planner          perception_tokens                          trajectory_trace
 action_decoder         perception_tokens, trajectory_trace        action_chunk
 =====================  =========================================  =============================
@@ -21,15 +23,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from typing import Optional
 
 import numpy as np
-from geometry_msgs.msg import Point
+from geometry_msgs.msg import Point, PointStamped
 from lifecycle_msgs.msg import State
-from molmoact_msgs.msg import ActionChunk, NodeStatus, PerceptionTokens, TrajectoryTrace
+from molmoact_msgs.action import ExecuteInstruction
+from molmoact_msgs.msg import ActionChunk, ExecutionConstraints, NodeStatus, PerceptionTokens, TrajectoryTrace
 from molmoact_msgs.srv import EditTrace
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -38,14 +43,18 @@ from visualization_msgs.msg import MarkerArray
 
 from ..model.processing import build_prompt
 from ..reasoning.engine import Observation, check_trace_points
+from ..reasoning.goals import GoalBounds, GoalRejected, GoalRun, Outcome, resolve_goal
 from ..reasoning.sessions import SessionError
-from ..robot.geometry import (CameraIntrinsics, backproject, model_space_to_model_pixels, resize_affine, sample_depth,
-                               source_pixels_to_model_space)
+from ..reasoning.steering import ClickedTrace
+from ..robot.geometry import (CameraIntrinsics, backproject, model_space_to_model_pixels, project,
+                               ray_plane_intersection, resize_affine, sample_depth, source_pixels_to_model_space,
+                               transform_points)
 from ..ros.conversions import action_msg, observation_from_msg, perception_msg, trace_msg, trace_result_msg
 from ..ros.image import depth_to_meters, numpy_to_image, to_rgb8
 from ..ros.markers import delete_all, trace_markers
 from ..ros.overlay import annotate
 from ..ros.sync import StampBuffer, stamp_to_s
+from ..ros.transforms import TransformLookup, parse_pose_text
 from ..ros.params import ParamSpec
 from .base import MolmoActLifecycleNode
 from .engine_provider import ENGINE_KEYS, ENGINE_PARAMETERS, PROCESS_PROVIDER, EngineProvider
@@ -181,6 +190,15 @@ class PerceptionNode(StageNode):
                   min_value=0.0, max_value=3600.0),
         ParamSpec('max_frame_age_s', 1.0, 'Frames older than this when inference would start are dropped.',
                   min_value=0.01, max_value=60.0),
+        ParamSpec('goal_default_max_steps', 20, 'Model queries an ExecuteInstruction goal runs when it gives '
+                  'max_steps 0.', min_value=1, max_value=10000),
+        ParamSpec('goal_default_timeout_s', 300.0, 'Time limit of an ExecuteInstruction goal that gives '
+                  'timeout_s 0.', min_value=1.0, max_value=86400.0),
+        ParamSpec('publish_depth_image', True, 'Publish depth_image (320x320): the perceived depth codes as a '
+                  'mono8 image (code * 2 per 32x32 block), or the decoded relative depth (32FC1, 0..1, larger = '
+                  'nearer, not metric) when depth_decoder_path names a depth VQ-VAE decoder.'),
+        ParamSpec('depth_decoder_path', '', 'Checkpoint of a depth VQ-VAE decoder (see reasoning/depth.py) used to '
+                  'decode the depth codes into a depth map on depth_image; empty: publish the codes.'),
     )
 
     # Superseded camera frames are dropped on purpose: warn only when nearly every frame is dropped.
@@ -195,6 +213,12 @@ class PerceptionNode(StageNode):
         self._instruction = ''
         self._last_run = 0.0
         self._lock = threading.Lock()
+        self._goal: Optional[GoalRun] = None
+        self._goal_lock = threading.Lock()
+        self._goal_msgs = {}           # latest trace / chunk of the running goal (feedback)
+        self._depth_pub = None
+        self._depth_decoder = None
+        self._wake = None
         super().__init__(name, parameters=self.PARAMETERS, **kwargs)
 
     def on_configure(self, state):
@@ -211,14 +235,117 @@ class PerceptionNode(StageNode):
             self.subscription(Image, 'aligned_depth', self.gate(self._on_depth), qos_profile_sensor_data)
         if self.params['use_wrist_image']:
             self.subscription(Image, 'wrist_image', self.gate(self._on_wrist), qos_profile_sensor_data)
-        self.timer(0.02, self.gate(self._maybe_infer, count_inputs=False), callback_group=self._work_group)
+        # Inference starts as soon as a frame arrives (a guard condition wakes the worker); the timer is a
+        # backstop for min_period_s and for goals that start while no new frame comes.
+        worker = self.gate(self._maybe_infer, count_inputs=False)
+        self._wake = self._own(self.create_guard_condition(worker, callback_group=self._work_group),
+                               self.destroy_guard_condition)
+        self.timer(0.1, worker, callback_group=self._work_group)
+        if self.params['publish_depth_image']:
+            self._depth_pub = self.lifecycle_publisher(Image, 'depth_image', RELIABLE)
+            if self.params['depth_decoder_path']:
+                try:
+                    from ..reasoning.depth import load_depth_decoder
+                    self._depth_decoder = load_depth_decoder(self.params['depth_decoder_path'])
+                except Exception as exc:  # noqa: BLE001 - configure fails with the reason
+                    self.record_error(f'depth decoder failed to load: {type(exc).__name__}: {exc}')
+                    self._teardown()
+                    self._release_engine()
+                    self._state_id, self._state_label = State.PRIMARY_STATE_UNCONFIGURED, 'unconfigured'
+                    return TransitionCallbackReturn.FAILURE
+        # ExecuteInstruction: goals run in their own threads (they wait on the pipeline); the goal's
+        # requests are followed downstream by request id on the trace and action topics.
+        goals = ReentrantCallbackGroup()
+        server = ActionServer(self, ExecuteInstruction, 'execute_instruction', self._execute_goal,
+                              goal_callback=self._on_goal_request, cancel_callback=lambda _: CancelResponse.ACCEPT,
+                              callback_group=goals)
+        self._own(server, lambda s: s.destroy())
+        self.subscription(TrajectoryTrace, 'trajectory_trace', self.gate(self._on_goal_trace, count_inputs=False),
+                          RELIABLE, callback_group=goals)
+        self.subscription(ActionChunk, 'action_chunk', self.gate(self._on_goal_chunk, count_inputs=False),
+                          RELIABLE, callback_group=goals)
         return TransitionCallbackReturn.SUCCESS
+
+    # -- ExecuteInstruction ---------------------------------------------------------------------------
+    def _on_goal_request(self, goal):
+        if not self.is_active:
+            self.get_logger().warning('execute_instruction goal rejected: the perception node is not active')
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _execute_goal(self, handle):
+        """Run the goal's queries (one at a time, on the newest frame) until it completes, times out, is
+        cancelled or preempted by a newer goal, or the node is deactivated. While a goal runs it replaces
+        the instruction topic's instruction; when it ends the node idles until the next instruction."""
+        g = handle.request
+        result = ExecuteInstruction.Result()
+        try:
+            spec = resolve_goal(g.instruction, g.max_steps, g.timeout_s, g.execute, g.max_translation_m_per_step,
+                                g.max_rotation_rad_per_step,
+                                GoalBounds(default_max_steps=int(self.params['goal_default_max_steps']),
+                                           default_timeout_s=float(self.params['goal_default_timeout_s'])))
+        except GoalRejected as exc:
+            self.record_error(f'execute_instruction goal rejected: {exc}')
+            result.outcome, result.reason = Outcome.REJECTED, str(exc)
+            handle.abort()
+            return result
+        run = GoalRun(spec, time.monotonic(), goal_id=bytes(handle.goal_id.uuid).hex())
+        with self._goal_lock:
+            if self._goal is not None:
+                self._goal.preempt()
+            self._goal, self._goal_msgs = run, {}
+            self._instruction = ''  # the goal's instruction replaces the topic's; nothing runs after it
+        self.get_logger().info(f'goal {run.goal_id[:8]}: {spec.instruction!r}, {spec.max_steps} queries, '
+                               f'{spec.timeout_s:g} s, execute={spec.execute}')
+        while True:
+            progress = run.take_progress()
+            if progress is not None:
+                fb = ExecuteInstruction.Feedback(step=progress.step, request_id=progress.request_id,
+                                                 stage=progress.stage.value)
+                with self._goal_lock:
+                    msgs = dict(self._goal_msgs) if self._goal is run else {}
+                if 'trace' in msgs:
+                    fb.latest_trace = msgs['trace']
+                if 'chunk' in msgs:
+                    fb.latest_actions = msgs['chunk']
+                handle.publish_feedback(fb)
+            ended = run.outcome(time.monotonic(), cancel_requested=handle.is_cancel_requested,
+                                node_active=self.is_active)
+            if ended is not None:
+                break
+            time.sleep(0.02)
+        outcome, reason = ended
+        with self._goal_lock:
+            if self._goal is run:
+                self._goal = None
+        result.outcome, result.reason = int(outcome), reason
+        result.steps_completed, result.last_request_id = run.completed, run.last_request_id
+        if outcome == Outcome.COMPLETED:
+            handle.succeed()
+        elif outcome == Outcome.CANCELED and handle.is_cancel_requested:
+            handle.canceled()
+        else:
+            handle.abort()
+        self.get_logger().info(f'goal {run.goal_id[:8]} ended: {outcome.name} {reason}'.rstrip())
+        return result
+
+    def _on_goal_trace(self, msg: TrajectoryTrace):
+        with self._goal_lock:
+            if self._goal is not None and self._goal.on_trace(msg.request_id):
+                self._goal_msgs['trace'] = msg
+
+    def _on_goal_chunk(self, msg: ActionChunk):
+        with self._goal_lock:
+            if self._goal is not None and self._goal.on_chunk(msg.request_id):
+                self._goal_msgs['chunk'] = msg
 
     def _on_image(self, msg: Image):
         with self._lock:
             if self._frame is not None:
                 self.inputs_dropped += 1  # superseded before it was used
             self._frame = (msg, time.monotonic())
+        if self._wake is not None:
+            self._wake.trigger()
 
     def _on_wrist(self, msg: Image):
         self._wrist = msg
@@ -241,7 +368,14 @@ class PerceptionNode(StageNode):
         self.get_logger().info(f'instruction: {text!r}')
 
     def _maybe_infer(self):
-        if not self._instruction or time.monotonic() - self._last_run < self.params['min_period_s']:
+        goal = self._goal
+        if goal is not None:
+            if not goal.may_start():
+                return
+            instruction = goal.spec.instruction
+        else:
+            instruction = self._instruction
+        if not instruction or time.monotonic() - self._last_run < self.params['min_period_s']:
             return
         with self._lock:
             pending, self._frame = self._frame, None
@@ -254,9 +388,14 @@ class PerceptionNode(StageNode):
         self._last_run = time.monotonic()
         with self.working('') as ok:
             if ok:
-                self._infer(msg)
+                try:
+                    self._infer(msg, instruction, goal)
+                except Exception as exc:
+                    if goal is not None:
+                        goal.fail(f'perception failed: {type(exc).__name__}: {exc}')
+                    raise
 
-    def _infer(self, msg: Image):
+    def _infer(self, msg: Image, instruction: str, goal: Optional[GoalRun] = None):
         started = self.get_clock().now().to_msg()
         # Side inputs are matched now, before the (slow) inference lets their buffers move on.
         depth = self._depths.nearest(stamp_to_s(msg.header.stamp)) if self._depths is not None else None
@@ -265,15 +404,36 @@ class PerceptionNode(StageNode):
         wrist = to_rgb8(self._wrist) if self._wrist is not None else None
         observation = Observation(np.ascontiguousarray(model_rgb),
                                   None if wrist is None else np.ascontiguousarray(self._resize(wrist)[0]))
-        result = self.engine.perceive(observation, self._instruction)
+        request_id = uuid.uuid4().hex[:12]
+        if goal is not None:
+            goal.on_started(request_id)
+        result = self.engine.perceive(observation, instruction, request_id=request_id)
+        constraints = ExecutionConstraints()
+        if goal is not None:
+            spec = goal.spec
+            constraints = ExecutionConstraints(plan_only=not spec.execute, goal_id=goal.goal_id,
+                                               max_translation_m_per_step=spec.max_translation_m_per_step,
+                                               max_rotation_rad_per_step=spec.max_rotation_rad_per_step)
         if depth is not None and (depth.width, depth.height) != (rgb.shape[1], rgb.shape[0]):
             raise ValueError(f'aligned depth is {depth.width}x{depth.height} but the image is '
                              f'{rgb.shape[1]}x{rgb.shape[0]}: it must be aligned to the camera image')
         out = perception_msg(result, msg.header, observation, self.params['prompt_variant'],
                              self.engine.model_id, started, self._camera_info, affine, aligned_depth=depth,
-                             source_size=(rgb.shape[1], rgb.shape[0]))
+                             source_size=(rgb.shape[1], rgb.shape[0]), constraints=constraints)
         self._pub.publish(out)
+        if goal is not None:
+            goal.on_perceived(result.request_id)
+        if self._depth_pub is not None:
+            self._depth_pub.publish(self._depth_image(result.depth, msg.header))
         self.requests_completed += 1
+
+    def _depth_image(self, depth, header) -> Image:
+        """The perceived depth as a 320x320 image: the decoded relative depth (32FC1, 0..1, larger = nearer;
+        not metric) with a decoder, else the raw codes (mono8, code * 2; codes are not ordered by depth)."""
+        from ..reasoning.depth import depth_code_image
+        if self._depth_decoder is not None:
+            return numpy_to_image(self._depth_decoder.decode(depth.codes), '32FC1', header)
+        return numpy_to_image(depth_code_image(depth.codes), 'mono8', header)
 
     def _resize(self, rgb: np.ndarray):
         limit = int(self.params['max_image_side_px'])
@@ -296,6 +456,11 @@ class PerceptionNode(StageNode):
         self._pub = None
         self._frame = self._wrist = self._camera_info = None
         self._depths = None
+        self._depth_pub = self._depth_decoder = self._wake = None
+        with self._goal_lock:
+            if self._goal is not None:
+                self._goal.fail('the perception node was cleaned up')
+            self._goal = None
 
 
 class TracePlannerNode(StageNode):
@@ -314,6 +479,18 @@ class TracePlannerNode(StageNode):
                   'along the camera rays (they project onto the right pixels in RViz\'s Camera display); 0: no '
                   'markers without depth.', min_value=0.0, max_value=100.0),
         ParamSpec('publish_trace_image', True, 'Publish trace_image: the model\'s view with the trace drawn.'),
+        ParamSpec('table_plane_frame', '', 'Without aligned depth, lift traces onto the table plane z = '
+                  'table_plane_height_m of this frame (e.g. the robot base frame), via tf2 or '
+                  'camera_pose_in_table_frame; empty: no table-plane lift.'),
+        ParamSpec('table_plane_height_m', 0.0, 'Height of the table plane in table_plane_frame (m).',
+                  min_value=-10.0, max_value=10.0),
+        ParamSpec('camera_pose_in_table_frame', '', 'Fixed pose of the camera optical frame in table_plane_frame, '
+                  '"x y z qx qy qz qw" (m, unit quaternion), for a calibrated fixed camera where tf2 is not used; '
+                  'empty: look the transform up with tf2 at the observation stamp.'),
+        ParamSpec('clicked_trace_points', 5, 'Points clicked with RViz\'s Publish Point tool (topic clicked_point; '
+                  'remap it to /clicked_point) that make one edited trace.', min_value=1, max_value=5),
+        ParamSpec('clicked_pause_s', 2.0, 'Seconds without a click after which the points clicked so far make '
+                  'the edited trace.', min_value=0.1, max_value=60.0),
     )
 
     def __init__(self, name: str = 'trace_planner', **kwargs):
@@ -323,6 +500,8 @@ class TracePlannerNode(StageNode):
         self.perceptions = _Recent()
         self.revisions = _Recent()
         self._latest = ''
+        self._tf = None
+        self._clicks = None
         super().__init__(name, parameters=self.PARAMETERS, **kwargs)
 
     def on_configure(self, state):
@@ -336,7 +515,81 @@ class TracePlannerNode(StageNode):
                           callback_group=self._work_group)
         self.subscription(TrajectoryTrace, 'edited_trace', self.gate(self._on_edited), RELIABLE)
         self.service(EditTrace, 'edit_trace', self._on_edit_service)
+        self._tf = TransformLookup(self)
+        try:
+            fixed = parse_pose_text(self.params['camera_pose_in_table_frame'])
+        except ValueError as exc:
+            self.record_error(f'camera_pose_in_table_frame: {exc}')
+            self._teardown()
+            self._release_engine()
+            self._state_id, self._state_label = State.PRIMARY_STATE_UNCONFIGURED, 'unconfigured'
+            return TransitionCallbackReturn.FAILURE
+        self._camera_pose = fixed  # applied per observation frame in _table_lift
+        self._clicks = ClickedTrace(int(self.params['clicked_trace_points']), float(self.params['clicked_pause_s']))
+        self.subscription(PointStamped, 'clicked_point', self.gate(self._on_clicked_point), RELIABLE)
+        self.timer(0.1, self.gate(self._poll_clicks, count_inputs=False))
         return TransitionCallbackReturn.SUCCESS
+
+    # -- RViz Publish Point edits ---------------------------------------------------------------------
+    def _on_clicked_point(self, msg: PointStamped):
+        """A point clicked in RViz, in any frame tf2 (or a fixed camera pose) relates to the camera: projected
+        into the latest observation's camera image and collected into an edited trace."""
+        perception = self.perceptions.get(self._latest)
+        if perception is None:
+            raise ValueError('clicked point ignored: no trace to edit yet')
+        intrinsics = self._intrinsics(perception)
+        if intrinsics is None:
+            raise ValueError('clicked point ignored: the observation has no camera calibration (camera_info)')
+        camera = perception.header.frame_id
+        source = msg.header.frame_id or camera
+        try:
+            to_camera = self._camera_from(source, camera, perception.header.stamp)
+        except LookupError as exc:
+            raise ValueError(f'clicked point in frame {source!r} cannot be related to the camera: {exc}') from None
+        xyz = transform_points(to_camera, [msg.point.x, msg.point.y, msg.point.z])
+        uv = project(xyz, intrinsics)
+        points = self._clicks.add(uv, perception.camera_info.width, perception.camera_info.height, time.monotonic(),
+                                  request_id=perception.request_id)
+        self.get_logger().info(f'clicked point -> pixel ({uv[0]:.1f}, {uv[1]:.1f}) '
+                               f'[{len(self._clicks.points) if points is None else len(points)} collected]')
+        if points is not None:
+            self._apply_clicks(perception.request_id, points)
+
+    def _poll_clicks(self):
+        points = self._clicks.poll(time.monotonic()) if self._clicks is not None else None
+        if points:
+            self._apply_clicks(self._clicks.request_id, points)
+
+    def _apply_clicks(self, request_id: str, points_px):
+        from types import SimpleNamespace
+        model = self._to_model_space(request_id, [SimpleNamespace(x=u, y=v) for u, v in points_px],
+                                     EditTrace.Request.COORDS_SOURCE_PIXELS)
+        trace = self.apply_edit(request_id, model, TrajectoryTrace.SOURCE_EDITED)
+        self.publish_trace(trace, self.perceptions[trace.request_id])
+
+    def _camera_from(self, source: str, camera: str, stamp) -> np.ndarray:
+        """4x4 mapping ``source`` points into the camera optical frame."""
+        table = self.params['table_plane_frame']
+        if self._camera_pose is not None and table and source == table:
+            return np.linalg.inv(self._camera_pose)
+        return self._tf.lookup(camera, source, stamp)
+
+    def _table_lift(self, uv, intrinsics, perception):
+        """Points (N, 3) in table_plane_frame where the camera rays through ``uv`` meet the table, or None."""
+        table = self.params['table_plane_frame']
+        if not table:
+            return None
+        camera = perception.header.frame_id
+        if self._camera_pose is not None:
+            camera_to_table = self._camera_pose
+        else:
+            try:
+                camera_to_table = self._tf.lookup(table, camera, perception.header.stamp)
+            except LookupError as exc:
+                self.record_error(f'table-plane lift skipped: {exc}')
+                return None
+        return ray_plane_intersection(uv, intrinsics, camera_to_table, (0.0, 0.0, self.params['table_plane_height_m']),
+                                      (0.0, 0.0, 1.0))
 
     def _on_perception(self, msg: PerceptionTokens):
         self.perceptions.put(msg.request_id, msg)
@@ -426,12 +679,20 @@ class TracePlannerNode(StageNode):
                 trace.points_3d_frame_id = trace.header.frame_id
                 trace.lift_method = TrajectoryTrace.LIFT_ALIGNED_DEPTH
             marker_points = points
-        elif intrinsics is not None and self.params['marker_fallback_depth_m'] > 0:
+        marker_frame = trace.header.frame_id
+        if marker_points is None and intrinsics is not None:
+            lifted = self._table_lift(uv, intrinsics, perception)
+            if lifted is not None and np.isfinite(lifted).all():
+                trace.points_3d = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in lifted]
+                trace.points_3d_frame_id = marker_frame = self.params['table_plane_frame']
+                trace.lift_method = TrajectoryTrace.LIFT_TABLE_PLANE
+                marker_points = lifted
+        if marker_points is None and intrinsics is not None and self.params['marker_fallback_depth_m'] > 0:
             marker_points = backproject(uv, np.full(len(uv), self.params['marker_fallback_depth_m']), intrinsics)
         self._pub.publish(trace)
-        if marker_points is not None and trace.header.frame_id:
+        if marker_points is not None and marker_frame:
             self._markers_pub.publish(trace_markers(
-                marker_points, trace.header.frame_id, trace.header.stamp, trace.instruction,
+                marker_points, marker_frame, trace.header.stamp, trace.instruction,
                 lifetime_s=self.params['marker_lifetime_s'], source=int(trace.source)))
         if self.params['publish_trace_image']:
             model_rgb = to_rgb8(perception.image)
@@ -462,6 +723,7 @@ class TracePlannerNode(StageNode):
 
     def _reset(self):
         self._pub = self._markers_pub = self._image_pub = None
+        self._tf = self._clicks = None
         self.perceptions.clear()
         self.revisions.clear()
 

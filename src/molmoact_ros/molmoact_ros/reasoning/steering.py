@@ -113,3 +113,55 @@ def draw_trace(image_rgb_uint8: np.ndarray, points_0_255: Any, thickness: int = 
         cv2.line(out, (int(start[0]), int(start[1])), (int(end[0]), int(end[1])), color,
                  thickness=int(thickness), lineType=cv2.LINE_AA)
     return out
+
+
+class ClickedTrace:
+    """Collects points clicked one at a time (RViz's Publish Point tool) into an edited trace.
+
+    Points are source-image pixels ``(u, v)``. A trace is complete when ``max_points`` points were
+    clicked, or ``pause_s`` seconds after the last click (with at least one point): ``add`` and ``poll``
+    return the completed points and start a new trace. Clicks that do not land on the image are refused
+    (ValueError) and do not disturb the points collected so far. Time is passed in (seconds, monotonic).
+    """
+
+    def __init__(self, max_points: int = 5, pause_s: float = 2.0):
+        if not 1 <= int(max_points) <= 5:
+            raise ValueError(f'a trace has 1..5 points, got max_points={max_points}')
+        if not pause_s > 0:
+            raise ValueError(f'pause_s must be > 0, got {pause_s}')
+        self.max_points, self.pause_s = int(max_points), float(pause_s)
+        self.points: list[tuple[float, float]] = []
+        self.request_id = ''
+        self._last_s = 0.0
+
+    def add(self, uv: tuple[float, float], width: int, height: int, now_s: float,
+            request_id: str = '') -> list[tuple[float, float]] | None:
+        """Add a click on a ``width`` x ``height`` source image; the completed trace when this click ends one.
+
+        Clicks that belong to another request than the points collected so far start a new trace."""
+        u, v = float(uv[0]), float(uv[1])
+        if not (np.isfinite(u) and np.isfinite(v)):
+            raise ValueError('the clicked point does not project onto the image (behind the camera or not finite)')
+        if not (-0.5 <= u <= width - 0.5 and -0.5 <= v <= height - 0.5):
+            raise ValueError(f'the clicked point projects to pixel ({u:.1f}, {v:.1f}), outside the '
+                             f'{width}x{height} image')
+        if request_id != self.request_id:
+            self.points, self.request_id = [], request_id
+        self.points.append((u, v))
+        self._last_s = float(now_s)
+        if len(self.points) >= self.max_points:
+            return self._take()
+        return None
+
+    def poll(self, now_s: float) -> list[tuple[float, float]] | None:
+        """The collected points once ``pause_s`` passed since the last click, else None."""
+        if self.points and float(now_s) - self._last_s >= self.pause_s:
+            return self._take()
+        return None
+
+    def _take(self) -> list[tuple[float, float]]:
+        points, self.points = self.points, []
+        return points
+
+    def clear(self) -> None:
+        self.points, self.request_id = [], ''

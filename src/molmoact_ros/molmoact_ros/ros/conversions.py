@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Vector3
-from molmoact_msgs.msg import (ActionChunk, ActionStep, PerceptionTokens, StageTiming, TracePoint,
+from molmoact_msgs.msg import (ActionChunk, ActionStep, ExecutionConstraints, PerceptionTokens, StageTiming, TracePoint,
                                TrajectoryTrace)
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
@@ -41,7 +41,8 @@ def timing_msg(timing: EngineTiming, started: Time) -> StageTiming:
 def perception_msg(result: PerceptionResult, header: Header, observation: Observation, prompt_variant: str,
                    model_id: str, started: Time, camera_info: Optional[CameraInfo] = None,
                    model_to_source: Optional[np.ndarray] = None, aligned_depth=None,
-                   source_size: Optional[Tuple[int, int]] = None) -> PerceptionTokens:
+                   source_size: Optional[Tuple[int, int]] = None,
+                   constraints: Optional[ExecutionConstraints] = None) -> PerceptionTokens:
     """``source_size`` (width, height) of the camera image when no CameraInfo was received."""
     msg = PerceptionTokens()
     msg.header = header
@@ -69,6 +70,8 @@ def perception_msg(result: PerceptionResult, header: Header, observation: Observ
     msg.answer_text = result.answer_text
     msg.model_id = model_id
     msg.timing = timing_msg(result.timing, started)
+    if constraints is not None:
+        msg.constraints = constraints
     return msg
 
 
@@ -104,6 +107,7 @@ def trace_msg(perception: PerceptionTokens, points: Sequence[Tuple[int, int]], *
     msg.model_id = model_id
     if timing is not None:
         msg.timing = timing
+    msg.constraints = perception.constraints
     return msg
 
 
@@ -136,4 +140,5 @@ def action_msg(result: ActionResult, trace: TrajectoryTrace, *, step_period_s: f
     msg.action_text = result.tokens.text
     msg.model_id = model_id
     msg.timing = timing_msg(result.timing, started)
+    msg.constraints = trace.constraints
     return msg

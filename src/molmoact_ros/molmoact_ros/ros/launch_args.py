@@ -44,7 +44,7 @@ SINGLE_PROCESS_EXECUTABLE = 'pipeline'
 #: ('' for inputs from outside the pipeline).
 TOPICS: Dict[str, str] = {
     'image': '', 'camera_info': '', 'wrist_image': '', 'aligned_depth': '', 'instruction': '', 'edited_trace': '',
-    'perception_tokens': 'perception', 'trajectory_trace': 'trace_planner', 'action_chunk': 'action_decoder',
+    'clicked_point': '', 'perception_tokens': 'perception', 'depth_image': 'perception', 'trajectory_trace': 'trace_planner', 'action_chunk': 'action_decoder',
     'trace_markers': 'trace_planner', 'trace_image': 'trace_planner',
 }
 
@@ -55,6 +55,7 @@ INPUT_REMAPS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     'wrist_image_topic': ('wrist_image', ('perception',)),
     'aligned_depth_topic': ('aligned_depth', ('perception',)),
     'instruction_topic': ('instruction', ('perception',)),
+    'clicked_point_topic': ('clicked_point', ('trace_planner',)),
 }
 
 
@@ -88,6 +89,8 @@ LAUNCH_ARGUMENTS: Tuple[LaunchArgument, ...] = (
     LaunchArgument('aligned_depth_topic', 'aligned_depth', 'Depth image aligned with the camera image (used when '
                    'use_aligned_depth).'),
     LaunchArgument('instruction_topic', 'instruction', 'Instruction topic (std_msgs/String, latched).'),
+    LaunchArgument('clicked_point_topic', '/clicked_point', 'Topic of RViz\'s Publish Point tool '
+                   '(geometry_msgs/PointStamped): clicked points become an edited trace.'),
     LaunchArgument('params_file', '', 'Node parameters YAML (empty: the installed config/molmoact_params.yaml).'),
     LaunchArgument('use_sim_time', 'false', 'Use /clock (simulation time) in every node.', ('true', 'false')),
     LaunchArgument('rviz', 'false', 'Start RViz2 with config/molmoact.rviz.', ('true', 'false')),

@@ -7,7 +7,7 @@ from molmoact_ros.ros import launch_args as la
 from molmoact_ros.ros.launch_args import LaunchArgumentError, node_descriptions, resolve, rviz_description
 
 EXPECTED_ARGS = {'robot', 'model', 'dtype', 'quantization', 'namespace', 'camera_image_topic', 'camera_info_topic',
-                 'wrist_image_topic', 'aligned_depth_topic', 'instruction_topic', 'params_file', 'use_sim_time', 'rviz', 'layout',
+                 'wrist_image_topic', 'aligned_depth_topic', 'instruction_topic', 'clicked_point_topic', 'params_file', 'use_sim_time', 'rviz', 'layout',
                  'log_level'}
 
 
@@ -30,7 +30,9 @@ def test_single_process_defaults():
     assert (node.package, node.executable, node.name, node.namespace) == ('molmoact_ros', 'pipeline', None, '')
     assert node.parameters == ['/share/params.yaml', {'model': 'tiny', 'dtype': 'bfloat16', 'quantization': 'none',
                                                       'use_sim_time': False}]
-    assert node.remappings == [] and node.ros_arguments == ['--log-level', 'info'] and not node.lifecycle
+    # RViz's Publish Point tool publishes on the absolute /clicked_point
+    assert node.remappings == [('clicked_point', '/clicked_point')]
+    assert node.ros_arguments == ['--log-level', 'info'] and not node.lifecycle
     kwargs = node.launch_kwargs()
     assert 'name' not in kwargs and kwargs['executable'] == 'pipeline' and kwargs['output'] == 'screen'
     assert rviz_description(config, '/x.rviz') is None
@@ -48,7 +50,7 @@ def test_multi_process_nodes_and_remaps(tmp_path):
         ('action_decoder_node', 'action_decoder')]
     assert all(n.lifecycle and n.namespace == 'arm1' for n in nodes)
     assert nodes[0].remappings == [('image', '/camera/color/image_raw'), ('instruction', '/task')]
-    assert nodes[1].remappings == [] and nodes[2].remappings == []
+    assert nodes[1].remappings == [('clicked_point', '/clicked_point')] and nodes[2].remappings == []
     for n in nodes:
         assert n.parameters[0] == str(tmp_path / 'ur5e.yaml') and n.parameters[1] == '/my.yaml'
         assert n.parameters[2] == {'model': 'allenai/MolmoAct-7B-D-0812', 'dtype': 'bfloat16', 'quantization': '4bit',
@@ -63,7 +65,8 @@ def test_single_process_collects_remaps_once_and_rviz():
     config = resolve({'camera_image_topic': 'cam/image', 'wrist_image_topic': '/wrist/image', 'rviz': '1',
                       'namespace': '/'})
     (node,) = node_descriptions(config)
-    assert node.remappings == [('image', 'cam/image'), ('wrist_image', '/wrist/image')]
+    assert node.remappings == [('image', 'cam/image'), ('wrist_image', '/wrist/image'),
+                               ('clicked_point', '/clicked_point')]
     assert node.namespace == '' and node.parameters[-1]['use_sim_time'] is False and len(node.parameters) == 1
     rviz = rviz_description(config, '/share/molmoact.rviz')
     assert (rviz.package, rviz.executable, rviz.arguments) == ('rviz2', 'rviz2', ['-d', '/share/molmoact.rviz'])
