@@ -1,0 +1,326 @@
+"""The ROS-free core of a command sink: chunks in, safe arm commands out, on the sink's clock.
+
+:class:`ArmExecutor` ties together an :class:`~molmoact_ros.robot.execution.ExecutionQueue`, a
+:class:`~molmoact_ros.robot.safety.SafetyGovernor`, a
+:class:`~molmoact_ros.robot.execution.GripperMapping` and (for joint commands) an
+:class:`~molmoact_ros.robot.kinematics.ArmKinematics`. A ROS sink node only converts messages and
+publishes what :meth:`ArmExecutor.tick` returns::
+
+    executor = ArmExecutor(mode=SinkMode.JOINT_TRAJECTORY, governor=SafetyGovernor(limits),
+                           queue=ExecutionQueue(limits.max_action_age_s), gripper=profile.gripper,
+                           kinematics=kin)
+    # ActionChunk callback:      executor.submit(timeline, now_s)       (timeline: execution.build_timeline;
+    #                            on InvalidChunkError: executor.reject_chunk(now_s))
+    # Image callback:            executor.governor.camera_seen(now_s)
+    # enable / e-stop services:  executor.governor.enable(now_s) / .e_stop(now_s) / .reset_e_stop(now_s)
+    # on_deactivate:             executor.governor.deactivate(now_s); then publish executor.tick(...)'s hold
+    # control timer (e.g. 50 Hz):
+    result = executor.tick(now_s, joint_positions=q_measured)
+    publish(result.command)        # JointCommand | PoseCommand | TwistCommand | HoldCommand | None
+
+What :meth:`~ArmExecutor.tick` does, in order:
+
+1. ``governor.gate(now_s)``: e-stop, disabled/deactivated, stale camera, stalled model. A closed gate
+   flushes the queue; the first tick after a halt returns a :class:`HoldCommand` (the sink stops the
+   arm: JTC -> a one-point trajectory at the measured joints, or an empty one; Servo pose -> the
+   measured pose; Servo twist -> zero twist), later ticks return no command while halted.
+2. The newest due step of the queue, handed out once; none -> no command (the controller holds the
+   last target: a JTC trajectory ends at rest, Servo holds its last pose or times out a twist).
+3. ``check_action_lag``: a step more than ``max_action_age_s`` behind its planned time halts.
+4. ``clamp_ee_step`` against the previously *commanded* pose (the measured pose after a halt or at
+   start): workspace box, step translation, step rotation. A non-finite target halts.
+5. Gripper: the mapping, then ``clamp_gripper``.
+6. Per mode:
+   - ``joint_trajectory``: IK seeded from the previously commanded joints (measured after a halt);
+     no convergence -> halt ``ik_failure``; then ``clamp_joints`` (position limits, velocity limits over
+     the time left to the step's end). Returns :class:`JointCommand`.
+   - ``servo_pose`` and ``none`` (dry run: the sink publishes nothing): :class:`PoseCommand`.
+   - ``servo_twist``: :class:`TwistCommand` = (clamped target - previous) / time left, base frame.
+
+Every command therefore respects the governor's limits; the property test
+(``test/robot/test_safety_property.py``) drives 10,000 random chunks and state sequences through it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from .execution import ChunkTimeline, ExecutionQueue, GripperMapping, OfferResult, TimelineStep
+from .safety import ClipKind, HaltCause, SafetyGovernor, rotation_vector
+
+if TYPE_CHECKING:  # kinematics imports Pinocchio; a pose-only sink does not need it
+    from .kinematics import ArmKinematics
+
+__all__ = [
+    'SinkMode',
+    'JointCommand',
+    'PoseCommand',
+    'TwistCommand',
+    'HoldCommand',
+    'TickResult',
+    'ExecutorDiagnostics',
+    'ArmExecutor',
+]
+
+
+class SinkMode(str, enum.Enum):
+    """How a sink moves the arm (the ``sink.mode`` of a robot profile)."""
+
+    JOINT_TRAJECTORY = 'joint_trajectory'
+    SERVO_TWIST = 'servo_twist'
+    SERVO_POSE = 'servo_pose'
+    NONE = 'none'
+
+
+@dataclass(frozen=True)
+class _StepInfo:
+    request_id: str
+    step_index: int
+    #: Action age at execution (now - observation stamp) and lag behind plan (now - planned time), s.
+    age_s: float
+    lag_s: float
+    clipped: frozenset[ClipKind]
+
+
+@dataclass(frozen=True)
+class JointCommand(_StepInfo):
+    """Joint targets (``names`` order) to reach ``time_from_start_s`` after now; gripper may be None (keep)."""
+
+    names: tuple[str, ...] = ()
+    positions: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    time_from_start_s: float = 0.0
+    gripper: float | None = None
+    #: The end-effector pose the joints reach (FK of ``positions``), base frame.
+    pose: np.ndarray = field(default_factory=lambda: np.eye(4))
+
+
+@dataclass(frozen=True)
+class PoseCommand(_StepInfo):
+    """Absolute end-effector target (4x4, base frame) to reach ``time_from_start_s`` after now."""
+
+    pose: np.ndarray = field(default_factory=lambda: np.eye(4))
+    time_from_start_s: float = 0.0
+    gripper: float | None = None
+
+
+@dataclass(frozen=True)
+class TwistCommand(_StepInfo):
+    """End-effector velocity in base-frame axes (m/s, rad/s), valid for ``duration_s``."""
+
+    linear_m_s: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    angular_rad_s: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    duration_s: float = 0.0
+    gripper: float | None = None
+    #: The pose the twist reaches after duration_s (base frame).
+    pose: np.ndarray = field(default_factory=lambda: np.eye(4))
+
+
+@dataclass(frozen=True)
+class HoldCommand:
+    """Stop where the arm is. ``joint_positions`` / ``pose``: the measured state when known."""
+
+    cause: HaltCause
+    joint_positions: np.ndarray | None = None
+    pose: np.ndarray | None = None
+
+
+Command = JointCommand | PoseCommand | TwistCommand | HoldCommand
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What one tick produced: a command (or None) and why nothing moved when it did not."""
+
+    command: Command | None
+    halt_cause: HaltCause | None = None
+
+
+@dataclass(frozen=True)
+class ExecutorDiagnostics:
+    """Figures for a diagnostics message (the governor's counts are in ``governor.diagnostics()``)."""
+
+    commands: int
+    last_age_s: float | None
+    last_lag_s: float | None
+    max_age_s: float | None
+    offers: dict
+    skipped_steps: int
+    flushes: int
+    ik_failures: int
+    last_ik_time_s: float | None
+
+
+#: Smallest time a command gets to reach its target, as a fraction of the step period.
+MIN_TIME_FRACTION = 0.2
+
+
+class ArmExecutor:
+    """See the module docstring."""
+
+    def __init__(self, *, mode: SinkMode | str, governor: SafetyGovernor, queue: ExecutionQueue,
+                 gripper: GripperMapping, kinematics: 'ArmKinematics | None' = None) -> None:
+        self.mode = SinkMode(mode)
+        if self.mode is SinkMode.JOINT_TRAJECTORY and kinematics is None:
+            raise ValueError('sink mode joint_trajectory needs kinematics (an ArmKinematics)')
+        if (self.mode is SinkMode.JOINT_TRAJECTORY and governor.limits.joint_limits is None):
+            raise ValueError('sink mode joint_trajectory needs SafetyLimits.joint_limits '
+                             '(e.g. limits.with_joint_limits(kinematics.limits))')
+        if (kinematics is not None and governor.limits.joint_limits is not None
+                and tuple(governor.limits.joint_limits.names) != tuple(kinematics.joint_names)):
+            raise ValueError('the safety joint limits and the kinematics name different joints: '
+                             f'{governor.limits.joint_limits.names} vs {kinematics.joint_names}')
+        self.governor = governor
+        self.queue = queue
+        self.gripper = gripper
+        self.kinematics = kinematics
+        governor.add_flush_hook(self._on_halt)
+        self._last_pose: np.ndarray | None = None
+        self._last_q: np.ndarray | None = None
+        self._commands = 0
+        self._last_age: float | None = None
+        self._last_lag: float | None = None
+        self._max_age: float | None = None
+        self._ik_failures = 0
+        self._last_ik_time: float | None = None
+
+    # ------------------------------------------------------------------ inputs
+
+    def submit(self, timeline: ChunkTimeline, now_s: float) -> OfferResult:
+        """A chunk arrived at ``now_s``: counts as model output (heartbeat) and goes to the queue.
+
+        While a gate is closed (disabled, e-stop, stale camera) the chunk is dropped
+        (``OfferResult.HALTED``): nothing queued while halted can fire when execution resumes.
+        """
+        self.governor.model_seen(now_s)
+        if self.governor.blocking_cause(now_s) is not None:
+            self.queue.offers[OfferResult.HALTED] += 1
+            return OfferResult.HALTED
+        return self.queue.offer(timeline, now_s)
+
+    def reject_chunk(self, now_s: float) -> None:
+        """A chunk that could not be turned into a timeline (``InvalidChunkError``): halt ``invalid_action``.
+
+        A model that emits non-finite or overflowing actions is not trusted with the rest of its chunk
+        either, so the queue is flushed and the arm holds.
+        """
+        self.governor.halt(HaltCause.INVALID_ACTION, now_s)
+
+    def _on_halt(self) -> None:
+        self.queue.flush()
+        # After a halt the arm holds where it is: the next motion starts from the measured state.
+        self._last_pose = None
+        self._last_q = None
+
+    # ------------------------------------------------------------------ the tick
+
+    def _measured(self, joint_positions, ee_pose) -> tuple[np.ndarray | None, np.ndarray | None]:
+        q = None
+        if joint_positions is not None:
+            q = np.asarray(joint_positions, dtype=np.float64)
+            if self.kinematics is not None and (q.shape != (self.kinematics.dof,) or not np.all(np.isfinite(q))):
+                q = None
+            elif not np.all(np.isfinite(q)):
+                q = None
+        pose = None
+        if ee_pose is not None:
+            pose = np.asarray(ee_pose, dtype=np.float64)
+            if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
+                pose = None
+        if pose is None and q is not None and self.kinematics is not None:
+            pose = self.kinematics.fk(self.kinematics.limits.clip(q))
+        return q, pose
+
+    def _hold(self, cause: HaltCause, q, pose) -> TickResult:
+        if self.governor.consume_hold_request():
+            return TickResult(HoldCommand(cause, None if q is None else q.copy(),
+                                          None if pose is None else pose.copy()), cause)
+        return TickResult(None, cause)
+
+    def tick(self, now_s: float, *, joint_positions: Sequence[float] | None = None,
+             ee_pose: np.ndarray | None = None) -> TickResult:
+        """One control cycle at ``now_s`` with the measured joints (controller order) and/or EE pose."""
+        q_meas, pose_meas = self._measured(joint_positions, ee_pose)
+        cause = self.governor.gate(now_s)
+        if cause is not None:
+            return self._hold(cause, q_meas, pose_meas)
+        if self.governor.consume_hold_request():
+            # A halt happened since the last tick and was already cleared (e.g. disable, then enable):
+            # the hold is still owed; the queue was flushed, so nothing older than the halt can follow.
+            return TickResult(HoldCommand(self.governor.last_halt_cause,
+                                          None if q_meas is None else q_meas.copy(),
+                                          None if pose_meas is None else pose_meas.copy()),
+                              self.governor.last_halt_cause)
+        step = self.queue.pop_due(now_s)
+        if step is None:
+            return TickResult(None)
+        return self._execute(step, now_s, q_meas, pose_meas)
+
+    def _execute(self, step: TimelineStep, now_s: float, q_meas, pose_meas) -> TickResult:
+        gov = self.governor
+        age, lag = float(step.age_s(now_s)), float(step.lag_s(now_s))
+        if not gov.check_action_lag(lag, now_s):
+            return self._hold(HaltCause.ACTION_TOO_OLD, q_meas, pose_meas)
+        previous = self._last_pose if self._last_pose is not None else pose_meas
+        if self.mode is SinkMode.JOINT_TRAJECTORY and self._last_q is None and q_meas is not None:
+            # Joint commands start from the measured joints clipped into the safe bounds.
+            previous = self.kinematics.fk(np.clip(q_meas, *gov.limits.effective_joint_bounds()))
+        if previous is None:
+            gov.halt(HaltCause.NO_ROBOT_STATE, now_s)
+            return self._hold(HaltCause.NO_ROBOT_STATE, q_meas, pose_meas)
+        decision = gov.clamp_ee_step(step.pose, previous, now_s)
+        if decision.pose is None:
+            return self._hold(decision.halt, q_meas, pose_meas)
+        gripper = gov.clamp_gripper(self.gripper(step.gripper_raw))
+        period = step.end_s - step.start_s
+        dt = max(step.end_s - now_s, MIN_TIME_FRACTION * period)
+        clipped = set(decision.clipped)
+        if self.mode is SinkMode.JOINT_TRAJECTORY:
+            kin = self.kinematics
+            q_prev = self._last_q if self._last_q is not None else q_meas
+            if q_prev is None:
+                gov.halt(HaltCause.NO_ROBOT_STATE, now_s)
+                return self._hold(HaltCause.NO_ROBOT_STATE, q_meas, pose_meas)
+            result = kin.ik(decision.pose, kin.limits.clip(q_prev))
+            self._last_ik_time = result.solve_time_s
+            if not result.converged:
+                self._ik_failures += 1
+                gov.halt(HaltCause.IK_FAILURE, now_s)
+                return self._hold(HaltCause.IK_FAILURE, q_meas, pose_meas)
+            joints = gov.clamp_joint_step(result.q, q_prev, dt, kin.fk)
+            clipped |= joints.clipped
+            pose = kin.fk(joints.positions)
+            self._last_q = joints.positions
+            self._last_pose = pose
+            command = JointCommand(step.request_id, step.index, age, lag, frozenset(clipped),
+                                   names=kin.joint_names, positions=joints.positions.copy(),
+                                   time_from_start_s=dt, gripper=gripper, pose=pose)
+        elif self.mode is SinkMode.SERVO_TWIST:
+            linear = (decision.pose[:3, 3] - previous[:3, 3]) / dt
+            R_rel = decision.pose[:3, :3] @ previous[:3, :3].T
+            angular = rotation_vector(R_rel) / dt
+            self._last_pose = decision.pose
+            command = TwistCommand(step.request_id, step.index, age, lag, frozenset(clipped),
+                                   linear_m_s=linear, angular_rad_s=angular, duration_s=dt,
+                                   gripper=gripper, pose=decision.pose)
+        else:  # servo_pose, none
+            self._last_pose = decision.pose
+            command = PoseCommand(step.request_id, step.index, age, lag, frozenset(clipped),
+                                  pose=decision.pose, time_from_start_s=dt, gripper=gripper)
+        self._commands += 1
+        self._last_age, self._last_lag = age, lag
+        self._max_age = age if self._max_age is None else max(self._max_age, age)
+        return TickResult(command)
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def diagnostics(self) -> ExecutorDiagnostics:
+        return ExecutorDiagnostics(
+            commands=self._commands, last_age_s=self._last_age, last_lag_s=self._last_lag,
+            max_age_s=self._max_age, offers={k.value: v for k, v in self.queue.offers.items()},
+            skipped_steps=self.queue.skipped_steps, flushes=self.queue.flushes,
+            ik_failures=self._ik_failures, last_ik_time_s=self._last_ik_time)
+
