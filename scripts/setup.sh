@@ -28,8 +28,26 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 
+# The simulated arm renders on the CPU through OSMesa (a system library, not a wheel).
+libs=$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true)
+case "$libs" in
+  *libOSMesa.so*) log "libOSMesa present (CPU rendering for the simulated arm)" ;;
+  *)
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+      log "installing libosmesa6 (CPU rendering for the simulated arm)"
+      apt-get install -y -q libosmesa6 >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libosmesa6 >/dev/null; } \
+        || log "WARNING: apt-get install libosmesa6 failed: the simulated arm cannot render"
+    else
+      log "WARNING: libOSMesa not found, and not root (or no apt-get) to install it: the simulated arm" \
+          "cannot render. Install it as root (Debian/Ubuntu: apt-get install libosmesa6), or use" \
+          "MUJOCO_GL=egl on a GPU machine."
+    fi ;;
+esac
+
 # Everything that decides what gets installed goes into the stamp.
 want=$(cat "$ROOT/requirements-ros-wheels.txt" "$ROOT/requirements.txt" "$ROOT/requirements-test.txt" \
+           "$ROOT/requirements-sim.txt" "$ROOT/requirements-sim-nodeps.txt" \
            "$ROOT/scripts/setup.sh" "$ROOT/scripts/fix_cmake_paths.py"; echo "$TORCH_SPEC")
 want=$(printf '%s' "$want" | sha256sum | cut -d' ' -f1)
 
@@ -42,7 +60,12 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]; then
   # them are noise and filtered out.)
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
       -r "$ROOT/requirements-ros-wheels.txt" $TORCH_SPEC \
-      -r "$ROOT/requirements.txt" -r "$ROOT/requirements-test.txt" \
+      -r "$ROOT/requirements.txt" -r "$ROOT/requirements-test.txt" -r "$ROOT/requirements-sim.txt" \
+      2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+  # robosuite without its declared dependencies (mink pins numpy<2; opencv-python would clash with
+  # opencv-python-headless): see requirements-sim-nodeps.txt.
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps \
+      -r "$ROOT/requirements-sim-nodeps.txt" \
       2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
   # The CMake export files of the ROS wheels name the wheel build's Python and NumPy include paths.
   "$VENV/bin/python" "$ROOT/scripts/fix_cmake_paths.py" "$VENV" >&2

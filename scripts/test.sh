@@ -15,7 +15,7 @@ cd "$ROOT"
 export ROS_PYTHON_CHECK_FIELDS=1  # generated messages check types, ranges and sizes
 echo "[test] ROS_DOMAIN_ID=$ROS_DOMAIN_ID ROS_AUTOMATIC_DISCOVERY_RANGE=$ROS_AUTOMATIC_DISCOVERY_RANGE" >&2
 set +e
-python -m pytest src/molmoact_ros/test test "$@"
+python -m pytest src/molmoact_ros/test src/molmoact_bringup/test test "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

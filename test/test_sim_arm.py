@@ -1,0 +1,235 @@
+"""The simulated arm node (`ros2 run molmoact_bringup sim_arm`, the installed executable) in its own
+process: every topic with the right encodings and frames, joint trajectories and gripper commands
+followed as ros2_control controllers would, and simulation time on /clock."""
+
+import importlib.metadata as metadata
+import math
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import PoseStamped
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from molmoact_ros.ros.image import depth_to_meters, image_to_numpy
+from molmoact_ros.robot.geometry import CameraIntrinsics
+
+ROOT = Path(__file__).resolve().parents[1]
+EXE = ROOT / 'install' / 'molmoact_bringup' / 'lib' / 'molmoact_bringup' / 'sim_arm'
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+ARM = [f'panda_joint{i}' for i in range(1, 8)]
+OPTICAL = 'sim_camera_color_optical_frame'
+
+try:
+    from tf2_msgs.msg import TFMessage
+except ImportError:
+    TFMessage = None
+
+
+def start(ns, *params):
+    args = [str(EXE), '--ros-args', '-r', f'__ns:={ns}']
+    for p in params:
+        args += ['-p', p]
+    return subprocess.Popen(args, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGINT)
+    try:
+        out = proc.communicate(timeout=20)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0]
+    return proc.returncode, out
+
+
+class Probe:
+    def __init__(self, ns):
+        self.node = rclpy.create_node('sim_probe', namespace=ns)
+        self.got = {k: [] for k in ('image', 'depth', 'info', 'joints', 'description', 'camera_pose',
+                                    'ee_pose', 'clock', 'tf')}
+        n, g = self.node, self.got
+        n.create_subscription(Image, 'image', g['image'].append, qos_profile_sensor_data)
+        n.create_subscription(Image, 'aligned_depth', g['depth'].append, qos_profile_sensor_data)
+        n.create_subscription(CameraInfo, 'camera_info', g['info'].append, qos_profile_sensor_data)
+        n.create_subscription(JointState, 'joint_states', g['joints'].append, 10)
+        n.create_subscription(String, 'robot_description', g['description'].append, LATCHED)
+        n.create_subscription(PoseStamped, 'sim_arm/camera_pose', g['camera_pose'].append, 10)
+        n.create_subscription(PoseStamped, 'sim_arm/ee_pose', g['ee_pose'].append, 10)
+        n.create_subscription(Clock, '/clock', g['clock'].append, 10)
+        if TFMessage is not None:
+            n.create_subscription(TFMessage, 'tf', g['tf'].append, 10)
+        self.trajectory = n.create_publisher(JointTrajectory, 'joint_trajectory_controller/joint_trajectory', 10)
+        self.gripper = n.create_publisher(Float64MultiArray, 'gripper_controller/commands', 10)
+
+    def spin_until(self, condition, timeout_s, proc):
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+            if condition():
+                return True
+            assert proc.poll() is None, 'sim_arm exited:\n' + proc.communicate()[0][-3000:]
+        return False
+
+    def joints(self):
+        js = self.got['joints'][-1]
+        return dict(zip(js.name, js.position))
+
+    def arm(self):
+        j = self.joints()
+        return np.array([j[n] for n in ARM])
+
+
+def trajectory(names, positions, seconds, stamp=None):
+    msg = JointTrajectory()
+    msg.joint_names = list(names)
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.points = [JointTrajectoryPoint(positions=[float(v) for v in positions],
+                                       time_from_start=Duration(sec=int(seconds), nanosec=int(seconds % 1 * 1e9)))]
+    return msg
+
+
+def test_sim_arm_publishes_every_topic_and_follows_ros2_control_commands():
+    proc = start('/simtest', 'camera_rate_hz:=5.0')
+    rclpy.init()
+    probe = Probe('/simtest')
+    try:
+        ready = probe.spin_until(lambda: all(probe.got[k] for k in ('image', 'depth', 'info', 'joints',
+                                                                     'description', 'camera_pose', 'ee_pose')),
+                                 40.0, proc)
+        assert ready, {k: len(v) for k, v in probe.got.items()}
+        # Camera: rgb8 + 32FC1 metres, same size, optical frame, matching stamps; CameraInfo consistent.
+        probe.spin_until(lambda: len(probe.got['depth']) >= 2 and len(probe.got['info']) >= 2, 10.0, proc)
+        img, info = probe.got['image'][-1], probe.got['info'][-1]
+        depth = next(d for d in reversed(probe.got['depth']) if d.header.stamp == img.header.stamp)
+        assert (img.encoding, img.width, img.height, img.header.frame_id) == ('rgb8', 320, 240, OPTICAL)
+        assert (depth.encoding, depth.width, depth.height, depth.header.frame_id) == ('32FC1', 320, 240, OPTICAL)
+        assert any(i.header.stamp == img.header.stamp and i.header.frame_id == OPTICAL for i in probe.got['info'])
+        rgb, metres = image_to_numpy(img), depth_to_meters(depth)
+        assert rgb.shape == (240, 320, 3) and rgb.std() > 20
+        assert np.isfinite(metres).all() and 0.5 < float(np.median(metres)) < 3.0
+        k = CameraIntrinsics.from_k(info.k, info.width, info.height)
+        assert k.fx == k.fy and (k.cx, k.cy) == (159.5, 119.5) and info.distortion_model == 'plumb_bob'
+        assert list(info.p) == [k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        # State, description, poses in the base frame.
+        js = probe.got['joints'][-1]
+        assert list(js.name) == ARM + ['panda_finger_joint1', 'panda_finger_joint2']
+        assert len(js.position) == len(js.velocity) == len(js.effort) == 9
+        urdf = probe.got['description'][0].data
+        assert '<robot' in urdf and 'panda_hand_tcp' in urdf and 'panda_link0' in urdf
+        ee, cam = probe.got['ee_pose'][-1], probe.got['camera_pose'][-1]
+        assert ee.header.frame_id == cam.header.frame_id == 'panda_link0'
+        assert 0.2 < ee.pose.position.x < 0.7 and cam.pose.position.x > 1.0
+        if TFMessage is not None:
+            probe.spin_until(lambda: probe.got['tf'], 5.0, proc)
+            children = {t.child_frame_id for m in probe.got['tf'] for t in m.transforms}
+            assert children == {OPTICAL, 'panda_hand_tcp'}
+
+        # A trajectory (joints in another order than the controller's): followed to its point.
+        start_q = probe.arm()
+        target = start_q + np.array([0.3, -0.15, 0.2, 0.25, -0.2, 0.15, 0.3])
+        order = [6, 0, 5, 1, 4, 2, 3]
+        probe.trajectory.publish(trajectory([ARM[i] for i in order], target[order], 1.5))
+        seen = []
+
+        def at_target():
+            if not probe.got['joints']:
+                return False
+            seen.append(probe.arm()[0])
+            return np.abs(probe.arm() - target).max() < 5e-3
+
+        probe.got['joints'].clear()
+        assert probe.spin_until(at_target, 15.0, proc), (probe.arm(), target)
+        assert len(seen) > 20 and np.all(np.diff(seen) > -1e-3)  # joint 1 rose steadily, no jump
+        assert start_q[0] + 0.02 < seen[len(seen) // 2] < target[0] - 0.02  # ... through the middle
+
+        # Rejected: unknown joint. The arm holds where it is.
+        probe.trajectory.publish(trajectory(ARM[:6] + ['panda_finger_joint1'], target[:7] - 0.3, 0.5))
+        time.sleep(0.2)
+        probe.spin_until(lambda: False, 1.0, proc)
+        assert np.abs(probe.arm() - target).max() < 5e-3
+
+        # Gripper: close (finger position 0), both fingers follow.
+        probe.gripper.publish(Float64MultiArray(data=[0.0]))
+        closed = probe.spin_until(lambda: max(probe.joints()['panda_finger_joint1'],
+                                              probe.joints()['panda_finger_joint2']) < 2e-3, 10.0, proc)
+        assert closed, probe.joints()
+    finally:
+        probe.node.destroy_node()
+        rclpy.shutdown()
+        rc, out = stop(proc)
+    assert rc == 0, out[-3000:]
+    assert re.search(r"trajectory rejected: unknown joint\(s\) \['panda_finger_joint1'\]", out), out[-3000:]
+    if TFMessage is None:
+        assert 'tf2_msgs is not installed' in out
+
+
+def test_sim_arm_on_simulation_time_publishes_clock_and_reads_stamps_in_it():
+    proc = start('/simclock', 'use_sim_time:=true', 'real_time_factor:=2.0', 'camera_rate_hz:=2.0',
+                 'image_width:=160', 'image_height:=120', 'camera_frame:=cam_opt')
+    rclpy.init()
+    probe = Probe('/simclock')
+    try:
+        assert probe.spin_until(lambda: probe.got['clock'] and probe.got['joints'] and probe.got['image'],
+                                40.0, proc), {k: len(v) for k, v in probe.got.items()}
+        clocks = [c.clock.sec + c.clock.nanosec * 1e-9 for c in probe.got['clock']]
+        assert np.all(np.diff(clocks) > 0)
+        # Stamps are simulation time: each joint_states stamp is a published /clock value.
+        clock_set = {(c.clock.sec, c.clock.nanosec) for c in probe.got['clock']}
+        stamps = [(j.header.stamp.sec, j.header.stamp.nanosec) for j in probe.got['joints']]
+        assert sum(s in clock_set for s in stamps) >= len(stamps) - 2
+        img = probe.got['image'][-1]
+        assert (img.header.stamp.sec, img.header.stamp.nanosec) in clock_set
+        assert (img.width, img.height, img.header.frame_id) == (160, 120, 'cam_opt')
+        # A trajectory stamped 1 s ahead in simulation time starts moving now and arrives at stamp + 0.5 s.
+        now = probe.got['clock'][-1].clock
+        now_s = now.sec + now.nanosec * 1e-9
+        start_q = probe.arm()
+        target = start_q + np.array([0.2, 0, 0, 0, 0, 0, 0])
+        due = now_s + 1.5
+        stamp = type(now)(sec=int(now_s + 1.0), nanosec=int(((now_s + 1.0) % 1) * 1e9))
+        probe.trajectory.publish(trajectory(ARM, target, 0.5, stamp=stamp))
+        probe.got['joints'].clear()
+        reached = probe.spin_until(lambda: probe.got['joints'] and np.abs(probe.arm() - target).max() < 5e-3,
+                                   20.0, proc)
+        assert reached, (probe.arm(), target)
+        first = next(j for j in probe.got['joints'] if abs(dict(zip(j.name, j.position))['panda_joint1'] -
+                                                           target[0]) < 5e-3)
+        t_reached = first.header.stamp.sec + first.header.stamp.nanosec * 1e-9
+        assert due - 0.05 < t_reached < due + 0.3, (t_reached, due)
+        assert not math.isclose(t_reached, time.time(), abs_tol=3600)  # sim time, not wall time
+    finally:
+        probe.node.destroy_node()
+        rclpy.shutdown()
+        rc, out = stop(proc)
+    assert rc == 0, out[-3000:]
+
+
+def test_sim_requirements_are_pinned_and_keep_one_opencv_and_numpy_2():
+    """robosuite comes without its declared deps: no mink (numpy<2) and no second cv2 build."""
+    for name in ('requirements-sim.txt', 'requirements-sim-nodeps.txt'):
+        lines = [ln.split('#', 1)[0].strip() for ln in (ROOT / name).read_text().splitlines()]
+        reqs = [ln for ln in lines if ln]
+        assert reqs and all(re.fullmatch(r'[A-Za-z0-9_.\-]+==[\w.+]+', r) for r in reqs), reqs
+        assert not any(r.lower().startswith(('opencv-python==', 'mink==', 'numpy==')) for r in reqs)
+    assert metadata.version('robosuite') == '1.5.2' and metadata.version('mujoco') == '3.3.7'
+    assert int(metadata.version('numpy').split('.')[0]) >= 2
+    assert metadata.version('opencv-python-headless') == '4.11.0.86'
+    for absent in ('opencv-python', 'mink'):
+        try:
+            metadata.version(absent)
+        except metadata.PackageNotFoundError:
+            continue
+        raise AssertionError(f'{absent} is installed (robosuite must be installed with --no-deps)')
