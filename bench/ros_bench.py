@@ -204,7 +204,13 @@ def main() -> None:
             lines += [f'memory_model: {args.memory_model}',
                       f'engine_alone_peak_rss: {engine_kb / 1024:.0f} MiB',
                       f'pipeline_three_nodes_peak_rss: {pipeline_kb / 1024:.0f} MiB',
-                      f'pipeline_over_engine_rss: {pipeline_kb / engine_kb:.3f} x']
+                      f'pipeline_extra_rss: {(pipeline_kb - engine_kb) / 1024:.0f} MiB',
+                      f'pipeline_over_engine_rss: {pipeline_kb / engine_kb:.3f} x',
+                      # an estimate, not a measurement: the same extra memory next to a 7B engine in bf16
+                      # (about 15.2 GiB of weights + runtime; the extra is ROS, the nodes and the retained
+                      # sessions, whose KV caches grow with the model: about 0.14 GiB more for 4 sessions)
+                      f'estimate_7b_bf16_pipeline_over_engine_rss: '
+                      f'{(15.2 * 1024 + (pipeline_kb - engine_kb) / 1024 + 140) / (15.2 * 1024):.3f} x']
         print('\n'.join(lines))
 
 
