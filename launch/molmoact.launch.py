@@ -1,9 +1,11 @@
-"""The MolmoAct pipeline: perception -> trace planner -> action decoder, optionally with RViz.
+"""The MolmoAct pipeline: perception -> trace planner -> action decoder -> command sink, optionally with RViz.
 
     ros2 launch molmoact_bringup molmoact.launch.py
     ros2 launch molmoact_bringup molmoact.launch.py model:=allenai/MolmoAct-7B-D-0812 \\
         camera_image_topic:=/camera/color/image_raw camera_info_topic:=/camera/color/camera_info rviz:=true
     ros2 launch molmoact_bringup molmoact.launch.py layout:=multi_process namespace:=arm1
+    ros2 launch molmoact_bringup molmoact.launch.py robot:=sim_panda execute:=true   # the sink moves the arm
+    ros2 launch molmoact_bringup molmoact.launch.py sink:=none                       # dry run: ~/commanded_pose only
     ros2 launch molmoact_bringup molmoact.launch.py --show-args
 
 layout:=single_process (default) runs the ``pipeline`` executable: three nodes in one process sharing one
@@ -12,6 +14,11 @@ layout:=multi_process runs one lifecycle node per process (each loads its own en
 or machines); launch brings each up with ``LifecycleNode(autostart=True)`` where launch_ros has it
 (Rolling, Kilted, Jazzy >= 0.26.7), else with event handlers (configure on process start, activate once
 configured).
+
+Both layouts also start the ``command_sink`` lifecycle node (its own process, no engine): it executes
+the chunks on the arm of the robot profile (``robot:=``), disabled unless ``execute:=true`` (or its
+``~/enable`` service is called). The robot profile's pipeline parameters (norm-stats key, step period,
+delta frame) are passed to the pipeline nodes as a parameter dict.
 
 Argument handling lives in ``molmoact_ros.ros.launch_args`` (unit-tested without launch). Only the
 standard library is imported at module level, so this file loads where launch is absent.
@@ -79,7 +86,7 @@ def _launch_setup(context, *args, **kwargs):
 
     config = resolve({a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGUMENTS})
     actions = [LogInfo(msg=f'molmoact: layout={config.layout} model={config.model} robot={config.robot} '
-                           f'namespace={config.namespace or "(none)"}')]
+                           f'namespace={config.namespace or "(none)"} sink={config.sink} execute={config.execute}')]
     for description in node_descriptions(config, default_params_file=str(PARAMS_FILE),
                                          robot_profiles_dir=str(ROBOT_PROFILES_DIR)):
         kwargs = description.launch_kwargs()
@@ -101,7 +108,7 @@ def generate_launch_description():
 
     declared = []
     for arg in LAUNCH_ARGUMENTS:
-        extra = {'choices': list(arg.choices)} if arg.choices and arg.name not in ('use_sim_time', 'rviz') else {}
+        extra = {'choices': list(arg.choices)} if arg.choices and arg.name not in ('use_sim_time', 'rviz', 'execute') else {}
         declared.append(DeclareLaunchArgument(arg.name, default_value=arg.default, description=arg.description,
                                               **extra))
     return LaunchDescription([*declared, OpaqueFunction(function=_launch_setup)])

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from molmoact_ros.nodes.base import BASE_PARAMETERS
+from molmoact_ros.nodes.command_sink import CommandSinkNode
 from molmoact_ros.nodes.engine_provider import ENGINE_PARAMETERS
 from molmoact_ros.nodes.stages import ActionDecoderNode, PerceptionNode, TracePlannerNode
 from molmoact_ros.ros.launch_args import TOPICS
@@ -22,7 +23,10 @@ STAGES_SRC = ROOT / 'src' / 'molmoact_ros' / 'molmoact_ros' / 'nodes' / 'stages.
 SHARED = {p.name: p for p in (*BASE_PARAMETERS, *ENGINE_PARAMETERS)}
 NODE_TABLES = {'perception': {**SHARED, **{p.name: p for p in PerceptionNode.PARAMETERS}},
                'trace_planner': {**SHARED, **{p.name: p for p in getattr(TracePlannerNode, 'PARAMETERS', ())}},
-               'action_decoder': {**SHARED, **{p.name: p for p in ActionDecoderNode.PARAMETERS}}}
+               'action_decoder': {**SHARED, **{p.name: p for p in ActionDecoderNode.PARAMETERS}},
+               # the sink holds no engine: only the base parameters are shared
+               'command_sink': {**{p.name: p for p in BASE_PARAMETERS},
+                                **{p.name: p for p in CommandSinkNode.PARAMETERS}}}
 
 
 def _load_launch_module():

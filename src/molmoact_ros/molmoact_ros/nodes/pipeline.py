@@ -1,4 +1,6 @@
-"""Run the pipeline's lifecycle nodes: all three in one process (one engine, KV-cache handoff), or one.
+"""Run the pipeline's lifecycle nodes: all three in one process (one engine, KV-cache handoff), or one
+(``Pipeline`` can also host the engine-free ``command_sink``; its executable is
+``molmoact_ros.nodes.command_sink:main``, which does not import the model stack).
 
     ros2 run molmoact_ros pipeline --ros-args -p model:=allenai/MolmoAct-7B-D-0812 ...
     ros2 run molmoact_ros perception_node [--autostart] --ros-args ...
@@ -22,15 +24,20 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
 from ..ros.lifecycle import LifecycleClient, LifecycleError, bring_up, walk
 from .engine_provider import EngineProvider
+from .command_sink import CommandSinkNode
 from .stages import ActionDecoderNode, PerceptionNode, TracePlannerNode
 
-STAGES = {'perception': PerceptionNode, 'trace_planner': TracePlannerNode, 'action_decoder': ActionDecoderNode}
+#: Nodes the runner can host. The command sink needs no engine (it never acquires one).
+STAGES = {'perception': PerceptionNode, 'trace_planner': TracePlannerNode, 'action_decoder': ActionDecoderNode,
+          'command_sink': CommandSinkNode}
+#: What ``pipeline`` runs: the three model stages (the sink is started on its own, see the launch file).
+PIPELINE_STAGES = ('perception', 'trace_planner', 'action_decoder')
 
 
 class Pipeline:
     """The three stage nodes (or a subset) on one executor, sharing one engine."""
 
-    def __init__(self, stages=tuple(STAGES), provider: Optional[EngineProvider] = None, args=None,
+    def __init__(self, stages=PIPELINE_STAGES, provider: Optional[EngineProvider] = None, args=None,
                  num_threads: int = 4):
         self.provider = provider or EngineProvider()
         self.nodes = [STAGES[name](name, provider=self.provider, cli_args=args) for name in stages]
@@ -108,7 +115,7 @@ def _run(stages, argv, autostart: bool = True) -> int:
 
 def main(argv=None) -> int:
     """All three stages in one process."""
-    return _run(tuple(STAGES), sys.argv if argv is None else argv)
+    return _run(PIPELINE_STAGES, sys.argv if argv is None else argv)
 
 
 def perception_main(argv=None) -> int:

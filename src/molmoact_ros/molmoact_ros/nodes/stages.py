@@ -11,6 +11,7 @@ perception             image, camera_info, wrist_image,           perception_tok
                        action_chunk to follow its goals
 trace_planner          perception_tokens                          trajectory_trace
 action_decoder         perception_tokens, trajectory_trace        action_chunk
+                       (image, with multi_rate_hz > 0)
 =====================  =========================================  =============================
 
 Each node also publishes ``~/status`` (molmoact_msgs/NodeStatus). Nodes in one process share one engine
@@ -729,18 +730,40 @@ class TracePlannerNode(StageNode):
 
 
 class ActionDecoderNode(StageNode):
-    """Trajectory trace -> unnormalized end-effector action chunk (the model's trace, or an edited one)."""
+    """Trajectory trace -> unnormalized end-effector action chunk (the model's trace, or an edited one).
+
+    Multi-rate execution (``multi_rate_hz`` > 0): the decoder also watches ``image`` and, on a timer at that
+    rate, acts on the newest camera frame with the newest trace in the trained trajectory-conditioned
+    ("drawn") mode (:meth:`MolmoActEngine.act_on_observation`: no perception or planning, only the action
+    list is decoded). The frame is resized to the size of the trace's perception image (the same model
+    space), the trace's wrist image is reused, and each chunk carries its own frame's header (request id
+    ``<trace request>-mr<n>``), so a sink anchors it to that frame's pose. Actions then come at the
+    multi-rate while traces update at the slower full-pipeline rate, until the newest trace is older than
+    ``multi_rate_max_trace_age_s`` (a finished goal does not keep the arm moving).
+    """
 
     PARAMETERS = (
         ParamSpec('step_period_s', 0.1, 'Seconds between action steps (the robot\'s / dataset\'s control period).',
                   min_value=0.001, max_value=10.0),
         ParamSpec('delta_frame_id', 'base_link', 'Frame in which the model\'s end-effector deltas are expressed '
                   '(robot base or tool frame, per robot profile).'),
+        ParamSpec('multi_rate_hz', 0.0, 'Multi-rate execution: at this rate, act on the newest camera frame '
+                  '(topic image) with the newest trace in drawn mode, each chunk stamped with its frame; '
+                  '0.0: off (one chunk per trace).', min_value=0.0, max_value=100.0),
+        ParamSpec('multi_rate_max_trace_age_s', 10.0, 'Multi-rate execution stops acting when the newest trace\'s '
+                  'observation is older than this (e.g. after a goal ended and no new trace comes).',
+                  min_value=0.1, max_value=3600.0),
     )
 
     def __init__(self, name: str = 'action_decoder', **kwargs):
         self._pub = None
         self.perceptions = _Recent()
+        self._mr_lock = threading.Lock()
+        self._mr_frame = None          # newest camera frame (Image)
+        self._mr_trace = None          # newest trace (TrajectoryTrace)
+        self._mr_last_stamp = None     # stamp of the last frame acted on
+        self._mr_count = 0
+        self.multi_rate_chunks = 0
         super().__init__(name, parameters=self.PARAMETERS, **kwargs)
 
     def on_configure(self, state):
@@ -751,12 +774,60 @@ class ActionDecoderNode(StageNode):
         self.subscription(PerceptionTokens, 'perception_tokens', self.gate(self._on_perception), RELIABLE)
         self.subscription(TrajectoryTrace, 'trajectory_trace', self.gate(self._on_trace), RELIABLE,
                           callback_group=self._work_group)
+        rate = float(self.params['multi_rate_hz'])
+        if rate > 0.0:
+            self.subscription(Image, 'image', self.gate(self._on_frame, count_inputs=False), qos_profile_sensor_data)
+            self.timer(1.0 / rate, self.gate(self._multi_rate_tick, count_inputs=False),
+                       callback_group=self._work_group)
         return TransitionCallbackReturn.SUCCESS
 
     def _on_perception(self, msg: PerceptionTokens):
         self.perceptions.put(msg.request_id, msg)
 
+    def _on_frame(self, msg: Image):
+        with self._mr_lock:
+            self._mr_frame = msg
+
+    def _multi_rate_tick(self):
+        """Act on the newest frame (if new) with the newest trace whose perception message was seen."""
+        with self._mr_lock:
+            frame, trace = self._mr_frame, self._mr_trace
+        if frame is None or trace is None:
+            return
+        stamp = (frame.header.stamp.sec, frame.header.stamp.nanosec)
+        perception = self.perceptions.get(trace.request_id)
+        if stamp == self._mr_last_stamp or perception is None or not trace.points:
+            return
+        trace_age_s = (self.get_clock().now().nanoseconds * 1e-9 - trace.header.stamp.sec
+                       - trace.header.stamp.nanosec * 1e-9)
+        if trace_age_s > float(self.params['multi_rate_max_trace_age_s']):
+            return
+        self._mr_last_stamp = stamp
+        self._mr_count += 1
+        request_id = f'{trace.request_id}-mr{self._mr_count}'
+        with self.working(request_id) as ok:
+            if not ok:
+                return
+            started = self.get_clock().now().to_msg()
+            rgb = to_rgb8(frame)
+            size = (perception.image.width, perception.image.height)
+            if (rgb.shape[1], rgb.shape[0]) != size:
+                import cv2
+                rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+            wrist = observation_from_msg(perception).wrist_image
+            result = self.engine.act_on_observation(Observation(np.ascontiguousarray(rgb), wrist), trace.instruction,
+                                                    [(p.x_model, p.y_model) for p in trace.points],
+                                                    request_id=request_id)
+            msg = action_msg(result, trace, step_period_s=self.params['step_period_s'],
+                             delta_frame_id=self.params['delta_frame_id'], model_id=self.engine.model_id,
+                             started=started)
+            msg.header = frame.header  # anchored to this frame, not to the trace's observation
+            self._pub.publish(msg)
+            self.multi_rate_chunks += 1
+
     def _on_trace(self, msg: TrajectoryTrace):
+        with self._mr_lock:
+            self._mr_trace = msg
         with self.working(msg.request_id) as ok:
             if ok:
                 self._act(msg)
@@ -788,3 +859,6 @@ class ActionDecoderNode(StageNode):
     def _reset(self):
         self._pub = None
         self.perceptions.clear()
+        with self._mr_lock:
+            self._mr_frame = self._mr_trace = None
+        self._mr_last_stamp = None

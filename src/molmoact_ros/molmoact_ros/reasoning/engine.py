@@ -290,6 +290,34 @@ class MolmoActEngine:
                                             cache_reused=mode != SteeringMode.DRAWN and resumed is None),
                                 tokens.repairs)
 
+    def act_on_observation(self, observation: Observation, instruction: str,
+                           trace_points: Sequence[Sequence[int]], request_id: Optional[str] = None) -> ActionResult:
+        """Actions on a *new* observation with a given trace, in the trained trajectory-conditioned (drawn)
+        mode: the trace (1..5 (x, y) in 0..255, model space) is drawn on ``observation``'s image and only
+        the action list is decoded. No perception or planning runs and nothing stays cached (multi-rate
+        execution: act on each new frame with the newest, slower trace)."""
+        with self._lock:
+            start = time.monotonic()
+            points = check_trace_points(trace_points)
+            request_id = request_id or uuid.uuid4().hex[:12]
+            target, prefill_s = self._drawn_on(observation, ' '.join(str(instruction).split()), points,
+                                               f'{request_id}#steer')
+            prefill_tokens = target.length
+            try:
+                new, decode_s = self._decode(target, 'actions_forced')
+                text = self._answer_text(target)
+                tokens = parse_actions(self._decode_text(new), self.config.action_dim, self.tokenizer,
+                                       horizon=self.config.horizon)
+            finally:
+                self.sessions.release(target.request_id)
+            if isinstance(tokens, ParseError):
+                raise StageFailure(f'action stage of request {request_id}: {tokens}')
+            actions = ActionChunkValues.from_token_ids(tokens.token_ids, self.norm_stats,
+                                                       rotation_convention=self.config.rotation_convention)
+            return ActionResult(request_id, tokens, actions, self.unnorm_key, SteeringMode.DRAWN, tuple(points),
+                                text, StageTiming('action', prefill_s, decode_s, time.monotonic() - start,
+                                                  prefill_tokens, len(new), cache_reused=False), tokens.repairs)
+
     def run(self, observation: Observation, instruction: str) -> Tuple[PerceptionResult, TraceResult, ActionResult]:
         """All three stages of one request."""
         with self._lock:
@@ -449,14 +477,16 @@ class MolmoActEngine:
     def _drawn_session(self, session: Session, points) -> Tuple[Session, float]:
         """Trajectory-conditioned request: the trace drawn on the first image, the steering prompt, and the
         trained answer's lead-in prefilled with it (only the action list is decoded)."""
-        observation: Observation = session.data['observation']
+        return self._drawn_on(session.data['observation'], session.instruction, points,
+                              f'{session.request_id}#steer')
+
+    def _drawn_on(self, observation: Observation, instruction: str, points, steer_id: str) -> Tuple[Session, float]:
+        """A new session: the steering prompt, ``points`` drawn on ``observation``'s first image, and the
+        trained answer's lead-in prefilled (the caller decodes the action list and releases it)."""
         drawn = draw_trace(observation.image, points)
-        steer_id = f'{session.request_id}#steer'
         lead_in = ' ' + TRAJECTORY_CONDITIONED_TEMPLATE.action_sentence.split('{action}')[0].rstrip()
-        steer, prefill_s = self._start_session(steer_id, observation, session.instruction,
-                                               self.config.steering_prompt, drawn,
-                                               answer_ids=self.tokenizer.encode(lead_in, add_special_tokens=False))
-        return steer, prefill_s
+        return self._start_session(steer_id, observation, instruction, self.config.steering_prompt, drawn,
+                                   answer_ids=self.tokenizer.encode(lead_in, add_special_tokens=False))
 
     def _depth_mark(self, answer_ids: Sequence[int]) -> int:
         try:

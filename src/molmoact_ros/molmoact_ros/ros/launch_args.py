@@ -5,9 +5,16 @@ The launch file declares :data:`LAUNCH_ARGUMENTS`, resolves them to strings, and
 as plain :class:`NodeDescription` dataclasses that map one to one onto ``launch_ros.actions.Node`` /
 ``LifecycleNode`` keyword arguments). Nothing here imports launch, launch_ros or rclpy.
 
-Parameter precedence on every node (later wins): the robot profile file (``config/robots/<robot>.yaml``,
-when the profile exists), ``params_file`` (default: the installed ``config/molmoact_params.yaml``), then
-the launch arguments ``model``, ``dtype``, ``quantization`` and ``use_sim_time``.
+Parameter precedence on the pipeline nodes (later wins): ``params_file`` (default: the installed
+``config/molmoact_params.yaml``), then the robot profile's pipeline parameters (``unnorm_key``,
+``step_period_s``, ``delta_frame_id`` from ``config/robots/<robot>.yaml`` when that profile exists:
+:meth:`~molmoact_ros.robot.profiles.RobotProfile.pipeline_parameters`; a profile is not a ROS parameter
+file), then the launch arguments ``model``, ``dtype``, ``quantization`` and ``use_sim_time``.
+
+The command sink (``command_sink``, a lifecycle node in both layouts: it needs no engine and stays
+responsive while the model runs) gets ``params_file``, then ``robot_profile`` (the profile's path, or the
+robot name when the profile is not in ``robot_profiles_dir``), ``sink``, ``execution_enabled`` (launch
+argument ``execute``) and ``use_sim_time``.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..nodes.engine_provider import ENGINE_PARAMETERS
+from ..robot.profiles import ProfileError, load_profile
 
 __all__ = [
     'LaunchArgument', 'LaunchArgumentError', 'LaunchConfig', 'NodeDescription', 'LAUNCH_ARGUMENTS', 'LAYOUTS',
     'LOG_LEVELS', 'PACKAGE', 'STAGE_NODES', 'INPUT_REMAPS', 'TOPICS', 'defaults', 'parse_bool', 'resolve',
-    'node_descriptions', 'rviz_description', 'robot_profile_file',
+    'node_descriptions', 'rviz_description', 'robot_profile_file', 'SINK_NODE', 'SINK_CHOICES', 'sink_description',
 ]
 
 PACKAGE = 'molmoact_ros'
@@ -39,6 +47,10 @@ STAGE_NODES: Tuple[Tuple[str, str], ...] = (
     ('action_decoder', 'action_decoder_node'),
 )
 SINGLE_PROCESS_EXECUTABLE = 'pipeline'
+#: (node name, executable) of the command sink.
+SINK_NODE: Tuple[str, str] = ('command_sink', 'command_sink')
+#: Values of the sink launch argument (the sink node's ``sink`` parameter).
+SINK_CHOICES: Tuple[str, ...] = ('profile', 'joint_trajectory', 'servo_twist', 'servo_pose', 'none')
 
 #: The pipeline's topics (relative names, resolved in the launch namespace) -> publishing node
 #: ('' for inputs from outside the pipeline).
@@ -50,7 +62,7 @@ TOPICS: Dict[str, str] = {
 
 #: launch argument -> (the node's relative input topic, the nodes that subscribe to it).
 INPUT_REMAPS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
-    'camera_image_topic': ('image', ('perception', 'rviz2')),
+    'camera_image_topic': ('image', ('perception', 'rviz2', 'command_sink')),
     'camera_info_topic': ('camera_info', ('perception',)),
     'wrist_image_topic': ('wrist_image', ('perception',)),
     'aligned_depth_topic': ('aligned_depth', ('perception',)),
@@ -98,6 +110,11 @@ LAUNCH_ARGUMENTS: Tuple[LaunchArgument, ...] = (
                    '(brings its nodes up itself); multi_process: one lifecycle node per process, brought up '
                    'by launch.', LAYOUTS),
     LaunchArgument('log_level', 'info', 'Log level of the pipeline nodes.', LOG_LEVELS),
+    LaunchArgument('execute', 'false', 'Let the command sink move the arm from activation on (its '
+                   'execution_enabled); false: it starts disabled until its ~/enable service is called.',
+                   ('true', 'false')),
+    LaunchArgument('sink', 'profile', 'How the command sink moves the arm: profile (the robot profile\'s '
+                   'sink.mode), joint_trajectory, servo_twist, servo_pose or none (dry run).', SINK_CHOICES),
 )
 
 
@@ -121,6 +138,8 @@ class LaunchConfig:
     rviz: bool
     layout: str
     log_level: str
+    execute: bool = False
+    sink: str = 'profile'
 
 
 @dataclass
@@ -215,7 +234,8 @@ def resolve(values: Mapping[str, str]) -> LaunchConfig:
         params_file=merged['params_file'].strip(),
         use_sim_time=parse_bool(merged['use_sim_time'], 'use_sim_time'),
         rviz=parse_bool(merged['rviz'], 'rviz'),
-        layout=_choice(merged, args['layout']), log_level=log_level)
+        layout=_choice(merged, args['layout']), log_level=log_level,
+        execute=parse_bool(merged['execute'], 'execute'), sink=_choice(merged, args['sink']))
 
 
 def robot_profile_file(robot: str, profiles_dir: Optional[str]) -> Optional[str]:
@@ -236,27 +256,55 @@ def _remaps(config: LaunchConfig, node: str) -> List[Tuple[str, str]]:
     return out
 
 
-def _parameters(config: LaunchConfig, default_params_file: Optional[str], profile: Optional[str]) -> List[Any]:
+def _profile_parameters(profile_file: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The pipeline parameters of the profile at ``profile_file`` (None without one); a bad profile is a
+    :class:`LaunchArgumentError` naming the file and key."""
+    if not profile_file:
+        return None
+    try:
+        return load_profile(profile_file).pipeline_parameters()
+    except ProfileError as error:
+        raise LaunchArgumentError(f'launch argument robot: {error}') from None
+
+
+def _parameters(config: LaunchConfig, default_params_file: Optional[str],
+                profile_params: Optional[Dict[str, Any]]) -> List[Any]:
     params: List[Any] = []
-    if profile:
-        params.append(profile)
     params_file = config.params_file or default_params_file
     if params_file:
         params.append(params_file)
+    if profile_params:
+        params.append(dict(profile_params))
     params.append({'model': config.model, 'dtype': config.dtype, 'quantization': config.quantization,
                    'use_sim_time': config.use_sim_time})
     return params
 
 
+def sink_description(config: LaunchConfig, *, default_params_file: Optional[str] = None,
+                     profile_file: Optional[str] = None) -> NodeDescription:
+    """The command sink: a lifecycle node (launch brings it up) in the pipeline's namespace."""
+    params: List[Any] = []
+    params_file = config.params_file or default_params_file
+    if params_file:
+        params.append(params_file)
+    params.append({'robot_profile': profile_file or config.robot, 'sink': config.sink,
+                   'execution_enabled': config.execute, 'use_sim_time': config.use_sim_time})
+    name, executable = SINK_NODE
+    return NodeDescription(PACKAGE, executable, name, config.namespace, params, _remaps(config, name), [],
+                           ['--log-level', config.log_level], lifecycle=True)
+
+
 def node_descriptions(config: LaunchConfig, *, default_params_file: Optional[str] = None,
                       robot_profiles_dir: Optional[str] = None) -> List[NodeDescription]:
-    """The pipeline's processes for ``config.layout``.
+    """The pipeline's processes for ``config.layout``, then the command sink.
 
     single_process: the ``pipeline`` executable (it configures and activates its three nodes itself);
-    multi_process: one lifecycle node per stage, for launch to bring up (``lifecycle=True``).
+    multi_process: one lifecycle node per stage, for launch to bring up (``lifecycle=True``). Both end with
+    the ``command_sink`` lifecycle node (:func:`sink_description`).
     """
     profile = robot_profile_file(config.robot, robot_profiles_dir)
-    params = _parameters(config, default_params_file, profile)
+    params = _parameters(config, default_params_file, _profile_parameters(profile))
+    sink = sink_description(config, default_params_file=default_params_file, profile_file=profile)
     ros_arguments = ['--log-level', config.log_level]
     if config.layout == 'single_process':
         remaps = []
@@ -265,11 +313,11 @@ def node_descriptions(config: LaunchConfig, *, default_params_file: Optional[str
                 if remap not in remaps:
                     remaps.append(remap)
         return [NodeDescription(PACKAGE, SINGLE_PROCESS_EXECUTABLE, None, config.namespace, list(params), remaps,
-                                [], list(ros_arguments), lifecycle=False)]
+                                [], list(ros_arguments), lifecycle=False), sink]
     if config.layout == 'multi_process':
-        return [NodeDescription(PACKAGE, executable, node, config.namespace, list(params), _remaps(config, node),
-                                [], list(ros_arguments), lifecycle=True)
-                for node, executable in STAGE_NODES]
+        return [*(NodeDescription(PACKAGE, executable, node, config.namespace, list(params), _remaps(config, node),
+                                  [], list(ros_arguments), lifecycle=True)
+                  for node, executable in STAGE_NODES), sink]
     raise LaunchArgumentError(f'unknown layout {config.layout!r} (one of {", ".join(LAYOUTS)})')
 
 

@@ -162,3 +162,26 @@ def test_a_resumed_stage_reports_its_prefill(parts):
     assert not t.timing.cache_reused and t.timing.prefill_tokens > 424 and t.timing.prefill_s > 0
     a = b_engine.act(p.request_id)
     assert a.timing.cache_reused  # the action stage continued the planner's cache in this engine
+
+
+def test_act_on_a_new_observation_with_a_given_trace(parts):
+    """Multi-rate execution: actions on a new frame with the newest trace, in the drawn (trained
+    trajectory-conditioned) mode; equal to drawn steering of a request perceived on that frame."""
+    engine = MolmoActEngine(*parts, EngineConfig(max_free_tokens=FREE))
+    points = [(30, 200), (90, 140), (150, 80)]
+    before = len(engine.sessions)
+    assert before == 0
+    fast = engine.act_on_observation(obs(9), 'pick up the cup', points, request_id='mr-1')
+    assert fast.request_id == 'mr-1' and fast.steering == SteeringMode.DRAWN
+    assert fast.trace_points == tuple(points) and not fast.timing.cache_reused
+    assert fast.timing.prefill_tokens > 424 and fast.timing.generated_tokens > 0
+    assert len(fast.actions.steps) == engine.config.horizon
+    assert len(engine.sessions) == before  # nothing stays cached
+    p = engine.perceive(obs(9), 'pick up the cup')
+    slow = engine.act(p.request_id, trace_points=points, steering=SteeringMode.DRAWN)
+    assert slow.tokens.bins == fast.tokens.bins  # same frame, same trace -> same actions
+    other = engine.act_on_observation(obs(10), 'pick up the cup', points)
+    assert other.request_id and other.request_id != 'mr-1'
+    with pytest.raises(ValueError):
+        engine.act_on_observation(obs(9), 'pick up the cup', [(300, 0)])
+    assert len(engine.sessions) == before

@@ -1,0 +1,662 @@
+"""The command sink: action chunks in, safe arm commands out (lifecycle node ``command_sink``).
+
+A thin ROS shell around :class:`~molmoact_ros.robot.executor.ArmExecutor` (read that module first): this
+node only converts messages, keeps the clock and publishes what :meth:`ArmExecutor.tick` returns.
+
+Topics and services (relative names, so namespaces and remapping work):
+
+===========================================  ===============================================================
+subscribes                                   meaning
+===========================================  ===============================================================
+``action_chunk`` (molmoact_msgs/ActionChunk)  the decoder's chunks; ``constraints`` honoured (plan_only,
+                                             tighter per-step limits)
+``joint_states`` (sensor_msgs/JointState)    measured joints (sensor QoS); anchors chunks via FK + history
+``robot_description`` (std_msgs/String)      URDF, latched; kinematics (Pinocchio) are built from it
+``image`` (param ``camera_topic``)           only watched: motion halts when frames stop (sensor QoS)
+``e_stop`` (std_msgs/Bool)                   true latches the e-stop (also while inactive)
+``~/enable`` (std_srvs/SetBool)              true enables execution, false disables it
+``~/reset_e_stop`` (std_srvs/Trigger)        clears the latch; execution stays disabled until enabled
+===========================================  ===============================================================
+
+Publishes (lifecycle publishers: nothing after deactivate), per ``sink`` mode:
+
+- ``joint_trajectory``: ``<arm_controller>/joint_trajectory`` (trajectory_msgs/JointTrajectory, one point,
+  stamp 0 = start now); a hold is a one-point trajectory at the measured joints (empty without them).
+- ``servo_twist``: MoveIt Servo ``<servo_node>/delta_twist_cmds`` (geometry_msgs/TwistStamped, base frame,
+  speed units: configure Servo with ``command_in_type: speed_units``), re-sent every control tick while
+  the step lasts (Servo's ``incoming_command_timeout`` is 0.1 s), then one zero twist; a hold is a zero
+  twist.
+- ``servo_pose``: ``<servo_node>/pose_target_cmds`` (geometry_msgs/PoseStamped, base frame); a hold is the
+  measured pose.
+- ``none``: dry run, only ``~/commanded_pose``.
+- gripper: ``<gripper_controller>/commands`` (Float64MultiArray) or ``<gripper_controller>/joint_trajectory``
+  per the profile's ``gripper_controller_type`` (sent when the command changes).
+- ``~/commanded_pose`` (geometry_msgs/PoseStamped): every commanded (or held) end-effector pose, all modes.
+
+Run it alone (it does not import the model stack, so it starts in about a second)::
+
+    ros2 run molmoact_ros command_sink [--autostart] --ros-args -p robot_profile:=sim_panda -p execution_enabled:=true
+
+Without ``--autostart`` the node waits unconfigured for a lifecycle manager (launch brings it up). On
+Ctrl-C or SIGTERM it deactivates (sending the hold), cleans up and shuts down.
+
+Extra key/values on ``/diagnostics``: action age at execution, clip counts per limit, halt counts per
+cause, plan-only and rejected chunks, tick time.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import replace
+from typing import Optional
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, KeyValue
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from lifecycle_msgs.msg import State
+from molmoact_msgs.msg import ActionChunk
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray, String
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from ..reasoning.action_space import RotationConvention
+from ..robot.execution import (DeltaFrame, ExecutionQueue, InvalidChunkError, OfferResult, PoseHistory,
+                               build_timeline)
+from ..robot.executor import (ArmExecutor, HoldCommand, JointCommand, PoseCommand, SinkMode, TwistCommand)
+from ..robot.profiles import GripperControllerType, load_profile
+from ..robot.safety import SafetyGovernor
+from ..ros.diagnostics import status_to_diagnostics
+from ..ros.params import ParamSpec
+from ..ros.transforms import matrix_to_pose, pose_msg_to_matrix
+from .base import MolmoActLifecycleNode
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+SINK_CHOICES = ('profile', 'joint_trajectory', 'servo_twist', 'servo_pose', 'none')
+ROTATION_FROM_MSG = {ActionChunk.ROTATION_RPY: RotationConvention.EULER_SXYZ_ROLL_PITCH_YAW,
+                     ActionChunk.ROTATION_AXIS_ANGLE: RotationConvention.ROTATION_VECTOR}
+#: Values per step the sink executes: 3 translation, 3 rotation, 1 gripper.
+ACTION_DIM = 7
+
+
+def _duration(seconds: float) -> Duration:
+    seconds = max(0.0, float(seconds))
+    sec = int(math.floor(seconds))
+    return Duration(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+
+
+class CommandSinkNode(MolmoActLifecycleNode):
+    """See the module docstring. Needs no engine (hostable in the one-process :class:`Pipeline`)."""
+
+    PARAMETERS = (
+        ParamSpec('robot_profile', 'sim_panda', 'Robot profile: a name of config/robots/<name>.yaml or a path to '
+                  'a profile YAML (joints, frames, controllers, gripper mapping, safety limits).'),
+        ParamSpec('sink', 'profile', 'How the arm is commanded: profile (the profile\'s sink.mode), '
+                  'joint_trajectory (JointTrajectoryController via Pinocchio IK), servo_twist or servo_pose '
+                  '(MoveIt Servo), none (dry run: only ~/commanded_pose).', choices=SINK_CHOICES),
+        ParamSpec('execution_enabled', False, 'Enable execution on activate (otherwise call ~/enable). '
+                  'An e-stop always needs ~/reset_e_stop and then ~/enable.'),
+        ParamSpec('control_rate_hz', 50.0, 'Rate of the control tick (gates, due steps, commands).',
+                  min_value=1.0, max_value=1000.0),
+        ParamSpec('camera_topic', 'image', 'Camera image topic watched for staleness (sensor QoS); motion halts '
+                  'when no frame arrives within the profile\'s camera_timeout_s.'),
+        ParamSpec('arm_controller', '', 'Arm controller name (its topic <arm_controller>/joint_trajectory); '
+                  'empty: the profile\'s sink.arm_controller.'),
+        ParamSpec('servo_twist_topic', '', 'MoveIt Servo twist input (geometry_msgs/TwistStamped); empty: '
+                  '<servo_node>/delta_twist_cmds with the profile\'s sink.servo_node.'),
+        ParamSpec('servo_pose_topic', '', 'MoveIt Servo pose input (geometry_msgs/PoseStamped); empty: '
+                  '<servo_node>/pose_target_cmds with the profile\'s sink.servo_node.'),
+        ParamSpec('robot_description_source', 'topic', 'Where the URDF for kinematics comes from: topic '
+                  '(robot_description, latched) or profile (the profile\'s urdf_file).',
+                  choices=('topic', 'profile')),
+        ParamSpec('anchor_tolerance_s', 0.1, 'A chunk without a valid observation_pose is anchored to the FK '
+                  'pose of the joint state nearest its header stamp, at most this far from it.',
+                  min_value=0.001, max_value=5.0),
+        ParamSpec('joint_state_timeout_s', 0.5, 'Joint states older than this count as no robot state.',
+                  min_value=0.01, max_value=10.0),
+        ParamSpec('hold_time_s', 0.05, 'time_from_start of the one-point hold trajectory (JTC).',
+                  min_value=0.0, max_value=1.0),
+    )
+
+    def __init__(self, name: str = 'command_sink', *, provider=None, **kwargs):
+        # ``provider`` is accepted (and ignored) so that the one-process Pipeline can host the sink:
+        # the sink never touches the engine.
+        self._lock = threading.RLock()
+        self._owned = []
+        self._reset_state()
+        super().__init__(name, parameters=self.PARAMETERS, **kwargs)
+
+    def _reset_state(self) -> None:
+        self.profile = None
+        self.mode: Optional[SinkMode] = None
+        self.governor: Optional[SafetyGovernor] = None
+        self.arm_executor: Optional[ArmExecutor] = None
+        self.kinematics = None
+        self._base_limits = None
+        self._history = PoseHistory(horizon_s=5.0)
+        self._q = None                 # (stamp on our clock, q in kinematics order)
+        self._state_stamp_s = None     # header stamp of the newest joint state in the history
+        self._pending = None           # a chunk waiting for the joint state at its stamp (newest wins)
+        self._constraints = {}         # request_id -> ExecutionConstraints of queued chunks
+        self._pubs = {}
+        self._twist = None             # (TwistStamped, until_s) being re-sent
+        self._last_gripper = None
+        self.plan_only_chunks = 0
+        self.rejected_chunks = 0
+        self.holds_sent = 0
+        self.commands_sent = 0
+        self._tick_times = []
+        self._tick_max_s = 0.0
+
+    # -- ownership of what configure creates (as StageNode does) ----------------------------------
+    def _own(self, entity, destroy):
+        self._owned.append((entity, destroy))
+        return entity
+
+    def _teardown(self) -> None:
+        for entity, destroy in reversed(self._owned):
+            destroy(entity)
+        self._owned = []
+        self._reset_state()
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def execution_enabled(self) -> bool:
+        gov = self.governor
+        return bool(gov is not None and gov.enabled and not gov.e_stopped)
+
+    # -- transitions ----------------------------------------------------------------------------
+    def _fail(self, message: str) -> TransitionCallbackReturn:
+        self._teardown()
+        self._state_id, self._state_label = State.PRIMARY_STATE_UNCONFIGURED, 'unconfigured'
+        self.record_error(message)
+        return TransitionCallbackReturn.FAILURE
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        super().on_configure(state)
+        try:
+            profile = load_profile(self.params['robot_profile'])
+        except Exception as exc:  # noqa: BLE001 - configure fails with the reason
+            return self._fail(f'robot profile: {type(exc).__name__}: {exc}')
+        self.profile = profile
+        self.mode = profile.sink.mode if self.params['sink'] == 'profile' else SinkMode(self.params['sink'])
+        self._base_limits = profile.safety
+        self.governor = SafetyGovernor(profile.safety)
+        if self.params['robot_description_source'] == 'profile':
+            try:
+                from ..robot.profiles import resolve_urdf_file
+                self._build_kinematics(resolve_urdf_file(profile).read_text(encoding='utf-8'))
+            except Exception as exc:  # noqa: BLE001
+                return self._fail(f'kinematics from the profile URDF: {type(exc).__name__}: {exc}')
+
+        sink = profile.sink
+        arm = self.params['arm_controller'] or sink.arm_controller
+        if self.mode is SinkMode.JOINT_TRAJECTORY:
+            self._pubs['arm'] = self._lifecycle_pub(JointTrajectory, f'{arm}/joint_trajectory', RELIABLE)
+        elif self.mode is SinkMode.SERVO_TWIST:
+            self._pubs['twist'] = self._lifecycle_pub(TwistStamped, self.params['servo_twist_topic'] or
+                                                      sink.twist_topic, RELIABLE)
+        elif self.mode is SinkMode.SERVO_POSE:
+            self._pubs['pose'] = self._lifecycle_pub(PoseStamped, self.params['servo_pose_topic'] or
+                                                     sink.pose_topic, RELIABLE)
+        if self.mode is not SinkMode.NONE:
+            if sink.gripper_controller_type is GripperControllerType.FORWARD:
+                self._pubs['gripper'] = self._lifecycle_pub(Float64MultiArray, sink.gripper_target, RELIABLE)
+            elif sink.gripper_controller_type is GripperControllerType.JTC:
+                self._pubs['gripper'] = self._lifecycle_pub(JointTrajectory, sink.gripper_target, RELIABLE)
+            elif sink.gripper_controller_type is GripperControllerType.GRIPPER_ACTION:
+                self.get_logger().warning('gripper_action controllers are not commanded by this sink yet; '
+                                          'the gripper is left alone')
+        self._pubs['commanded_pose'] = self._lifecycle_pub(PoseStamped, '~/commanded_pose', RELIABLE)
+
+        self._sub(ActionChunk, 'action_chunk', self.gate(self._on_chunk), RELIABLE)
+        self._sub(JointState, 'joint_states', self.gate(self._on_joint_states, count_inputs=False,
+                                                        while_inactive=True), qos_profile_sensor_data)
+        self._sub(String, 'robot_description', self.gate(self._on_robot_description, count_inputs=False,
+                                                         while_inactive=True), LATCHED)
+        self._sub(Image, self.params['camera_topic'], self.gate(self._on_image, count_inputs=False,
+                                                                while_inactive=True), qos_profile_sensor_data)
+        self._sub(Bool, 'e_stop', self.gate(self._on_e_stop, count_inputs=False, while_inactive=True), RELIABLE)
+        self._own(self.create_service(SetBool, '~/enable', self._on_enable), self.destroy_service)
+        self._own(self.create_service(Trigger, '~/reset_e_stop', self._on_reset_e_stop), self.destroy_service)
+        self._own(self.create_timer(1.0 / float(self.params['control_rate_hz']),
+                                    self.gate(self._tick, count_inputs=False)), self.destroy_timer)
+        self.publish_status()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _lifecycle_pub(self, msg_type, topic, qos):
+        return self._own(self.create_lifecycle_publisher(msg_type, topic, qos), self.destroy_lifecycle_publisher)
+
+    def _sub(self, msg_type, topic, callback, qos):
+        return self._own(self.create_subscription(msg_type, topic, callback, qos), self.destroy_subscription)
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        result = super().on_activate(state)
+        if result == TransitionCallbackReturn.SUCCESS and self.params['execution_enabled']:
+            with self._lock:
+                self.governor.enable(self._now_s())
+            self.publish_status()
+        return result
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        """Disable execution and send the hold while the publishers are still on, then stop publishing."""
+        with self._lock:
+            if self.governor is not None:
+                now = self._now_s()
+                self.governor.deactivate(now)
+                if self.arm_executor is not None:
+                    self._publish(self.arm_executor.tick(now, joint_positions=self._measured_q(now)).command, now)
+                elif self.governor.consume_hold_request():
+                    self._publish_hold(HoldCommand(self.governor.last_halt_cause), now)
+            self._active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        with self._lock:
+            self._teardown()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        with self._lock:
+            self._teardown()
+        return super().on_shutdown(state)
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def _build_kinematics(self, urdf: str) -> None:
+        from ..robot.kinematics import ArmKinematics  # Pinocchio: only a node that needs it imports it
+        profile = self.profile
+        kin = ArmKinematics.from_urdf(urdf, base_frame=profile.frames.base, ee_frame=profile.frames.ee,
+                                      joint_names=profile.joint_names)
+        with self._lock:
+            self.kinematics = kin
+            self._base_limits = profile.safety.with_joint_limits(kin.limits)
+            self.governor.limits = self._base_limits
+            if self.arm_executor is None:
+                self.arm_executor = ArmExecutor(mode=self.mode, governor=self.governor,
+                                            queue=ExecutionQueue(profile.safety.max_action_age_s, profile.start_mode),
+                                            gripper=profile.gripper, kinematics=kin)
+            else:
+                self.arm_executor.kinematics = kin
+        self.get_logger().info(f'kinematics ready: {profile.frames.base} -> {profile.frames.ee}, '
+                               f'{kin.dof} joints ({self.mode.value} sink)')
+
+    def _on_robot_description(self, msg: String) -> None:
+        if self.params['robot_description_source'] != 'topic':
+            return
+        self._build_kinematics(msg.data)
+
+    def _on_joint_states(self, msg: JointState) -> None:
+        kin = self.kinematics
+        if kin is None:
+            return
+        try:
+            q = kin.joint_vector(list(msg.name), list(msg.position))
+        except KeyError:
+            return  # e.g. a gripper-only joint state
+        now = self._now_s()
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        stamp = stamp if stamp > 0.0 else now
+        if not np.all(np.isfinite(q)):
+            return
+        with self._lock:
+            self._q = (now, q)
+            self._history.add(stamp, kin.fk(kin.limits.clip(q)))
+            self._state_stamp_s = stamp if self._state_stamp_s is None else max(self._state_stamp_s, stamp)
+
+    def _on_image(self, msg: Image) -> None:
+        with self._lock:
+            if self.governor is not None:
+                self.governor.camera_seen(self._now_s())
+
+    def _on_e_stop(self, msg: Bool) -> None:
+        if msg.data:
+            with self._lock:
+                if self.governor is not None:
+                    self.governor.e_stop(self._now_s())
+            self.get_logger().warning('e-stop latched: motion halted; ~/reset_e_stop then ~/enable to resume')
+            self.publish_status()
+
+    def _on_enable(self, request, response):
+        with self._lock:
+            if self.governor is None or not self.is_active:
+                response.success, response.message = False, f'the command sink is {self.lifecycle_label}, not active'
+            elif request.data:
+                response.success = self.governor.enable(self._now_s())
+                response.message = 'execution enabled' if response.success else 'refused: the e-stop is latched'
+            else:
+                self.governor.disable(self._now_s())
+                response.success, response.message = True, 'execution disabled'
+        self.publish_status()
+        return response
+
+    def _on_reset_e_stop(self, request, response):
+        with self._lock:
+            if self.governor is None:
+                response.success, response.message = False, 'the command sink is not configured'
+            else:
+                self.governor.reset_e_stop(self._now_s())
+                response.success, response.message = True, 'e-stop reset; execution stays disabled until ~/enable'
+        self.publish_status()
+        return response
+
+    def _anchor(self, msg: ActionChunk, stamp_s: float) -> np.ndarray:
+        base = self.profile.frames.base
+        if msg.observation_pose_valid:
+            frame = msg.observation_pose.header.frame_id
+            if frame and frame != base:
+                raise InvalidChunkError(f'observation_pose is in {frame!r}, not the base frame {base!r}')
+            return pose_msg_to_matrix(msg.observation_pose.pose)
+        with self._lock:
+            pose = self._history.at(stamp_s, float(self.params['anchor_tolerance_s']))
+        if pose is None:
+            newest = 'none' if self._state_stamp_s is None else f'{self._state_stamp_s:.3f}'
+            raise LookupError(f'no joint state within {self.params["anchor_tolerance_s"]} s of the chunk\'s '
+                              f'observation stamp {stamp_s:.3f} to anchor it (newest joint state: {newest})')
+        return pose
+
+    def _state_may_come(self, stamp_s: float, now: float) -> bool:
+        """Whether a joint state near ``stamp_s`` may still arrive (joint states lag the chunk)."""
+        tolerance = float(self.params['anchor_tolerance_s'])
+        newest = self._state_stamp_s
+        return ((newest is None or newest < stamp_s + tolerance)
+                and now - stamp_s <= self.profile.safety.max_action_age_s)
+
+    def _delta_frame(self, frame_id: str) -> DeltaFrame:
+        frames = self.profile.frames
+        if not frame_id:
+            return self.profile.delta_frame
+        if frame_id == frames.base:
+            return DeltaFrame.BASE
+        if frame_id == frames.ee:
+            return DeltaFrame.TOOL
+        raise InvalidChunkError(f'delta_frame_id {frame_id!r} is neither the base frame {frames.base!r} nor the '
+                                f'end-effector frame {frames.ee!r} of robot profile {self.profile.name!r}')
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        self._handle_chunk(msg, self._now_s())
+
+    def _handle_chunk(self, msg: ActionChunk, now: float) -> None:
+        if self.arm_executor is None:
+            self.inputs_dropped += 1
+            self.get_logger().warning('action chunk dropped: no kinematics yet (waiting for robot_description)',
+                                      throttle_duration_sec=5.0)
+            return
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        try:
+            if msg.action_dim != ACTION_DIM or any(len(s.values) not in (0, ACTION_DIM) for s in msg.steps):
+                raise InvalidChunkError(f'action_dim {msg.action_dim} (steps with {sorted({len(s.values) for s in msg.steps})} '
+                                        f'values); this sink executes {ACTION_DIM}-D actions')
+            convention = ROTATION_FROM_MSG.get(msg.rotation_convention)
+            if convention is None:
+                raise InvalidChunkError(f'unknown rotation_convention {msg.rotation_convention}')
+            if msg.constraints.plan_only:
+                with self._lock:
+                    self.plan_only_chunks += 1
+                    self.governor.model_seen(now)  # the model is alive; its chunk is not for the arm
+                return
+            timeline = build_timeline(
+                [[s.translation_m.x, s.translation_m.y, s.translation_m.z] for s in msg.steps],
+                [[s.rotation_rad.x, s.rotation_rad.y, s.rotation_rad.z] for s in msg.steps],
+                [s.gripper for s in msg.steps],
+                observation_pose=self._anchor(msg, stamp), observation_stamp_s=stamp,
+                step_period_s=msg.step_period_s, delta_frame=self._delta_frame(msg.delta_frame_id),
+                rotation_convention=convention, request_id=msg.request_id)
+        except InvalidChunkError as exc:
+            with self._lock:
+                self.rejected_chunks += 1
+                self.arm_executor.reject_chunk(now)
+            self.record_error(f'invalid action chunk {msg.request_id!r}: {exc}')
+            return
+        except LookupError as exc:
+            with self._lock:
+                if self._state_may_come(stamp, now):
+                    self._pending = msg  # retried on each tick until its joint state arrives
+                    return
+            self.inputs_dropped += 1
+            self.record_error(f'action chunk {msg.request_id!r} dropped: {exc}')
+            return
+        with self._lock:
+            result = self.arm_executor.submit(timeline, now)
+            if result is OfferResult.ACCEPTED:
+                self._constraints = {msg.request_id: msg.constraints}
+                self.requests_completed += 1
+            elif result is not OfferResult.HALTED:
+                # too old, out of order, expired, from the future: a pipeline problem (/diagnostics warns).
+                # Chunks refused while halted (disabled, e-stop) are expected: counted as 'chunks halted'.
+                self.inputs_dropped += 1
+
+    # -- the control tick -----------------------------------------------------------------------
+    def _measured_q(self, now: float):
+        if self._q is None or now - self._q[0] > float(self.params['joint_state_timeout_s']):
+            return None
+        return self._q[1]
+
+    def _apply_constraints(self) -> None:
+        """The governor's limits for the current chunk: the profile's, tightened by the chunk's constraints."""
+        limits = self._base_limits
+        timeline = self.arm_executor.queue.timeline
+        c = self._constraints.get(timeline.request_id) if timeline is not None else None
+        if c is not None:
+            t, r = float(c.max_translation_m_per_step), float(c.max_rotation_rad_per_step)
+            changes = {}
+            if math.isfinite(t) and t > 0.0 and t < limits.max_step_translation_m:
+                changes['max_step_translation_m'] = t
+            if math.isfinite(r) and r > 0.0 and r < limits.max_step_rotation_rad:
+                changes['max_step_rotation_rad'] = r
+            if changes:
+                limits = replace(limits, **changes)
+        self.governor.limits = limits
+
+    def _tick(self) -> None:
+        start = time.perf_counter()
+        with self._lock:
+            now = self._now_s()
+            if self.arm_executor is None:
+                if self.governor is not None and self.governor.gate(now) is not None \
+                        and self.governor.consume_hold_request():
+                    self._publish_hold(HoldCommand(self.governor.last_halt_cause), now)
+                return
+            if self._pending is not None:
+                pending, self._pending = self._pending, None
+                self._handle_chunk(pending, now)
+            self._apply_constraints()
+            result = self.arm_executor.tick(now, joint_positions=self._measured_q(now))
+            self._publish(result.command, now)
+            if result.command is None and self._twist is not None:
+                self._resend_twist(now)
+        elapsed = time.perf_counter() - start
+        self._tick_times.append(elapsed)
+        if len(self._tick_times) > 1000:
+            del self._tick_times[:500]
+        self._tick_max_s = max(self._tick_max_s, elapsed)
+
+    def _publish(self, command, now: float) -> None:
+        if command is None:
+            return
+        if isinstance(command, HoldCommand):
+            self._publish_hold(command, now)
+            return
+        self.commands_sent += 1
+        self.last_latency_s = command.age_s
+        self.current_request_id = command.request_id
+        base = self.profile.frames.base
+        if isinstance(command, JointCommand):
+            traj = JointTrajectory(joint_names=list(command.names))
+            traj.points = [JointTrajectoryPoint(positions=[float(v) for v in command.positions],
+                                                time_from_start=_duration(command.time_from_start_s))]
+            self._pubs['arm'].publish(traj)
+        elif isinstance(command, TwistCommand):
+            twist = TwistStamped()
+            twist.header.stamp = self.get_clock().now().to_msg()
+            twist.header.frame_id = base
+            (twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z) = map(float, command.linear_m_s)
+            (twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z) = map(float, command.angular_rad_s)
+            self._pubs['twist'].publish(twist)
+            self._twist = (twist, now + command.duration_s)
+        elif isinstance(command, PoseCommand) and 'pose' in self._pubs:
+            self._pubs['pose'].publish(self._pose_msg(command.pose))
+        self._pubs['commanded_pose'].publish(self._pose_msg(command.pose))
+        self._publish_gripper(command.gripper, getattr(command, 'time_from_start_s', 0.1))
+
+    def _resend_twist(self, now: float) -> None:
+        twist, until = self._twist
+        if now < until:
+            twist.header.stamp = self.get_clock().now().to_msg()
+            self._pubs['twist'].publish(twist)
+        else:  # the step's time is over: stop (Servo would time out anyway)
+            self._pubs['twist'].publish(self._zero_twist())
+            self._twist = None
+
+    def _zero_twist(self) -> TwistStamped:
+        twist = TwistStamped()
+        twist.header.stamp = self.get_clock().now().to_msg()
+        twist.header.frame_id = self.profile.frames.base
+        return twist
+
+    def _publish_hold(self, hold: HoldCommand, now: float) -> None:
+        self.holds_sent += 1
+        self._twist = None
+        cause = hold.cause.value if hold.cause is not None else 'unknown'
+        self.get_logger().info(f'halt ({cause}): holding the arm')
+        if 'arm' in self._pubs:
+            traj = JointTrajectory(joint_names=list(self.profile.joint_names))
+            if hold.joint_positions is not None:
+                traj.points = [JointTrajectoryPoint(positions=[float(v) for v in hold.joint_positions],
+                                                    time_from_start=_duration(float(self.params['hold_time_s'])))]
+            self._pubs['arm'].publish(traj)
+        if 'twist' in self._pubs:
+            self._pubs['twist'].publish(self._zero_twist())
+        if 'pose' in self._pubs and hold.pose is not None:
+            self._pubs['pose'].publish(self._pose_msg(hold.pose))
+        if hold.pose is not None and 'commanded_pose' in self._pubs:
+            self._pubs['commanded_pose'].publish(self._pose_msg(hold.pose))
+
+    def _publish_gripper(self, value: Optional[float], duration_s: float) -> None:
+        pub = self._pubs.get('gripper')
+        if pub is None or value is None or value == self._last_gripper:
+            return
+        sink = self.profile.sink
+        values = [float(value) * m for m in sink.gripper_joint_multipliers]
+        if sink.gripper_controller_type is GripperControllerType.FORWARD:
+            pub.publish(Float64MultiArray(data=values))
+        else:
+            pub.publish(JointTrajectory(joint_names=list(sink.gripper_joint_names), points=[
+                JointTrajectoryPoint(positions=values, time_from_start=_duration(max(duration_s, 0.01)))]))
+        self._last_gripper = value
+
+    def _pose_msg(self, pose: np.ndarray) -> PoseStamped:
+        msg = PoseStamped()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.profile.frames.base
+        (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(pose)
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = float(x), float(y), float(z)
+        (msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z,
+         msg.pose.orientation.w) = float(qx), float(qy), float(qz), float(qw)
+        return msg
+
+    # -- diagnostics ----------------------------------------------------------------------------
+    def diagnostic_values(self) -> list:
+        """Sink figures for /diagnostics (key, value) pairs."""
+        with self._lock:
+            values = [('robot profile', self.profile.name if self.profile else ''),
+                      ('sink mode', self.mode.value if self.mode else ''),
+                      ('kinematics ready', 'true' if self.kinematics is not None else 'false'),
+                      ('commands sent', str(self.commands_sent)), ('holds sent', str(self.holds_sent)),
+                      ('plan-only chunks', str(self.plan_only_chunks)),
+                      ('rejected chunks', str(self.rejected_chunks))]
+            if self._tick_times:
+                values += [('tick time mean s', f'{float(np.mean(self._tick_times)):.6f}'),
+                           ('tick time max s', f'{self._tick_max_s:.6f}')]
+            if self.governor is not None:
+                d = self.governor.diagnostics()
+                values += [('e-stop latched', 'true' if d.e_stopped else 'false'),
+                           ('halted cause', d.halted_cause.value if d.halted_cause else ''),
+                           ('last halt cause', d.last_halt_cause.value if d.last_halt_cause else '')]
+                values += [(f'halts {cause.value}', str(n)) for cause, n in d.halt_counts.items()]
+                values += [(f'clips {kind.value}', str(n)) for kind, n in d.clip_counts.items()]
+            if self.arm_executor is not None:
+                e = self.arm_executor.diagnostics()
+                fmt = lambda v: '' if v is None else f'{v:.3f}'  # noqa: E731
+                values += [('action age at execution s', fmt(e.last_age_s)),
+                           ('action age at execution max s', fmt(e.max_age_s)),
+                           ('action lag s', fmt(e.last_lag_s)),
+                           ('skipped steps', str(e.skipped_steps)), ('ik failures', str(e.ik_failures)),
+                           ('ik time s', fmt(e.last_ik_time_s))]
+                values += [(f'chunks {k}', str(v)) for k, v in e.offers.items()]
+        return values
+
+    def publish_status(self) -> None:
+        """~/status as the base class does; /diagnostics with the sink's figures added."""
+        if self._status_pub is None:
+            return
+        status = self.build_status()
+        self._status_pub.publish(status)
+        if self._diagnostics_pub is not None:
+            diag = status_to_diagnostics(status, previous=self._previous_status,
+                                         drop_warn_fraction=self.drop_warn_fraction)
+            diag.values.extend(KeyValue(key=k, value=v) for k, v in self.diagnostic_values())
+            self._diagnostics_pub.publish(DiagnosticArray(header=status.header, status=[diag]))
+        self._previous_status = status
+
+
+def main(argv=None) -> int:
+    """``ros2 run molmoact_ros command_sink [--autostart]``: the sink alone, on a multi-threaded executor."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    argv = list(sys.argv if argv is None else argv)
+    autostart = '--autostart' in argv
+    if autostart:
+        argv.remove('--autostart')
+    rclpy.init(args=argv)
+    node = CommandSinkNode(cli_args=argv)
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    spinner = threading.Thread(target=lambda: _spin(executor, ExternalShutdownException), daemon=True)
+    spinner.start()
+    code = 0
+    try:
+        if autostart:
+            if (node.trigger_configure() != TransitionCallbackReturn.SUCCESS
+                    or node.trigger_activate() != TransitionCallbackReturn.SUCCESS):
+                node.get_logger().error(f'bring-up failed: {node.last_error}')
+                code = 1
+                stop.set()
+            else:
+                node.get_logger().info('command sink active')
+        while not stop.wait(0.2):
+            pass
+    finally:
+        # Deactivate first: the hold goes out while the publishers are still on.
+        if node.lifecycle_label == 'active':
+            node.trigger_deactivate()
+        if node.lifecycle_label == 'inactive':
+            node.trigger_cleanup()
+        executor.shutdown()
+        spinner.join(timeout=5)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+def _spin(executor, external_shutdown) -> None:
+    try:
+        executor.spin()
+    except external_shutdown:
+        pass
+
+
+if __name__ == '__main__':
+    sys.exit(main())

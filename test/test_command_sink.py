@@ -1,0 +1,407 @@
+"""The command sink node (nodes/command_sink.py) closing the loop with a fake joint_trajectory_controller.
+
+One process: the sink, and a harness node that plays the arm (a JointTrajectoryFollower integrating the
+last JointTrajectory, publishing joint_states), the camera (image frames that can be stopped), the
+robot_description and the model (hand-built ActionChunks stamped now). A second sink in servo_twist mode
+talks to a fake MoveIt Servo subscriber.
+"""
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, TwistStamped, Vector3
+from molmoact_msgs.msg import ActionChunk, ActionStep, NodeStatus
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray, String
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from molmoact_bringup.sim.trajectory import JointTrajectoryCommand, JointTrajectoryFollower, TrajectoryPoint
+from molmoact_ros.nodes.command_sink import CommandSinkNode
+from molmoact_ros.robot.kinematics import ArmKinematics
+from molmoact_ros.robot.safety import ClipKind, HaltCause
+
+ROOT = Path(__file__).resolve().parents[1]
+URDF = (ROOT / 'src' / 'molmoact_bringup' / 'urdf' / 'panda.urdf').read_text()
+PROFILE = ROOT / 'config' / 'robots' / 'sim_panda.yaml'
+ARM = [f'panda_joint{i}' for i in range(1, 8)]
+Q0 = [0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785]
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+KIN = ArmKinematics.from_urdf(URDF, base_frame='panda_link0', ee_frame='panda_hand_tcp', joint_names=ARM)
+CAMERA_TIMEOUT_S = 0.3
+HOLD_TIME_S = 0.04
+
+
+def wait_for(predicate, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not predicate():
+        time.sleep(0.02)
+    return predicate()
+
+
+def duration_s(d):
+    return d.sec + d.nanosec * 1e-9
+
+
+class Arm:
+    """The harness: fake JTC + joint_states, camera, robot_description, chunk source, sink clients."""
+
+    def __init__(self, ns):
+        self.ns = ns
+        self.node = rclpy.create_node('arm_harness', namespace=ns)
+        n = self.node
+        self.lock = threading.Lock()
+        self.follower = JointTrajectoryFollower(ARM, Q0)
+        self.trajectories = []   # (monotonic time, JointTrajectory)
+        self.gripper = []
+        self.twists = []
+        self.poses = []
+        self.status = []
+        self.diagnostics = []
+        self.camera_on = True
+        n.create_subscription(JointTrajectory, 'joint_trajectory_controller/joint_trajectory', self._on_traj, 10)
+        n.create_subscription(Float64MultiArray, 'gripper_controller/commands', self.gripper.append, 10)
+        n.create_subscription(TwistStamped, 'servo_node/delta_twist_cmds',
+                              lambda m: self.twists.append((time.monotonic(), m)), 50)
+        n.create_subscription(PoseStamped, 'command_sink/commanded_pose', self.poses.append, 50)
+        n.create_subscription(NodeStatus, 'command_sink/status', self.status.append, LATCHED)
+        n.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 50)
+        self.joint_pub = n.create_publisher(JointState, 'joint_states', 10)
+        self.image_pub = n.create_publisher(Image, 'image', qos_profile_sensor_data)
+        self.chunk_pub = n.create_publisher(ActionChunk, 'action_chunk', 10)
+        self.e_stop_pub = n.create_publisher(Bool, 'e_stop', 10)
+        n.create_publisher(String, 'robot_description', LATCHED).publish(String(data=URDF))
+        self.enable_client = n.create_client(SetBool, 'command_sink/enable')
+        self.reset_client = n.create_client(Trigger, 'command_sink/reset_e_stop')
+        n.create_timer(0.01, self._publish_joints)
+        n.create_timer(0.05, self._publish_image)
+
+    def _on_diag(self, msg):
+        for status in msg.status:
+            if status.name.endswith(f'{self.ns}/command_sink'):
+                self.diagnostics.append({kv.key: kv.value for kv in status.values})
+
+    def _on_traj(self, msg):
+        cmd = JointTrajectoryCommand(tuple(msg.joint_names), tuple(
+            TrajectoryPoint(duration_s(p.time_from_start), tuple(p.positions)) for p in msg.points),
+            start_time_s=0.0)
+        with self.lock:
+            self.trajectories.append((time.monotonic(), msg))
+            self.follower.accept(cmd, time.monotonic())
+
+    def q(self):
+        with self.lock:
+            return self.follower.sample(time.monotonic()).positions_rad.copy()
+
+    def _publish_joints(self):
+        msg = JointState(name=ARM + ['panda_finger_joint1', 'panda_finger_joint2'])
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.position = [float(v) for v in self.q()] + [0.04, 0.04]
+        self.joint_pub.publish(msg)
+
+    def _publish_image(self):
+        if self.camera_on:
+            img = Image(height=2, width=2, encoding='rgb8', step=6, data=bytes(12))
+            img.header.stamp = self.node.get_clock().now().to_msg()
+            self.image_pub.publish(img)
+
+    def chunk(self, dx=0.01, steps=8, *, period=0.1, request_id='r', plan_only=False, values=7, dy=0.0,
+              gripper=0.9, max_translation=0.0):
+        msg = ActionChunk(request_id=request_id, step_period_s=period, action_dim=values,
+                          rotation_convention=ActionChunk.ROTATION_RPY, delta_frame_id='panda_link0')
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        for _ in range(steps):
+            msg.steps.append(ActionStep(translation_m=Vector3(x=float(dx), y=float(dy), z=0.0),
+                                        rotation_rad=Vector3(), gripper=float(gripper),
+                                        values=[float(dx), float(dy), 0.0, 0.0, 0.0, 0.0, float(gripper)][:values]))
+        msg.constraints.plan_only = plan_only
+        msg.constraints.max_translation_m_per_step = float(max_translation)
+        self.chunk_pub.publish(msg)
+        return msg
+
+    def call(self, client, request):
+        assert client.wait_for_service(timeout_sec=5.0)
+        future = client.call_async(request)
+        assert wait_for(future.done, 5.0)
+        return future.result()
+
+    def enable(self, on=True):
+        return self.call(self.enable_client, SetBool.Request(data=on))
+
+    def reset_e_stop(self):
+        return self.call(self.reset_client, Trigger.Request())
+
+    def n_traj(self):
+        with self.lock:
+            return len(self.trajectories)
+
+    def trajs_since(self, index):
+        with self.lock:
+            return [m for _, m in self.trajectories[index:]]
+
+
+def _profile(tmp_path):
+    data = yaml.safe_load(PROFILE.read_text())
+    data['safety']['camera_timeout_s'] = CAMERA_TIMEOUT_S
+    path = tmp_path / 'sim_panda.yaml'
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def rig(tmp_path_factory):
+    rclpy.init()
+    profile = _profile(tmp_path_factory.mktemp('profile'))
+    executor = MultiThreadedExecutor(num_threads=4)
+    arm = Arm('/jtc')
+    sink = CommandSinkNode(namespace='/jtc', parameter_overrides=[
+        Parameter('robot_profile', value=profile), Parameter('hold_time_s', value=HOLD_TIME_S),
+        Parameter('status_period_s', value=0.2)])
+    servo_arm = Arm('/servo')
+    servo_sink = CommandSinkNode(namespace='/servo', parameter_overrides=[
+        Parameter('robot_profile', value=profile), Parameter('sink', value='servo_twist'),
+        Parameter('execution_enabled', value=True)])
+    dry_arm = Arm('/dry')
+    dry_sink = CommandSinkNode(namespace='/dry', parameter_overrides=[
+        Parameter('robot_profile', value=profile), Parameter('sink', value='none'),
+        Parameter('execution_enabled', value=True)])
+    nodes = (arm.node, sink, servo_arm.node, servo_sink, dry_arm.node, dry_sink)
+    for node in nodes:
+        executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    yield {'arm': arm, 'sink': sink, 'servo_arm': servo_arm, 'servo_sink': servo_sink, 'dry_arm': dry_arm,
+           'dry_sink': dry_sink}
+    executor.shutdown()
+    thread.join(timeout=10)
+    for node in nodes:
+        node.destroy_node()
+    rclpy.shutdown()
+
+
+def ee(q):
+    return KIN.fk(q)[:3, 3]
+
+
+def test_configure_activate_and_nothing_commanded_while_disabled(rig):
+    arm, sink = rig['arm'], rig['sink']
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    assert sink.trigger_configure() == R.SUCCESS
+    assert sink.trigger_activate() == R.SUCCESS
+    assert wait_for(lambda: sink.kinematics is not None and sink._q is not None)
+    arm.chunk(request_id='disabled')
+    time.sleep(1.0)
+    assert arm.n_traj() == 0 and arm.gripper == []
+    assert not sink.execution_enabled()
+    assert wait_for(lambda: arm.status and arm.status[-1].lifecycle_label == 'active')
+    assert arm.status[-1].execution_enabled is False
+
+
+def test_enabled_chunk_moves_the_end_effector_along_the_deltas(rig):
+    arm, sink = rig['arm'], rig['sink']
+    assert arm.enable().success
+    assert sink.execution_enabled()
+    start = ee(arm.q())
+    before = arm.n_traj()
+    arm.chunk(dx=0.01, steps=8, request_id='move')
+    assert wait_for(lambda: arm.n_traj() - before >= 8, 3.0)
+    time.sleep(0.3)
+    trajs = arm.trajs_since(before)
+    targets = np.array([ee(np.array(t.points[0].positions)) for t in trajs if t.points])
+    assert len(targets) == 8, len(targets)  # one command per step
+    # The commanded end-effector path follows the +1 cm x deltas from the observation pose.
+    expected = start + np.outer(np.arange(1, 9) * 0.01, [1.0, 0.0, 0.0])
+    assert np.max(np.abs(targets - expected)) < 2e-3, targets - expected
+    assert all(list(t.joint_names) == ARM and len(t.points) == 1 for t in trajs)
+    # The fake controller followed: the measured end effector ends where the chunk said.
+    assert np.linalg.norm(ee(arm.q()) - expected[-1]) < 2e-3
+    # Gripper: raw 0.9 > 0.5 -> open (0.04 m) sent once.
+    assert [list(g.data) for g in arm.gripper] == [[0.04]]
+    assert len(arm.poses) >= 8
+    assert wait_for(lambda: arm.diagnostics and arm.diagnostics[-1].get('commands sent') == '8', 2.0)
+    diag = arm.diagnostics[-1]
+    assert float(diag['action age at execution s']) < 1.0 and diag['sink mode'] == 'joint_trajectory'
+
+
+def test_per_step_limits_and_plan_only(rig):
+    arm, sink = rig['arm'], rig['sink']
+    before = arm.n_traj()
+    arm.chunk(dx=0.01, steps=5, request_id='plan', plan_only=True)
+    time.sleep(0.8)
+    assert arm.n_traj() == before
+    assert sink.plan_only_chunks == 1
+    # A tighter per-step limit from the chunk's constraints: 2 cm steps clipped to 5 mm.
+    start = ee(arm.q())
+    clips = sink.governor.clip_counts
+    n_clips = sum(clips.values())
+    arm.chunk(dx=0.02, steps=4, request_id='tight', max_translation=0.005)
+    assert wait_for(lambda: arm.n_traj() - before >= 4, 3.0)
+    targets = [ee(np.array(t.points[0].positions)) for t in arm.trajs_since(before)]
+    steps = np.diff(np.vstack([start, *targets]), axis=0)
+    assert np.all(np.linalg.norm(steps, axis=1) <= 0.005 + 1e-4), steps
+    assert sum(sink.governor.clip_counts.values()) > n_clips
+
+
+def test_e_stop_holds_and_resume_sends_nothing_queued(rig):
+    arm, sink = rig['arm'], rig['sink']
+    before = arm.n_traj()
+    holds = sink.holds_sent
+    arm.chunk(dx=0.005, steps=16, request_id='long')
+    assert wait_for(lambda: arm.n_traj() - before >= 2, 2.0)
+    arm.e_stop_pub.publish(Bool(data=True))
+    assert wait_for(lambda: sink.holds_sent == holds + 1, 2.0)
+    time.sleep(0.1)
+    at_stop = arm.n_traj()
+    last = arm.trajs_since(at_stop - 1)[0]
+    assert duration_s(last.points[0].time_from_start) == pytest.approx(HOLD_TIME_S)  # the hold
+    assert np.allclose(last.points[0].positions, arm.q(), atol=0.02)
+    arm.chunk(dx=0.005, steps=8, request_id='during_stop')
+    assert not arm.enable().success  # refused while latched
+    time.sleep(0.3)
+    assert arm.n_traj() == at_stop
+    assert arm.reset_e_stop().success and arm.enable().success
+    time.sleep(0.8)  # chunk 'long' would still have steps due: none of them fires
+    assert arm.n_traj() == at_stop
+    arm.chunk(dx=0.005, steps=3, request_id='after')
+    assert wait_for(lambda: arm.n_traj() >= at_stop + 3, 2.0)
+    assert sink.governor.halt_counts[HaltCause.E_STOP] == 1
+
+
+def test_stale_camera_halts_with_a_hold(rig):
+    arm, sink = rig['arm'], rig['sink']
+    before = arm.n_traj()
+    holds = sink.holds_sent
+    arm.chunk(dx=-0.003, steps=20, request_id='stale')
+    assert wait_for(lambda: arm.n_traj() - before >= 2, 2.0)
+    arm.camera_on = False
+    try:
+        assert wait_for(lambda: sink.holds_sent == holds + 1, 2.0)
+        time.sleep(0.1)
+        at_halt = arm.n_traj()
+        last = arm.trajs_since(at_halt - 1)[0]
+        assert duration_s(last.points[0].time_from_start) == pytest.approx(HOLD_TIME_S)
+        time.sleep(0.5)
+        assert arm.n_traj() == at_halt
+        assert sink.governor.diagnostics().halted_cause.value == 'stale_camera'
+    finally:
+        arm.camera_on = True
+    time.sleep(0.3)  # camera back: nothing from before the halt follows
+    assert arm.n_traj() == at_halt
+
+
+def test_bad_chunks_are_errors_and_the_node_keeps_running(rig):
+    arm, sink = rig['arm'], rig['sink']
+    errors = sink.errors
+    nan = arm.chunk(dx=float('nan'), steps=3, request_id='nan')
+    assert wait_for(lambda: sink.errors == errors + 1)
+    assert wait_for(lambda: 'non-finite' in arm.status[-1].last_error)
+    arm.chunk(dx=0.01, steps=3, request_id='six', values=6)
+    assert wait_for(lambda: sink.errors == errors + 2)
+    assert wait_for(lambda: 'action_dim 6' in arm.status[-1].last_error)
+    assert nan.request_id == 'nan' and sink.rejected_chunks == 2
+    assert arm.status[-1].lifecycle_label == 'active'
+    before = arm.n_traj()
+    arm.chunk(dx=0.005, steps=3, request_id='good')
+    assert wait_for(lambda: arm.n_traj() - before >= 3, 2.0)
+
+
+def test_deactivate_holds_then_commands_nothing(rig):
+    arm, sink = rig['arm'], rig['sink']
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    before = arm.n_traj()
+    arm.chunk(dx=0.003, steps=20, request_id='deact')
+    assert wait_for(lambda: arm.n_traj() - before >= 2, 2.0)
+    assert sink.trigger_deactivate() == R.SUCCESS
+    time.sleep(0.2)
+    after = arm.n_traj()
+    last = arm.trajs_since(after - 1)[0]
+    assert duration_s(last.points[0].time_from_start) == pytest.approx(HOLD_TIME_S)
+    arm.chunk(dx=0.003, steps=5, request_id='inactive')
+    time.sleep(0.7)
+    assert arm.n_traj() == after
+    assert wait_for(lambda: arm.status[-1].lifecycle_label == 'inactive' and not arm.status[-1].execution_enabled)
+    assert sink.trigger_cleanup() == R.SUCCESS
+
+
+def test_servo_twist_within_limits(rig):
+    arm, sink = rig['servo_arm'], rig['servo_sink']
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    assert sink.trigger_configure() == R.SUCCESS and sink.trigger_activate() == R.SUCCESS
+    assert sink.execution_enabled()  # execution_enabled:=true
+    assert wait_for(lambda: sink.kinematics is not None and sink._q is not None)
+    # camera frames arriving, no model output yet (a chunk before the first frame is dropped: stale camera)
+    assert wait_for(lambda: sink.governor.halted_cause is HaltCause.STALLED_MODEL)
+    arm.chunk(dx=0.1, steps=4, request_id='fast')  # 10 cm steps: clipped to 3 cm per step
+    assert wait_for(lambda: len(arm.twists) >= 4, 3.0)
+    time.sleep(0.6)
+    v = np.array([[m.twist.linear.x, m.twist.linear.y, m.twist.linear.z] for _, m in arm.twists])
+    moving = v[np.linalg.norm(v, axis=1) > 0]
+    assert len(moving) >= 4
+    period, limit = 0.1, 0.03
+    # Hard bound: a step's clamped translation over at least 20 % of the period (executor.MIN_TIME_FRACTION).
+    assert np.max(np.linalg.norm(moving, axis=1)) <= limit / (0.2 * period) + 1e-6
+    # Nominal: the step's 3 cm over about the period left when the 50 Hz tick picks it up.
+    assert 0.25 <= float(np.median(np.linalg.norm(moving, axis=1))) <= 0.45
+    # The poses the twists aim for (~/commanded_pose) move at most 3 cm per step.
+    p = np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in arm.poses])
+    assert len(p) >= 4 and np.all(np.linalg.norm(np.diff(p, axis=0), axis=1) <= limit + 1e-6)
+    assert np.all(moving[:, 0] > 0) and np.allclose(moving[:, 1:], 0.0, atol=1e-6)
+    assert np.linalg.norm(v[-1]) == 0.0  # the last step ended: a zero twist
+    assert all(m.header.frame_id == 'panda_link0' for _, m in arm.twists)
+    # Every step was clipped (a step may be skipped when a tick comes late on a loaded machine).
+    assert sink.governor.clip_counts[ClipKind.STEP_TRANSLATION] == sink.commands_sent >= 3
+    assert arm.trajectories == []
+    assert sink.trigger_deactivate() == R.SUCCESS
+    assert np.linalg.norm([arm.twists[-1][1].twist.linear.x]) == 0.0
+
+
+def test_dry_run_publishes_only_the_commanded_pose(rig):
+    arm, sink = rig['dry_arm'], rig['dry_sink']
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    assert sink.trigger_configure() == R.SUCCESS and sink.trigger_activate() == R.SUCCESS
+    assert wait_for(lambda: sink.kinematics is not None and sink._q is not None)
+    assert wait_for(lambda: sink.governor.halted_cause is HaltCause.STALLED_MODEL)
+    time.sleep(0.3)  # the hold's pose (the measured one) is in before counting
+    start = ee(arm.q())
+    n = len(arm.poses)
+    arm.chunk(dx=0.01, steps=5, request_id='dry')
+    time.sleep(0.8)  # the chunk's 0.5 s and a margin
+    assert sink.commands_sent >= 3  # (a step is skipped only when a tick comes late on a loaded machine)
+    p = np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in arm.poses[n:]])
+    assert len(p) == sink.commands_sent
+    # The plan from the observation pose: step k at start + k cm along x.
+    k = (p[:, 0] - start[0]) / 0.01
+    assert np.allclose(k, np.round(k), atol=0.1) and np.all(np.diff(np.round(k)) > 0) and 1 <= k[0] and k[-1] <= 5.1
+    assert np.allclose(p[:, 1:], start[1:], atol=1e-3)
+    assert all(m.header.frame_id == 'panda_link0' for m in arm.poses[n:])
+    assert arm.trajectories == [] and arm.twists == [] and arm.gripper == []  # nothing reaches the arm
+    assert np.allclose(ee(arm.q()), start)
+    assert sink.trigger_deactivate() == R.SUCCESS
+
+
+def test_hosted_in_the_one_process_pipeline_without_an_engine(rig):
+    from molmoact_ros.nodes.engine_provider import EngineProvider
+    from molmoact_ros.nodes.pipeline import PIPELINE_STAGES, STAGES, Pipeline
+    assert 'command_sink' in STAGES and 'command_sink' not in PIPELINE_STAGES
+    provider = EngineProvider()
+    p = Pipeline(('command_sink',), provider=provider,
+                 args=['--ros-args', '-r', '__ns:=/hosted', '-p', 'robot_description_source:=profile'])
+    p.start()
+    try:
+        p.bring_up()
+        (node,) = p.nodes
+        assert node.lifecycle_label == 'active' and node.kinematics is not None
+        assert provider._loaded is None  # the sink never acquired the engine
+    finally:
+        p.bring_down()
+        p.stop()
+    assert node.lifecycle_label == 'finalized'
