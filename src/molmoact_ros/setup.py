@@ -23,10 +23,10 @@ setup(
         'console_scripts': [
             'build_tiny_model = molmoact_ros.model.tiny:main',
             'pipeline = molmoact_ros.nodes.pipeline:main',
-            'demo = molmoact_ros.nodes.demo:main',
             'perception_node = molmoact_ros.nodes.pipeline:perception_main',
             'trace_planner_node = molmoact_ros.nodes.pipeline:planner_main',
             'action_decoder_node = molmoact_ros.nodes.pipeline:action_main',
+            'command_sink = molmoact_ros.nodes.command_sink:main',
         ],
     },
 )

@@ -1,0 +1,455 @@
+"""The offline demo: the simulated arm, the MolmoAct pipeline and a command sink, all recorded.
+
+    ros2 run molmoact_bringup demo [--steps 6] [--output demo_output] [--model tiny|PATH|HUB_ID]
+
+1. starts ``sim_arm`` (a separate process, the simulated Panda + RGB camera) in namespace ``--namespace``;
+2. hosts in this process, on one executor: the pipeline's three stage nodes (:class:`Pipeline`), the
+   command sink (``molmoact_ros.nodes.command_sink``, profile ``sim_panda``, execution enabled) and a
+   recorder that subscribes to every topic of the namespace as serialized CDR (``raw=True``);
+3. sends one ``ExecuteInstruction`` goal (``--steps`` perceive -> plan -> act queries, ``execute``) and
+   waits for its end (bounded by ``--timeout``), then lets the arm settle for ``--settle`` seconds;
+4. writes to ``--output``: ``recording.mcap`` (every topic, cdr + ros2msg schemas), ``demo.gif`` (the
+   camera with the latest trace drawn over it), ``final_frame.png`` and ``summary.json``.
+
+The model (``--model``, default ``$MOLMOACT_MODEL`` or ``tiny``): ``tiny`` is the random-weight structural
+test model, built offline on first use: every path runs, the motion it commands is meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+STAGE_TOPICS = ('image', 'perception_tokens', 'trajectory_trace', 'action_chunk', 'trace_markers', 'trace_image',
+                'joint_states', 'joint_trajectory_controller/joint_trajectory', 'gripper_controller/commands')
+MAX_GIF_FRAMES = 240
+
+
+def message_class(type_name: str):
+    pkg, kind, name = type_name.split('/')
+    return getattr(importlib.import_module(f'{pkg}.{kind}'), name)
+
+
+def _qos_for(node, topic: str):
+    """A subscription QoS that matches the topic's publishers: transient local when they all are (latched
+    topics), best effort when any is."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    infos = node.get_publishers_info_by_topic(topic)
+    durable = bool(infos) and all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
+    best_effort = any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos)
+    return QoSProfile(depth=100,
+                      reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if durable else DurabilityPolicy.VOLATILE)
+
+
+class DemoRecorder:
+    """Records every topic of ``namespace`` into an :class:`McapRecorder` and keeps what the summary and the
+    GIF need (camera frames with the latest trace, joint samples, commands, stage timings)."""
+
+    def __init__(self, node, namespace: str, recorder, instruction: str):
+        from molmoact_msgs.msg import ActionChunk, PerceptionTokens, TrajectoryTrace
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import Float64MultiArray
+        from trajectory_msgs.msg import JointTrajectory
+
+        from .msgdefs import default_share_dirs
+        self.node, self.ns, self.mcap, self.instruction = node, namespace.rstrip('/'), recorder, instruction
+        self.share_dirs = default_share_dirs()
+        self.skipped: Dict[str, str] = {}
+        self._subs = []
+        self._lock = threading.Lock()
+        self.frames: List[np.ndarray] = []
+        self.frame_every = 1
+        self.latest_trace = None
+        self.recording_frames = False
+        self.measured: List[dict] = []
+        self.commanded: List[dict] = []
+        self.trajectories = 0
+        self.gripper_commands: List[float] = []
+        self.timings = {'perception_tokens': [], 'trajectory_trace': [], 'action_chunk': []}
+        self.observation_to_action_s: List[float] = []
+        self.stage_ms = {}
+        self.images_seen = 0
+        self.last_image: Optional[np.ndarray] = None
+        sub = node.create_subscription
+        sensor = 10
+        sub(Image, 'image', self._on_image, sensor)
+        sub(JointState, 'joint_states', self._on_joints, 50)
+        sub(JointTrajectory, 'joint_trajectory_controller/joint_trajectory', self._on_trajectory, 10)
+        sub(Float64MultiArray, 'gripper_controller/commands', self._on_gripper, 10)
+        sub(TrajectoryTrace, 'trajectory_trace', self._on_trace, 10)
+        sub(PerceptionTokens, 'perception_tokens', self._timing('perception_tokens'), 10)
+        sub(ActionChunk, 'action_chunk', self._on_chunk, 10)
+        self.timer = node.create_timer(0.25, self.scan)
+
+    # -- generic recording of every topic ---------------------------------------------------------------
+    def scan(self) -> None:
+        """Subscribe (raw CDR) to every topic of the namespace not yet recorded."""
+        from .msgdefs import decoder, schema_text
+        with self._lock:
+            for topic, types in self.node.get_topic_names_and_types():
+                if not topic.startswith(self.ns + '/') or topic in self.mcap.topics or topic in self.skipped:
+                    continue
+                type_name = types[0]
+                try:
+                    schema = schema_text(type_name, self.share_dirs)
+                    cls = message_class(type_name)
+                    decoder(type_name, schema)  # readers can parse it
+                except Exception as exc:  # noqa: BLE001 - the topic is left out, with the reason
+                    self.skipped[topic] = f'{type_name}: {exc}'
+                    continue
+                self.mcap.add_topic(topic, type_name, schema)
+                self._subs.append(self.node.create_subscription(
+                    cls, topic, lambda data, t=topic: self.mcap.write(t, data), _qos_for(self.node, topic),
+                    raw=True))
+
+    # -- what the GIF and summary need ------------------------------------------------------------------
+    def _on_image(self, msg) -> None:
+        from molmoact_ros.ros.image import image_to_numpy
+        self.images_seen += 1
+        rgb = np.ascontiguousarray(np.asarray(image_to_numpy(msg))[..., :3], dtype=np.uint8)
+        self.last_image = rgb
+        if self.recording_frames and len(self.frames) < MAX_GIF_FRAMES:
+            self.frames.append(self.draw(rgb))
+
+    def draw(self, rgb: np.ndarray) -> np.ndarray:
+        from molmoact_ros.ros.overlay import annotate
+        trace = self.latest_trace
+        points = np.zeros((0, 2)) if trace is None else np.array([[p.u_px, p.v_px] for p in trace.points], float)
+        return annotate(rgb, points, self.instruction, 'model' if trace is None else int(trace.source),
+                        stage_ms=self.stage_ms or None)
+
+    def _on_joints(self, msg) -> None:
+        self.measured.append(dict(zip(msg.name, msg.position)))
+
+    def _on_trajectory(self, msg) -> None:
+        self.trajectories += 1
+        for point in msg.points:
+            self.commanded.append(dict(zip(msg.joint_names, point.positions)))
+
+    def _on_gripper(self, msg) -> None:
+        self.gripper_commands.extend(float(v) for v in msg.data)
+
+    def _on_trace(self, msg) -> None:
+        self.latest_trace = msg
+        self.timings['trajectory_trace'].append(msg.timing.total_s)
+        self.stage_ms['plan'] = msg.timing.total_s * 1e3
+
+    def _timing(self, kind):
+        def cb(msg):
+            self.timings[kind].append(msg.timing.total_s)
+            self.stage_ms['perceive'] = msg.timing.total_s * 1e3
+        return cb
+
+    def _on_chunk(self, msg) -> None:
+        self.timings['action_chunk'].append(msg.timing.total_s)
+        self.stage_ms['act'] = msg.timing.total_s * 1e3
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        if stamp > 0:
+            self.observation_to_action_s.append(time.time() - stamp)
+
+
+def demo_profile(args, out: Path):
+    """The robot profile the sink runs with: ``--robot-profile`` as it is (``--strict-profile``), or with the
+    two latency settings the offline demo needs: on a CPU the tiny model takes seconds from the camera frame
+    to the action chunk, more than a real-time profile's ``max_action_age_s``, so chunks start on arrival
+    and may be up to ``--max-action-age`` old. Every other limit (workspace, step size, joint limits) is
+    the profile's. Returns (profile, path, {key: [profile's value, demo's value]})."""
+    import yaml
+    from molmoact_ros.robot.profiles import load_profile, profiles_dir
+
+    source = Path(args.robot_profile) if args.robot_profile.endswith(('.yaml', '.yml')) else \
+        profiles_dir() / f'{args.robot_profile}.yaml'
+    profile = load_profile(str(source))
+    if args.strict_profile:
+        return profile, source, {}
+    data = yaml.safe_load(source.read_text(encoding='utf-8'))
+    overrides = {}
+    if data['start_mode'] != 'arrival':
+        overrides['start_mode'] = [data['start_mode'], 'arrival']
+        data['start_mode'] = 'arrival'
+    if float(data['safety']['max_action_age_s']) < args.max_action_age:
+        overrides['safety.max_action_age_s'] = [data['safety']['max_action_age_s'], args.max_action_age]
+        data['safety']['max_action_age_s'] = float(args.max_action_age)
+        if float(data['safety']['model_timeout_s']) < args.max_action_age:
+            overrides['safety.model_timeout_s'] = [data['safety']['model_timeout_s'], args.max_action_age]
+            data['safety']['model_timeout_s'] = float(args.max_action_age)
+    if not overrides:
+        return profile, source, {}
+    name = f"{data['name']}_demo"
+    data['name'] = name
+    data['description'] = f"{data.get('description', '')} Demo copy: {overrides}".strip()
+    path = out / 'robot_profile' / f'{name}.yaml'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding='utf-8')
+    return load_profile(str(path)), path, overrides
+
+
+def _int(value) -> Optional[int]:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _group(figures: dict, prefix: str) -> dict:
+    """``{'clips joint_velocity': '1', ...}`` -> ``{'joint_velocity': 1}`` for one prefix."""
+    return {k[len(prefix):]: _int(v) for k, v in figures.items() if k.startswith(prefix)}
+
+
+def _sim_command(namespace: str, args) -> List[str]:
+    return [sys.executable, '-m', 'molmoact_bringup.sim_arm_node', '--ros-args', '-r', f'__ns:={namespace}',
+            '-p', f'image_width:={args.width}', '-p', f'image_height:={args.height}',
+            '-p', f'camera_rate_hz:={args.camera_rate}', '-p', 'render_shadows:=false']
+
+
+def _wait(predicate, timeout_s: float, poll_s: float = 0.05) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return bool(predicate())
+
+
+def _load_sink_class():
+    """The command sink, if this install has it (``molmoact_ros.nodes.command_sink.CommandSinkNode``)."""
+    try:
+        from molmoact_ros.nodes.command_sink import CommandSinkNode
+    except ImportError as exc:
+        return None, f'{type(exc).__name__}: {exc}'
+    return CommandSinkNode, ''
+
+
+def run(args) -> dict:
+    import rclpy
+    from molmoact_msgs.action import ExecuteInstruction
+    from rclpy.action import ActionClient
+
+    from molmoact_ros.nodes.pipeline import Pipeline
+    from molmoact_ros.ros.dds import apply_loopback_dds_env
+    from molmoact_ros.ros.lifecycle import LifecycleClient, bring_up
+
+    from ..sim_arm_node import find_urdf
+    from .outputs import (joint_limits_from_urdf, latency_stats, max_displacement, range_check, write_gif,
+                          write_png)
+    from .recording import McapRecorder
+
+    apply_loopback_dds_env()  # nothing leaves loopback, whoever started us
+    out = Path(args.output).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ('recording.mcap', 'demo.gif', 'final_frame.png', 'summary.json', 'sim_arm.log'):
+        (out / name).unlink(missing_ok=True)
+    ns = args.namespace if args.namespace.startswith('/') else '/' + args.namespace
+    t0 = time.monotonic()
+    sim_log = (out / 'sim_arm.log').open('w')
+    sim = subprocess.Popen(_sim_command(ns, args), stdout=sim_log, stderr=subprocess.STDOUT,
+                           start_new_session=True)
+    summary: dict = {'model': args.model, 'structural_model': args.model == 'tiny', 'instruction': args.instruction,
+                     'steps_requested': args.steps, 'namespace': ns, 'output': str(out)}
+    rclpy.init()
+    profile, profile_path, overrides = demo_profile(args, out)
+    summary['robot_profile'] = {'name': profile.name, 'file': str(profile_path), 'overrides': overrides}
+    # What the profile implies for the pipeline: the deltas' frame (the arm's base) and step period; the
+    # norm-stats key only for the tiny model (a real checkpoint's own key is used unless --unnorm-key).
+    implied = profile.pipeline_parameters()
+    params = ['-p', f'model:={args.model}', '-p', f'delta_frame_id:={implied["delta_frame_id"]}',
+              '-p', f'step_period_s:={implied["step_period_s"]}']
+    unnorm = args.unnorm_key or (implied['unnorm_key'] if args.model == 'tiny' else '')
+    if unnorm:
+        params += ['-p', f'unnorm_key:={unnorm}']
+    if args.model == 'tiny':
+        params += ['-p', 'max_free_tokens:=16', '-p', 'max_image_side_px:=256']
+    ros_args = ['--ros-args', '-r', f'__ns:={ns}', *params]
+    pipeline = Pipeline(args=ros_args)
+    sink_cls, sink_missing = _load_sink_class()
+    sink = None
+    if sink_cls is not None and not args.no_sink:
+        sink = sink_cls('command_sink', cli_args=['--ros-args', '-r', f'__ns:={ns}',
+                                                  '-p', f'robot_profile:={profile_path}',
+                                                  '-p', 'execution_enabled:=true'])
+        pipeline.executor.add_node(sink)
+    probe = rclpy.create_node('demo', namespace=ns)
+    pipeline.executor.add_node(probe)
+    mcap = McapRecorder(out / 'recording.mcap')
+    rec = DemoRecorder(probe, ns, mcap, args.instruction)
+    client = ActionClient(probe, ExecuteInstruction, 'execute_instruction')
+    pipeline.start()
+    result = None
+    sink_figures: dict = {}
+    node_counters: dict = {}
+    try:
+        if not _wait(lambda: rec.images_seen > 0 and rec.measured, args.sim_timeout):
+            raise RuntimeError(f'the simulated arm sent no image / joint state within {args.sim_timeout:g} s '
+                               f'(see {out / "sim_arm.log"})')
+        summary['sim_ready_s'] = round(time.monotonic() - t0, 2)
+        pipeline.bring_up()
+        if sink is not None:
+            bring_up([LifecycleClient(pipeline.manager, sink.get_fully_qualified_name(), spinning=True,
+                                      timeout_s=60.0)])
+        summary['pipeline_ready_s'] = round(time.monotonic() - t0, 2)
+        if not client.wait_for_server(timeout_sec=30.0):
+            raise RuntimeError('execute_instruction action server not available')
+        rec.scan()
+        time.sleep(0.5)
+        rec.scan()  # every topic of the namespace is subscribed before the goal starts
+        rec.recording_frames = True
+        goal = ExecuteInstruction.Goal(instruction=args.instruction, max_steps=args.steps,
+                                       timeout_s=float(args.timeout), execute=True)
+        started = time.monotonic()
+        future = client.send_goal_async(goal)
+        if not _wait(future.done, 30.0) or not future.result().accepted:
+            raise RuntimeError('the execute_instruction goal was not accepted')
+        result_future = future.result().get_result_async()
+        _wait(result_future.done, args.timeout + 10.0)
+        summary['goal_wall_s'] = round(time.monotonic() - started, 2)
+        if result_future.done():
+            r = result_future.result().result
+            result = {'outcome': {0: 'completed', 1: 'canceled', 2: 'timed_out', 3: 'failed',
+                                  4: 'rejected'}.get(r.outcome, str(r.outcome)),
+                      'reason': r.reason, 'steps_completed': r.steps_completed}
+        else:
+            result = {'outcome': 'no_result', 'reason': f'no result within {args.timeout + 10:g} s',
+                      'steps_completed': len(rec.timings['action_chunk'])}
+        time.sleep(args.settle)  # the last chunk executes and the arm settles, on camera
+        rec.recording_frames = False
+        if sink is not None:
+            sink_figures = dict(sink.diagnostic_values())
+            node_counters['command_sink'] = {'inputs_received': sink.inputs_received,
+                                             'inputs_dropped': sink.inputs_dropped, 'errors': sink.errors,
+                                             'last_error': sink.last_error}
+        for node in pipeline.nodes:
+            node_counters[node.get_name()] = {'inputs_received': node.inputs_received,
+                                              'inputs_dropped': node.inputs_dropped, 'errors': node.errors,
+                                              'last_error': node.last_error}
+    finally:
+        mcap.close()
+        if sink is not None and sink.lifecycle_label == 'active':
+            try:
+                from molmoact_ros.ros.lifecycle import walk
+                walk([LifecycleClient(pipeline.manager, sink.get_fully_qualified_name(), spinning=True)],
+                     ['deactivate', 'cleanup'])
+            except Exception as exc:  # noqa: BLE001 - shutting down anyway
+                print(f'demo: command sink bring-down: {exc}', file=sys.stderr)
+        pipeline.bring_down()
+        for node in (probe, sink):
+            if node is not None:
+                pipeline.executor.remove_node(node)
+        pipeline.stop()
+        for node in (probe, sink):
+            if node is not None:
+                node.destroy_node()
+        rclpy.try_shutdown()
+        if sim.poll() is None:
+            os.killpg(sim.pid, signal.SIGINT)
+            try:
+                sim.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(sim.pid, signal.SIGKILL)
+                sim.wait()
+        sim_log.close()
+
+    urdf = find_urdf('')
+    limits = joint_limits_from_urdf(urdf.read_text()) if urdf is not None else {}
+    arm_joints = [f'panda_joint{i}' for i in range(1, 8)]
+    gripper_samples = [{'panda_finger_joint1': v} for v in rec.gripper_commands]
+    frames = rec.frames or ([rec.draw(rec.last_image)] if rec.last_image is not None else [])
+    if frames:
+        summary['gif_frames'] = write_gif(frames, out / 'demo.gif', fps=args.camera_rate)
+        write_png(rec.draw(rec.last_image) if rec.last_image is not None else frames[-1], out / 'final_frame.png')
+    moved = max_displacement(rec.measured, arm_joints)
+    summary.update(
+        goal_result=result,
+        steps_completed=len(rec.timings['action_chunk']),
+        wall_s=round(time.monotonic() - t0, 2),
+        stage_latency_s={'perception': latency_stats(rec.timings['perception_tokens']),
+                         'planning': latency_stats(rec.timings['trajectory_trace']),
+                         'action': latency_stats(rec.timings['action_chunk']),
+                         'observation_to_action': latency_stats(rec.observation_to_action_s)},
+        command_sink={'present': sink is not None, 'reason_absent': '' if sink is not None else
+                      (sink_missing or 'disabled with --no-sink'),
+                      'commands_sent': _int(sink_figures.get('commands sent')),
+                      'clamps': _group(sink_figures, 'clips '), 'halts': _group(sink_figures, 'halts '),
+                      'chunks': _group(sink_figures, 'chunks '), 'figures': sink_figures},
+        drops={'camera_frames_superseded': node_counters.get('perception', {}).get('inputs_dropped'),
+               'chunks_not_executed': {k: v for k, v in _group(sink_figures, 'chunks ').items() if k != 'accepted'},
+               'recording_over_size_limit': mcap.dropped_over_limit},
+        commands={'joint_trajectories': rec.trajectories, 'trajectory_points': len(rec.commanded),
+                  'gripper_commands': len(rec.gripper_commands)},
+        nodes=node_counters,
+        joint_range_check={'commanded': range_check(rec.commanded + gripper_samples, limits),
+                           'measured': range_check(rec.measured, limits),
+                           'limits_from': str(urdf) if urdf is not None else None},
+        arm_moved={'moved': moved['max_abs'] > args.moved_threshold_rad, 'threshold_rad': args.moved_threshold_rad,
+                   'max_joint_displacement_rad': round(moved['max_abs'], 5),
+                   'per_joint_rad': {k: round(v, 5) for k, v in moved['per_joint'].items()},
+                   'joint_state_samples': len(rec.measured)},
+        recording={'file': 'recording.mcap', 'topics': dict(sorted(mcap.counts.items())),
+                   'skipped_topics': rec.skipped, 'bytes': (out / 'recording.mcap').stat().st_size},
+        files=sorted({p.name for p in out.iterdir()} | {'summary.json'}))
+    (out / 'summary.json').write_text(json.dumps(summary, indent=2, default=str) + '\n')
+    return summary
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='MolmoAct on the simulated arm, offline: sim + pipeline + command '
+                                'sink, recorded to MCAP, GIF, PNG and summary.json.')
+    p.add_argument('--steps', type=int, default=6, help='perceive -> plan -> act queries (1..50)')
+    p.add_argument('--output', type=Path, default=Path('demo_output'))
+    p.add_argument('--model', default=os.environ.get('MOLMOACT_MODEL') or 'tiny',
+                   help='tiny (random-weight structural model, default), a checkpoint directory or a hub id '
+                   '(default: $MOLMOACT_MODEL when set)')
+    p.add_argument('--instruction', default='pick up the red cube')
+    p.add_argument('--namespace', default='/demo')
+    p.add_argument('--timeout', type=float, default=240.0, help='time limit of the goal (s)')
+    p.add_argument('--sim-timeout', type=float, default=90.0, help='time limit for the simulator to start (s)')
+    p.add_argument('--settle', type=float, default=1.5, help='seconds recorded after the last step')
+    p.add_argument('--width', type=int, default=320)
+    p.add_argument('--height', type=int, default=240)
+    p.add_argument('--camera-rate', type=float, default=5.0, help='camera frames per second (and GIF rate)')
+    p.add_argument('--moved-threshold-rad', type=float, default=1e-3)
+    p.add_argument('--no-sink', action='store_true', help='run without the command sink (the arm stays still)')
+    p.add_argument('--robot-profile', default='sim_panda', help='robot profile of the sink (name or YAML path)')
+    p.add_argument('--strict-profile', action='store_true', help='use the profile as it is (no latency '
+                   'overrides: on a CPU the tiny model is then too slow for its max_action_age_s)')
+    p.add_argument('--max-action-age', type=float, default=10.0, help='oldest chunk (s since its camera frame) '
+                   'the sink executes, unless --strict-profile')
+    p.add_argument('--unnorm-key', default='', help='norm-stats key of a real checkpoint (default: its only key)')
+    args = p.parse_args(argv)
+    if not 1 <= args.steps <= 50:
+        p.error('--steps must be within 1..50')
+    if not 1.0 <= args.timeout <= 3600.0:
+        p.error('--timeout must be within 1..3600 s')
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    summary = run(args)
+    sink = summary['command_sink']
+    print(f"demo: {summary['steps_completed']}/{args.steps} steps in {summary['wall_s']} s "
+          f"(goal: {summary['goal_result']['outcome'] if summary['goal_result'] else 'none'}); "
+          f"arm moved {summary['arm_moved']['max_joint_displacement_rad']} rad (max joint displacement); "
+          f"joints within limits: {summary['joint_range_check']['measured']['ok'] and summary['joint_range_check']['commanded']['ok']}")
+    if not sink['present']:
+        print(f"demo: no command sink ({sink['reason_absent']}): nothing commanded the arm")
+    if summary['structural_model']:
+        print('demo: model "tiny" has random weights (a structural test model): its traces and actions are '
+              'well-formed but meaningless')
+    print(f"demo: outputs in {summary['output']}: {', '.join(summary['files'])}")
+    return 0 if summary['steps_completed'] >= args.steps else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
