@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """ROS overhead of the pipeline and the memory of the three-node process (one run, loopback DDS).
 
-1. Overhead per step, one process (the default layout): a 640x480 rgb8 frame is published, the pipeline
-   runs perception -> trace -> actions, and the bench takes, per step, the time from publishing the frame to
-   receiving its ActionChunk minus the model's own time (prefill + decode of the three stages, from their
-   StageTiming). What is left is ROS and node work: transport, image conversion and resizing, message
-   building, markers, the annotated image, scheduling. One frame is in flight at a time. Target <= 10 ms.
+1. Overhead per step: a 640x480 rgb8 frame is published, the pipeline runs perception -> trace -> actions,
+   and the bench takes, per step, the time from publishing the frame to receiving its ActionChunk minus the
+   engine's time for the three stages (their StageTiming.total_s: image preprocessing, prefill, decoding,
+   parsing). What is left is ROS and node work: transport, image conversion and resizing, message building,
+   handoff between the stages, scheduling. One frame is in flight at a time. Target <= 10 ms.
+   Headline (unprefixed) figures: the ``pipeline`` executable in its own process, as users run it, with the
+   camera and the receiver in the bench's process (as a camera driver and a command sink are). Figures
+   prefixed ``in_process_probe_``: the nodes and the probe on one executor in one process.
 2. Memory: peak RSS (VmHWM) of the pipeline executable (three lifecycle nodes, one process) after N steps,
    versus a plain Python process that loads the same engine and runs the same N steps with no ROS at all.
    Target <= 1.1x: the nodes share one engine (one copy of the weights). By default the model is a
@@ -13,7 +16,7 @@
    7B, the weights dominate; ``tiny`` measures the 90 MB structural model, where Python/ROS libraries
    dominate instead.
 
-    . scripts/ros_env.sh && python bench/ros_bench.py [--steps 10] [--memory-model medium|tiny]
+    . scripts/ros_env.sh && python bench/ros_bench.py [--steps 10] [--layout both|process|inproc] [--memory-model medium|tiny]
 """
 
 from __future__ import annotations
@@ -33,23 +36,44 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def overhead(steps: int, tiny_dir: Path):
-    """Per step: (seconds from publishing the frame to receiving its chunk, the three stages' StageTiming)."""
+def overhead(steps: int, tiny_dir: Path, layout: str):
+    """Per step: (seconds from publishing the frame to receiving its chunk, the three stages' StageTiming).
+
+    ``layout`` ``process``: the ``pipeline`` executable in its own process (as users run it), the camera and
+    the receiver in this one (as a camera driver and a command sink are). ``inproc``: the pipeline's nodes
+    and the probe on one executor in this process (the probe's own work then adds to the pipeline's).
+    """
     import rclpy
     from molmoact_msgs.msg import ActionChunk, PerceptionTokens, TrajectoryTrace
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import String
 
-    from molmoact_ros.nodes.pipeline import Pipeline
+    from molmoact_ros.model.tiny import is_tiny_checkpoint, save_tiny_checkpoint
     from molmoact_ros.ros.image import numpy_to_image
 
     os.environ['MOLMOACT_TINY_DIR'] = str(tiny_dir)
+    if not is_tiny_checkpoint(tiny_dir):
+        save_tiny_checkpoint(tiny_dir)
+    pipeline_args = ['-p', f'model:={tiny_dir}', '-p', 'max_free_tokens:=3', '-p', 'status_period_s:=1.0']
     rclpy.init()
-    pipeline = Pipeline(args=['--ros-args', '-p', 'max_free_tokens:=3', '-p', 'status_period_s:=1.0'])
-    pipeline.start()
-    probe = rclpy.create_node('bench_probe')
-    pipeline.executor.add_node(probe)
+    proc = pipeline = None
+    if layout == 'process':
+        exe = ROOT / 'install' / 'molmoact_ros' / 'lib' / 'molmoact_ros' / 'pipeline'
+        proc = subprocess.Popen([str(exe), '--ros-args', *pipeline_args, '-r', '__ns:=/bench'],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        probe = rclpy.create_node('bench_probe', namespace='/bench')
+        executor = SingleThreadedExecutor()
+        executor.add_node(probe)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+    else:
+        from molmoact_ros.nodes.pipeline import Pipeline
+        pipeline = Pipeline(args=['--ros-args', *pipeline_args])
+        pipeline.start()
+        probe = rclpy.create_node('bench_probe')
+        pipeline.executor.add_node(probe)
     chunks, timings, arrived = [], {}, threading.Event()
 
     def on_chunk(msg):
@@ -69,20 +93,34 @@ def overhead(steps: int, tiny_dir: Path):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(4)]
     results = []
+
+    def send(i):
+        msg = numpy_to_image(frames[i % len(frames)], 'rgb8')
+        msg.header.stamp = probe.get_clock().now().to_msg()
+        msg.header.frame_id = 'camera_color_optical_frame'
+        info.publish(CameraInfo(header=msg.header, width=640, height=480,
+                                k=[500.0, 0.0, 319.5, 0.0, 500.0, 239.5, 0.0, 0.0, 1.0]))
+        sent = time.perf_counter()
+        camera.publish(msg)
+        return sent
+
     try:
-        pipeline.bring_up()
+        if pipeline is not None:
+            pipeline.bring_up()
         instruction.publish(String(data='put the red block in the bowl'))
-        time.sleep(0.5)
+        # Wait for the pipeline to come up (the separate process loads the model): a frame every 2 s until
+        # the first chunk comes back (bounded).
+        deadline = time.monotonic() + 300
+        while not chunks and time.monotonic() < deadline and (proc is None or proc.poll() is None):
+            send(0)
+            arrived.wait(2.0)
+        if not chunks:
+            raise RuntimeError('the pipeline produced no action chunk within 300 s')
+        time.sleep(1.0)
         for i in range(steps + 2):  # two warm-up steps
             arrived.clear()
             n = len(chunks)
-            msg = numpy_to_image(frames[i % len(frames)], 'rgb8')
-            msg.header.stamp = probe.get_clock().now().to_msg()
-            msg.header.frame_id = 'camera_color_optical_frame'
-            info.publish(CameraInfo(header=msg.header, width=640, height=480,
-                                    k=[500.0, 0.0, 319.5, 0.0, 500.0, 239.5, 0.0, 0.0, 1.0]))
-            sent = time.perf_counter()
-            camera.publish(msg)
+            sent = send(i)
             if not arrived.wait(120) or len(chunks) <= n:
                 raise RuntimeError('no action chunk within 120 s')
             received, chunk = chunks[n]
@@ -91,10 +129,32 @@ def overhead(steps: int, tiny_dir: Path):
             if i >= 2 and len(stages) == 3:
                 results.append((received - sent, stages))
     finally:
-        pipeline.bring_down()
-        pipeline.stop()
+        if pipeline is not None:
+            pipeline.bring_down()
+            pipeline.stop()
+        else:
+            executor.shutdown()
+            spinner.join(timeout=10)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=60)
+        probe.destroy_node()
         rclpy.shutdown()
     return results
+
+
+def summarize(results, name: str):
+    e2e = np.array([dt for dt, _ in results])
+    engine = np.array([sum(t.total_s for t in st.values()) for _, st in results])
+    compute = np.array([sum(t.prefill_s + t.decode_s for t in st.values()) for _, st in results])
+    ros = e2e - engine
+    return [f'{name}steps_measured: {len(results)}',
+            f'{name}step_latency_640x480_median: {np.median(e2e) * 1e3:.1f} ms',
+            f'{name}engine_time_per_step_median: {np.median(engine) * 1e3:.1f} ms',
+            f'{name}model_compute_per_step_median: {np.median(compute) * 1e3:.1f} ms',
+            f'{name}outside_model_compute_per_step_median: {np.median(e2e - compute) * 1e3:.1f} ms',
+            f'{name}ros_overhead_per_step_median: {np.median(ros) * 1e3:.1f} ms',
+            f'{name}ros_overhead_per_step_p90: {np.percentile(ros, 90) * 1e3:.1f} ms']
 
 
 ENGINE_ONLY = textwrap.dedent('''
@@ -183,21 +243,17 @@ def main() -> None:
     parser.add_argument('--steps', type=int, default=10)
     parser.add_argument('--memory-model', choices=('medium', 'tiny'), default='medium')
     parser.add_argument('--skip-memory', action='store_true')
+    parser.add_argument('--layout', choices=('process', 'inproc', 'both'), default='both',
+                        help='where the camera and the receiver run (see overhead()); both: print both, the '
+                             'separate-process figures last, unprefixed')
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        results = overhead(args.steps, tmp / 'tiny')
-        e2e = np.array([dt for dt, _ in results])
-        engine = np.array([sum(t.total_s for t in st.values()) for _, st in results])
-        compute = np.array([sum(t.prefill_s + t.decode_s for t in st.values()) for _, st in results])
-        ros = e2e - engine
-        lines = [f'steps_measured: {len(results)}',
-                 f'step_latency_640x480_median: {np.median(e2e) * 1e3:.1f} ms',
-                 f'engine_time_per_step_median: {np.median(engine) * 1e3:.1f} ms',
-                 f'model_compute_per_step_median: {np.median(compute) * 1e3:.1f} ms',
-                 f'outside_model_compute_per_step_median: {np.median(e2e - compute) * 1e3:.1f} ms',
-                 f'ros_overhead_per_step_median: {np.median(ros) * 1e3:.1f} ms',
-                 f'ros_overhead_per_step_p90: {np.percentile(ros, 90) * 1e3:.1f} ms']
+        lines = []
+        if args.layout in ('inproc', 'both'):
+            lines += summarize(overhead(args.steps, tmp / 'tiny', 'inproc'), 'in_process_probe_')
+        if args.layout in ('process', 'both'):
+            lines += summarize(overhead(args.steps, tmp / 'tiny', 'process'), '')
         if not args.skip_memory:
             model_dir = build_model(args.memory_model, tmp)
             engine_kb, pipeline_kb = memory(max(3, args.steps // 2), model_dir)

@@ -11,7 +11,7 @@ import yaml
 from molmoact_ros.nodes.base import BASE_PARAMETERS
 from molmoact_ros.nodes.command_sink import CommandSinkNode
 from molmoact_ros.nodes.engine_provider import ENGINE_PARAMETERS
-from molmoact_ros.nodes.stages import ActionDecoderNode, PerceptionNode, TracePlannerNode
+from molmoact_ros.nodes.stages import STAGE_PARAMETERS, ActionDecoderNode, PerceptionNode, TracePlannerNode
 from molmoact_ros.ros.launch_args import TOPICS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +20,7 @@ PARAMS = ROOT / 'config' / 'molmoact_params.yaml'
 RVIZ = ROOT / 'config' / 'molmoact.rviz'
 STAGES_SRC = ROOT / 'src' / 'molmoact_ros' / 'molmoact_ros' / 'nodes' / 'stages.py'
 
-SHARED = {p.name: p for p in (*BASE_PARAMETERS, *ENGINE_PARAMETERS)}
+SHARED = {p.name: p for p in (*BASE_PARAMETERS, *ENGINE_PARAMETERS, *STAGE_PARAMETERS)}
 NODE_TABLES = {'perception': {**SHARED, **{p.name: p for p in PerceptionNode.PARAMETERS}},
                'trace_planner': {**SHARED, **{p.name: p for p in getattr(TracePlannerNode, 'PARAMETERS', ())}},
                'action_decoder': {**SHARED, **{p.name: p for p in ActionDecoderNode.PARAMETERS}},

@@ -94,6 +94,15 @@ def test_image_to_action_chunk_in_one_process(pipeline):
         assert len(a.steps) == 1 and a.action_dim == 7 and a.unnorm_key == 'molmoact'
         assert a.timing.stage == 'action' and a.timing.cache_reused
         assert t.timing.cache_reused and not p.timing.cache_reused
+        # intra_process (default): results reach the next stage in this process directly, and the same
+        # message arriving again over DDS is not handled twice (one trace and one chunk per request)
+        planner = next(n for n in pipeline.nodes if n.get_name() == 'trace_planner')
+        decoder = next(n for n in pipeline.nodes if n.get_name() == 'action_decoder')
+        assert planner.local_inputs >= 1 and decoder.local_inputs >= 1
+        assert wait_for(lambda: len(got['actions']) >= 2)
+        model_traces = [(x.request_id, x.revision) for x in got['trace'] if x.source == TrajectoryTrace.SOURCE_MODEL]
+        chunk_keys = [(x.request_id, x.trace_revision) for x in got['actions']]
+        assert len(model_traces) == len(set(model_traces)) and len(chunk_keys) == len(set(chunk_keys))
         # RViz: markers in the optical frame (no aligned depth: drawn along the rays) and the annotated view
         planner = next(n for n in pipeline.nodes if n.get_name() == 'trace_planner')
         assert wait_for(lambda: got['markers'] and got['image'], timeout=10), (planner.last_error, len(got['markers']), len(got['image']), p.camera_info.k)
@@ -276,3 +285,35 @@ def test_lifecycle_orders_and_silence_while_inactive(pipeline):
         probe.destroy_timer(timer)
         pipeline.executor.remove_node(probe)
         probe.destroy_node()
+
+
+def test_stages_hand_over_over_dds_only_without_intra_process(tmp_path, monkeypatch):
+    """intra_process:=false: the stages in one process exchange results only over DDS, and still once each."""
+    monkeypatch.setenv('MOLMOACT_TINY_DIR', str(tmp_path / 'tiny'))
+    rclpy.init()
+    p = Pipeline(args=['--ros-args', '-r', '__ns:=/dds', '-p', 'max_free_tokens:=3', '-p', 'max_image_side_px:=96',
+                       '-p', 'intra_process:=false'])
+    p.start()
+    probe = rclpy.create_node('probe_dds', namespace='/dds')
+    p.executor.add_node(probe)
+    chunks = []
+    probe.create_subscription(ActionChunk, 'action_chunk', chunks.append, 10)
+    camera = probe.create_publisher(Image, 'image', qos_profile_sensor_data)
+    frame = np.random.default_rng(1).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    timer = probe.create_timer(0.2, lambda: camera.publish(numpy_to_image(frame, 'rgb8')))
+    try:
+        p.bring_up()
+        probe.create_publisher(String, 'instruction', LATCHED).publish(String(data='open the drawer'))
+        assert wait_for(lambda: len(chunks) >= 2)
+        planner, decoder = (next(n for n in p.nodes if n.get_name() == name)
+                            for name in ('trace_planner', 'action_decoder'))
+        assert planner.local_inputs == 0 and decoder.local_inputs == 0
+        keys = [c.request_id for c in chunks]
+        assert len(keys) == len(set(keys))
+    finally:
+        probe.destroy_timer(timer)
+        p.executor.remove_node(probe)
+        probe.destroy_node()
+        p.bring_down()
+        p.stop()
+        rclpy.shutdown()

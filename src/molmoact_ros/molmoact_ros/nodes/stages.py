@@ -50,8 +50,9 @@ from ..reasoning.steering import ClickedTrace
 from ..robot.geometry import (CameraIntrinsics, backproject, model_space_to_model_pixels, project,
                                ray_plane_intersection, resize_affine, sample_depth, source_pixels_to_model_space,
                                transform_points)
+from ..ros.handoff import PROCESS_BUS, SeenKeys, StageWorker
 from ..ros.conversions import action_msg, observation_from_msg, perception_msg, trace_msg, trace_result_msg
-from ..ros.image import depth_to_meters, numpy_to_image, to_rgb8
+from ..ros.image import RESIZE_METHODS, depth_to_meters, downscale, numpy_to_image, to_rgb8
 from ..ros.markers import delete_all, trace_markers
 from ..ros.overlay import annotate
 from ..ros.sync import StampBuffer, stamp_to_s
@@ -75,8 +76,23 @@ class _Recent(OrderedDict):
             self.popitem(last=False)
 
 
+STAGE_PARAMETERS = (
+    ParamSpec('intra_process', True, 'When stages share a process, hand each result straight to the next stage '
+              'in this process (as rclcpp intra-process communication does; the message still goes out over DDS '
+              'to every other subscriber); false: stages receive results only over DDS.', read_only=True),
+)
+
+
 class StageNode(MolmoActLifecycleNode):
-    """A lifecycle node that attaches to the process's engine on configure and releases it on cleanup."""
+    """A lifecycle node that attaches to the process's engine on configure and releases it on cleanup.
+
+    Model work runs on the node's own worker thread (:class:`~molmoact_ros.ros.handoff.StageWorker`), fed by
+    subscription callbacks that only enqueue: the executor's threads stay free for messages, services and
+    lifecycle transitions, and a result handed over in the same process (:meth:`publish_result`,
+    :meth:`handoff_subscription`) starts the next stage at once."""
+
+    #: Called by the worker after every wake-up and every 0.1 s (subclasses: e.g. start an inference).
+    idle_work = None
 
     def __init__(self, name: str, *, parameters=(), provider: Optional[EngineProvider] = None, **kwargs):
         self.engine = None
@@ -84,7 +100,10 @@ class StageNode(MolmoActLifecycleNode):
         self._work_group = MutuallyExclusiveCallbackGroup()
         self._work_lock = threading.Lock()
         self._owned = []
-        super().__init__(name, parameters=(*ENGINE_PARAMETERS, *parameters), **kwargs)
+        self._worker: Optional[StageWorker] = None
+        self._intra = False
+        self.local_inputs = 0  # inputs handed over in this process (intra_process) before DDS brought them
+        super().__init__(name, parameters=(*ENGINE_PARAMETERS, *STAGE_PARAMETERS, *parameters), **kwargs)
 
     def on_configure(self, state) -> TransitionCallbackReturn:
         """Load (or attach to) the engine: slow the first time; FAILURE with a clear error otherwise."""
@@ -98,8 +117,60 @@ class StageNode(MolmoActLifecycleNode):
             self.record_error(f'engine failed to load: {type(exc).__name__}: {exc}')
             return TransitionCallbackReturn.FAILURE
         self.engine_state = NodeStatus.ENGINE_READY
+        self._intra = bool(self.params['intra_process'])
+        idle = self.idle_work
+        self._worker = self._own(StageWorker(f'{self.get_name()}_worker', on_error=self._work_error,
+                                             idle=None if idle is None else self._gated_idle, idle_period_s=0.1),
+                                 lambda worker: worker.stop())
         self.publish_status()
         return TransitionCallbackReturn.SUCCESS
+
+    # -- work and handoff -------------------------------------------------------------------------
+    def _work_error(self, name: str, exc: BaseException) -> None:
+        self.record_error(f'{name}: {type(exc).__name__}: {exc}')
+
+    def _gated_idle(self) -> None:
+        if self._active:
+            try:
+                self.idle_work()
+            except Exception as exc:  # noqa: BLE001 - bad input is reported, the node keeps running
+                self._work_error('inference', exc)
+
+    def handoff_subscription(self, msg_type, topic: str, callback, qos, key, *, on_worker: bool = True):
+        """Subscribe to ``topic`` over DDS and, with ``intra_process``, to results published in this process
+        (:meth:`publish_result`). Each message (identified by ``key(msg)``) is handled once, whichever way
+        it comes first: on the worker thread, or at once in the receiving thread (``on_worker=False``, for
+        cheap bookkeeping)."""
+        seen = SeenKeys()
+
+        def accept(msg, local=False):
+            if not seen.first(key(msg)):
+                return
+            self.inputs_received += 1
+            self.local_inputs += int(local)
+            if not self._active:
+                self.inputs_dropped += 1
+                return
+            if on_worker:
+                self._worker.submit(callback, msg)
+                return
+            try:
+                callback(msg)
+            except Exception as exc:  # noqa: BLE001 - a bad input must not kill the node
+                self._work_error(callback.__name__, exc)
+
+        sub = self.subscription(msg_type, topic, accept, qos)
+        if self._intra:
+            token = PROCESS_BUS.subscribe(id(self.context), sub.topic_name, lambda msg: accept(msg, local=True))
+            self._own(token, PROCESS_BUS.unsubscribe)
+        return sub
+
+    def publish_result(self, publisher, msg) -> None:
+        """Publish ``msg`` and, with ``intra_process``, hand the same object to the subscribers of its topic
+        in this process (they must not modify it)."""
+        publisher.publish(msg)
+        if self._intra and self._active:
+            PROCESS_BUS.deliver(id(self.context), publisher.topic_name, msg)
 
     def _release_engine(self) -> None:
         if self.engine is not None:
@@ -182,6 +253,10 @@ class PerceptionNode(StageNode):
     PARAMETERS = (
         ParamSpec('max_image_side_px', 336, 'Frames are resized so that their longer side is at most this '
                   '(the released fine-tunes used <= 336; 0 keeps the camera size).', min_value=0, max_value=4096),
+        ParamSpec('resize_method', 'fast_area', 'How frames are downscaled to max_image_side_px: area (OpenCV '
+                  'INTER_AREA) or fast_area (box filter by an integer factor, then bilinear: the same for integer '
+                  'factors, a slight blur otherwise, about 8x faster at 640x480; see ros/image.py downscale).',
+                  choices=RESIZE_METHODS),
         ParamSpec('use_wrist_image', False, 'Feed the wrist view (topic wrist_image) as the second image.'),
         ParamSpec('use_aligned_depth', False, 'Attach the depth image aligned with the camera (topic aligned_depth, '
                   '32FC1 m or 16UC1 mm) to each observation, so the planner lifts traces to 3D.'),
@@ -219,7 +294,6 @@ class PerceptionNode(StageNode):
         self._goal_msgs = {}           # latest trace / chunk of the running goal (feedback)
         self._depth_pub = None
         self._depth_decoder = None
-        self._wake = None
         super().__init__(name, parameters=self.PARAMETERS, **kwargs)
 
     def on_configure(self, state):
@@ -236,12 +310,8 @@ class PerceptionNode(StageNode):
             self.subscription(Image, 'aligned_depth', self.gate(self._on_depth), qos_profile_sensor_data)
         if self.params['use_wrist_image']:
             self.subscription(Image, 'wrist_image', self.gate(self._on_wrist), qos_profile_sensor_data)
-        # Inference starts as soon as a frame arrives (a guard condition wakes the worker); the timer is a
-        # backstop for min_period_s and for goals that start while no new frame comes.
-        worker = self.gate(self._maybe_infer, count_inputs=False)
-        self._wake = self._own(self.create_guard_condition(worker, callback_group=self._work_group),
-                               self.destroy_guard_condition)
-        self.timer(0.1, worker, callback_group=self._work_group)
+        # Inference runs on the node's worker thread: a new frame wakes it at once; it also looks every
+        # 0.1 s (min_period_s, goals that start while no new frame comes).
         if self.params['publish_depth_image']:
             self._depth_pub = self.lifecycle_publisher(Image, 'depth_image', RELIABLE)
             if self.params['depth_decoder_path']:
@@ -345,8 +415,8 @@ class PerceptionNode(StageNode):
             if self._frame is not None:
                 self.inputs_dropped += 1  # superseded before it was used
             self._frame = (msg, time.monotonic())
-        if self._wake is not None:
-            self._wake.trigger()
+        if self._worker is not None:
+            self._worker.wake()
 
     def _on_wrist(self, msg: Image):
         self._wrist = msg
@@ -367,6 +437,9 @@ class PerceptionNode(StageNode):
             raise ValueError(f'instruction rejected: {exc}') from None
         self._instruction = text
         self.get_logger().info(f'instruction: {text!r}')
+
+    def idle_work(self):
+        self._maybe_infer()
 
     def _maybe_infer(self):
         goal = self._goal
@@ -421,7 +494,7 @@ class PerceptionNode(StageNode):
         out = perception_msg(result, msg.header, observation, self.params['prompt_variant'],
                              self.engine.model_id, started, self._camera_info, affine, aligned_depth=depth,
                              source_size=(rgb.shape[1], rgb.shape[0]), constraints=constraints)
-        self._pub.publish(out)
+        self.publish_result(self._pub, out)  # the planner starts now; the depth image follows
         if goal is not None:
             goal.on_perceived(result.request_id)
         if self._depth_pub is not None:
@@ -443,8 +516,7 @@ class PerceptionNode(StageNode):
             return rgb, None
         scale = limit / max(h, w)
         nw, nh = max(2, round(w * scale)), max(2, round(h * scale))
-        import cv2
-        return cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA), (nw, nh)
+        return downscale(rgb, (nw, nh), self.params['resize_method']), (nw, nh)
 
     def _model_image(self, rgb: np.ndarray):
         resized, size = self._resize(rgb)
@@ -457,7 +529,7 @@ class PerceptionNode(StageNode):
         self._pub = None
         self._frame = self._wrist = self._camera_info = None
         self._depths = None
-        self._depth_pub = self._depth_decoder = self._wake = None
+        self._depth_pub = self._depth_decoder = None
         with self._goal_lock:
             if self._goal is not None:
                 self._goal.fail('the perception node was cleaned up')
@@ -512,8 +584,8 @@ class TracePlannerNode(StageNode):
         self._pub = self.lifecycle_publisher(TrajectoryTrace, 'trajectory_trace', RELIABLE)
         self._markers_pub = self.lifecycle_publisher(MarkerArray, 'trace_markers', RELIABLE)
         self._image_pub = self.lifecycle_publisher(Image, 'trace_image', RELIABLE)
-        self.subscription(PerceptionTokens, 'perception_tokens', self.gate(self._on_perception), RELIABLE,
-                          callback_group=self._work_group)
+        self.handoff_subscription(PerceptionTokens, 'perception_tokens', self._on_perception, RELIABLE,
+                                  key=lambda m: m.request_id)
         self.subscription(TrajectoryTrace, 'edited_trace', self.gate(self._on_edited), RELIABLE)
         self.service(EditTrace, 'edit_trace', self._on_edit_service)
         self._tf = TransformLookup(self)
@@ -690,7 +762,7 @@ class TracePlannerNode(StageNode):
                 marker_points = lifted
         if marker_points is None and intrinsics is not None and self.params['marker_fallback_depth_m'] > 0:
             marker_points = backproject(uv, np.full(len(uv), self.params['marker_fallback_depth_m']), intrinsics)
-        self._pub.publish(trace)
+        self.publish_result(self._pub, trace)  # the decoder starts now; markers and the image follow
         if marker_points is not None and marker_frame:
             self._markers_pub.publish(trace_markers(
                 marker_points, marker_frame, trace.header.stamp, trace.instruction,
@@ -771,9 +843,10 @@ class ActionDecoderNode(StageNode):
         if result != TransitionCallbackReturn.SUCCESS:
             return result
         self._pub = self.lifecycle_publisher(ActionChunk, 'action_chunk', RELIABLE)
-        self.subscription(PerceptionTokens, 'perception_tokens', self.gate(self._on_perception), RELIABLE)
-        self.subscription(TrajectoryTrace, 'trajectory_trace', self.gate(self._on_trace), RELIABLE,
-                          callback_group=self._work_group)
+        self.handoff_subscription(PerceptionTokens, 'perception_tokens', self._on_perception, RELIABLE,
+                                  key=lambda m: m.request_id, on_worker=False)
+        self.handoff_subscription(TrajectoryTrace, 'trajectory_trace', self._on_trace, RELIABLE,
+                                  key=lambda m: (m.request_id, m.source, m.revision))
         rate = float(self.params['multi_rate_hz'])
         if rate > 0.0:
             self.subscription(Image, 'image', self.gate(self._on_frame, count_inputs=False), qos_profile_sensor_data)
@@ -811,9 +884,8 @@ class ActionDecoderNode(StageNode):
             started = self.get_clock().now().to_msg()
             rgb = to_rgb8(frame)
             size = (perception.image.width, perception.image.height)
-            if (rgb.shape[1], rgb.shape[0]) != size:
-                import cv2
-                rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+            if (rgb.shape[1], rgb.shape[0]) != size:  # the perception image's size: the same model space
+                rgb = downscale(rgb, size)
             wrist = observation_from_msg(perception).wrist_image
             result = self.engine.act_on_observation(Observation(np.ascontiguousarray(rgb), wrist), trace.instruction,
                                                     [(p.x_model, p.y_model) for p in trace.points],
@@ -844,9 +916,9 @@ class ActionDecoderNode(StageNode):
                 self._resume(msg, 'depth')
             points = [(p.x_model, p.y_model) for p in msg.points]
             result = engine.act(msg.request_id, trace_points=points, release=False)
-        self._pub.publish(action_msg(result, msg, step_period_s=self.params['step_period_s'],
-                                     delta_frame_id=self.params['delta_frame_id'],
-                                     model_id=engine.model_id, started=started))
+        self.publish_result(self._pub, action_msg(result, msg, step_period_s=self.params['step_period_s'],
+                                                  delta_frame_id=self.params['delta_frame_id'],
+                                                  model_id=engine.model_id, started=started))
         self.requests_completed += 1
 
     def _resume(self, trace: TrajectoryTrace, stage: str):

@@ -293,3 +293,42 @@ def numpy_to_image(array_: np.ndarray, encoding: str, header: Any = None):
     msg.step = int(a.shape[1]) * info.bytes_per_pixel
     msg.data = data
     return msg
+
+
+RESIZE_METHODS = ('fast_area', 'area')
+
+
+def downscale(image: np.ndarray, size: tuple[int, int], method: str = 'fast_area') -> np.ndarray:
+    """Downscale ``image`` (H, W[, C]) to ``size`` = (width, height), pixel-centre aligned like
+    ``cv2.resize`` (so :func:`~molmoact_ros.robot.geometry.resize_affine` maps the result back).
+
+    ``area`` is OpenCV's INTER_AREA (exact pixel-area weights). At a non-integer factor it takes OpenCV's
+    slow path: 3-4 ms for 640x480 -> 336x252 on a 2-core machine, a third of the pipeline's per-step
+    budget. ``fast_area`` box-filters by the integer factor k = ceil(W / width) when the image divides by
+    it (INTER_AREA's fast path; the result is at most one k-th smaller than ``size``) and interpolates
+    bilinearly up to ``size`` (a factor below k / (k - 1)): about 0.4 ms for the same frame. It equals
+    ``area`` for integer factors and differs by a slight blur otherwise (about 55 dB PSNR against ``area`` on
+    smooth content); sizes that do not divide by k use ``area``. Images not larger than ``size`` are
+    resized with bilinear interpolation in both methods.
+    """
+    if method not in RESIZE_METHODS:
+        raise ValueError(f'resize method must be one of {RESIZE_METHODS}, got {method!r}')
+    cv2 = _cv2()
+    if cv2 is None:  # pragma: no cover - opencv-python-headless is a runtime dependency
+        raise RuntimeError('downscaling images needs OpenCV (opencv-python-headless)')
+    width, height = int(size[0]), int(size[1])
+    if width < 1 or height < 1:
+        raise ValueError(f'target size must be positive, got {size}')
+    h, w = image.shape[:2]
+    if (w, h) == (width, height):
+        return image
+    if w <= width and h <= height:
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    if method == 'fast_area':
+        k = max(-(-w // width), -(-h // height))
+        if k >= 2 and w % k == 0 and h % k == 0:
+            boxed = cv2.resize(image, (w // k, h // k), interpolation=cv2.INTER_AREA)
+            if boxed.shape[1] == width and boxed.shape[0] == height:
+                return boxed
+            return cv2.resize(boxed, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)

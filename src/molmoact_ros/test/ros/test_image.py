@@ -298,3 +298,61 @@ def test_timing_640x480(capsys):
         lines.append(f'image.{name} 640x480: {(time.perf_counter() - t0) / n * 1e3:.3f} ms')
     with capsys.disabled():
         print('\n' + '\n'.join(lines))
+
+
+# -- downscale ------------------------------------------------------------------------------------------
+def _psnr(a, b):
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return float('inf') if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def _smooth(w, h):
+    x, y = np.meshgrid(np.linspace(0, 6 * np.pi, w), np.linspace(0, 4 * np.pi, h))
+    return np.stack([127 + 100 * np.sin(x) * np.cos(y), 127 + 90 * np.cos(x + y), 127 + 80 * np.sin(y)],
+                    axis=-1).astype(np.uint8)
+
+
+def test_downscale_sizes_and_integer_factor_equals_area():
+    import cv2
+    from molmoact_ros.ros.image import downscale
+    img = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    for size in ((336, 252), (320, 240), (96, 72), (160, 120)):
+        for method in ('fast_area', 'area'):
+            out = downscale(img, size, method)
+            assert out.shape == (size[1], size[0], 3) and out.dtype == np.uint8
+    for size in ((320, 240), (160, 120)):  # integer factors: exactly OpenCV's INTER_AREA
+        assert np.array_equal(downscale(img, size), cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+    assert np.array_equal(downscale(img, (336, 252), 'area'),
+                          cv2.resize(img, (336, 252), interpolation=cv2.INTER_AREA))
+    assert downscale(img, (640, 480)) is img
+
+
+def test_downscale_fast_area_is_close_to_area_and_keeps_features_in_place():
+    import cv2
+    from molmoact_ros.ros.image import downscale
+    from molmoact_ros.robot.geometry import resize_affine
+    img = _smooth(640, 480)
+    fast, exact = downscale(img, (336, 252)), downscale(img, (336, 252), 'area')
+    assert _psnr(fast, exact) > 40.0
+    # a bright square's centroid lands where the pixel-centre affine says (both methods)
+    spot = np.zeros((480, 640), np.uint8)
+    spot[300:310, 400:410] = 255
+    affine = resize_affine(336, 252, 640, 480)  # model -> source pixels
+    for method in ('fast_area', 'area'):
+        small = downscale(spot, (336, 252), method).astype(np.float64)
+        ys, xs = np.indices(small.shape)
+        c = np.array([(xs * small).sum() / small.sum(), (ys * small).sum() / small.sum(), 1.0])
+        src = affine @ c
+        assert abs(src[0] - 404.5) < 0.6 and abs(src[1] - 304.5) < 0.6, (method, src)
+    # sizes that do not divide by the integer factor fall back to INTER_AREA
+    odd = _smooth(641, 481)
+    assert np.array_equal(downscale(odd, (336, 252)), cv2.resize(odd, (336, 252), interpolation=cv2.INTER_AREA))
+
+
+def test_downscale_rejects_bad_arguments():
+    from molmoact_ros.ros.image import downscale
+    img = np.zeros((10, 10, 3), np.uint8)
+    with pytest.raises(ValueError):
+        downscale(img, (5, 5), 'nearest')
+    with pytest.raises(ValueError):
+        downscale(img, (0, 5))
