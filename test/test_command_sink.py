@@ -3,7 +3,9 @@
 One process: the sink, and a harness node that plays the arm (a JointTrajectoryFollower integrating the
 last JointTrajectory, publishing joint_states), the camera (image frames that can be stopped), the
 robot_description and the model (hand-built ActionChunks stamped now). A second sink in servo_twist mode
-talks to a fake MoveIt Servo subscriber.
+talks to a fake MoveIt Servo subscriber; a third, in servo_pose mode, drives a fake MoveIt Servo pose
+tracker (ServoPoseArm) that moves the end effector toward the newest PoseStamped target at a limited speed,
+drops targets older than Servo's incoming_command_timeout, and publishes the joint states it reaches.
 """
 
 import threading
@@ -24,11 +26,13 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
+from transforms3d.axangles import axangle2mat, mat2axangle
 
 from molmoact_bringup.sim.trajectory import JointTrajectoryCommand, JointTrajectoryFollower, TrajectoryPoint
 from molmoact_ros.nodes.command_sink import CommandSinkNode
 from molmoact_ros.robot.kinematics import ArmKinematics
 from molmoact_ros.robot.safety import ClipKind, HaltCause
+from molmoact_ros.ros.transforms import matrix_to_pose, pose_msg_to_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 URDF = (ROOT / 'src' / 'molmoact_bringup' / 'urdf' / 'panda.urdf').read_text()
@@ -149,10 +153,81 @@ class Arm:
             return [m for _, m in self.trajectories[index:]]
 
 
-def _profile(tmp_path):
+class ServoPoseArm(Arm):
+    """A fake MoveIt Servo in pose-tracking mode plus the arm it moves.
+
+    Like Servo: the newest PoseStamped on ``servo_node/pose_target_cmds`` is the target while its stamp is
+    younger than ``incoming_command_timeout`` (0.1 s); a stale target stops the arm where it is. Every 10 ms
+    the end effector moves toward the target by at most SPEED_M_S * 10 ms (and a bounded rotation); the
+    joints come from IK of that intermediate pose, and joint_states report them.
+    """
+
+    TIMEOUT_S = 0.1
+    SPEED_M_S = 0.1
+    ANGULAR_RAD_S = 0.5
+    PERIOD_S = 0.01
+
+    def __init__(self, ns):
+        super().__init__(ns)
+        self._q_servo = np.array(Q0)
+        self.targets = []  # (monotonic time, PoseStamped)
+        self.stale_cycles = 0
+        self.node.create_subscription(PoseStamped, 'servo_node/pose_target_cmds', self._on_target, 50)
+        self.node.create_timer(self.PERIOD_S, self._servo_cycle)
+
+    def _on_target(self, msg):
+        with self.lock:
+            self.targets.append((time.monotonic(), msg))
+
+    def q(self):
+        with self.lock:
+            return self._q_servo.copy()
+
+    def _servo_cycle(self):
+        with self.lock:
+            if not self.targets:
+                return
+            msg = self.targets[-1][1]
+            q = self._q_servo.copy()
+        age = (self.node.get_clock().now().nanoseconds * 1e-9
+               - (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
+        if age >= self.TIMEOUT_S:
+            with self.lock:
+                self.stale_cycles += 1
+            return
+        assert msg.header.frame_id == 'panda_link0'
+        current, target = KIN.fk(q), pose_msg_to_matrix(msg.pose)
+        step = target[:3, 3] - current[:3, 3]
+        distance = np.linalg.norm(step)
+        reach = self.SPEED_M_S * self.PERIOD_S
+        goal = current.copy()
+        goal[:3, 3] += step if distance <= reach else step * (reach / distance)
+        R_rel = target[:3, :3] @ current[:3, :3].T
+        angle = np.arccos(np.clip((np.trace(R_rel) - 1.0) / 2.0, -1.0, 1.0))
+        fraction = 1.0 if angle <= self.ANGULAR_RAD_S * self.PERIOD_S else self.ANGULAR_RAD_S * self.PERIOD_S / angle
+        if angle > 1e-9:
+            axis, theta = mat2axangle(R_rel)
+            goal[:3, :3] = axangle2mat(axis, theta * fraction) @ current[:3, :3]
+        else:
+            goal[:3, :3] = target[:3, :3]
+        result = KIN.ik(goal, q)
+        with self.lock:
+            self._q_servo = result.q
+
+    def targets_since(self, index):
+        with self.lock:
+            return self.targets[index:]
+
+
+SERVO_POSE_BOX_X_MARGIN_M = 0.045
+
+
+def _profile(tmp_path, name='sim_panda', **safety):
     data = yaml.safe_load(PROFILE.read_text())
     data['safety']['camera_timeout_s'] = CAMERA_TIMEOUT_S
-    path = tmp_path / 'sim_panda.yaml'
+    data['safety'].update(safety)
+    path = tmp_path / f'{name}.yaml'
+    data['name'] = name
     path.write_text(yaml.safe_dump(data))
     return str(path)
 
@@ -174,13 +249,19 @@ def rig(tmp_path_factory):
     dry_sink = CommandSinkNode(namespace='/dry', parameter_overrides=[
         Parameter('robot_profile', value=profile), Parameter('sink', value='none'),
         Parameter('execution_enabled', value=True)])
-    nodes = (arm.node, sink, servo_arm.node, servo_sink, dry_arm.node, dry_sink)
+    # servo_pose: the workspace box ends SERVO_POSE_BOX_X_MARGIN_M in front of the start pose (x).
+    box_max = [float(ee(Q0)[0]) + SERVO_POSE_BOX_X_MARGIN_M, 0.5, 0.8]
+    pose_profile = _profile(tmp_path_factory.mktemp('pose_profile'), 'sim_panda_box', workspace_max_m=box_max)
+    pose_arm = ServoPoseArm('/pose')
+    pose_sink = CommandSinkNode(namespace='/pose', parameter_overrides=[
+        Parameter('robot_profile', value=pose_profile), Parameter('sink', value='servo_pose')])
+    nodes = (arm.node, sink, servo_arm.node, servo_sink, dry_arm.node, dry_sink, pose_arm.node, pose_sink)
     for node in nodes:
         executor.add_node(node)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
     yield {'arm': arm, 'sink': sink, 'servo_arm': servo_arm, 'servo_sink': servo_sink, 'dry_arm': dry_arm,
-           'dry_sink': dry_sink}
+           'dry_sink': dry_sink, 'pose_arm': pose_arm, 'pose_sink': pose_sink, 'pose_box_max': box_max}
     executor.shutdown()
     thread.join(timeout=10)
     for node in nodes:
@@ -362,6 +443,136 @@ def test_servo_twist_within_limits(rig):
     assert arm.trajectories == []
     assert sink.trigger_deactivate() == R.SUCCESS
     assert np.linalg.norm([arm.twists[-1][1].twist.linear.x]) == 0.0
+
+
+def _positions(msgs):
+    return np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in msgs])
+
+
+def _distinct(msgs):
+    """The pose targets in order with the re-sent copies removed (a re-send repeats the pose exactly)."""
+    out = []
+    for m in msgs:
+        if not out or pose_msg_to_matrix(m.pose).tolist() != pose_msg_to_matrix(out[-1].pose).tolist():
+            out.append(m)
+    return out
+
+
+def _observation_chunk(arm, pose, *, d, steps, period, request_id):
+    """A chunk stamped now whose deltas start from ``pose`` (its observation_pose), not the current pose."""
+    msg = ActionChunk(request_id=request_id, step_period_s=period, action_dim=7,
+                      rotation_convention=ActionChunk.ROTATION_RPY, delta_frame_id='panda_link0')
+    msg.header.stamp = arm.node.get_clock().now().to_msg()
+    msg.observation_pose.header.frame_id = 'panda_link0'
+    (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(pose)
+    p, o = msg.observation_pose.pose.position, msg.observation_pose.pose.orientation
+    p.x, p.y, p.z, o.x, o.y, o.z, o.w = (float(v) for v in (x, y, z, qx, qy, qz, qw))
+    msg.observation_pose_valid = True
+    for _ in range(steps):
+        msg.steps.append(ActionStep(translation_m=Vector3(x=float(d[0]), y=float(d[1]), z=float(d[2])),
+                                    rotation_rad=Vector3(), gripper=0.9,
+                                    values=[float(d[0]), float(d[1]), float(d[2]), 0.0, 0.0, 0.0, 0.9]))
+    arm.chunk_pub.publish(msg)
+
+
+def test_servo_pose_nothing_while_disabled(rig):
+    arm, sink = rig['pose_arm'], rig['pose_sink']
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    assert sink.trigger_configure() == R.SUCCESS and sink.trigger_activate() == R.SUCCESS
+    assert wait_for(lambda: sink.kinematics is not None and sink._q is not None)
+    assert sink.ik_selection is None  # a pose sink solves no IK
+    arm.chunk(dx=0.0, dy=0.01, steps=5, request_id='disabled')
+    time.sleep(0.8)
+    assert arm.targets_since(0) == [] and not sink.execution_enabled()
+    assert np.allclose(arm.q(), Q0)
+
+
+def test_servo_pose_targets_follow_the_deltas_from_the_observation_pose(rig):
+    arm, sink = rig['pose_arm'], rig['pose_sink']
+    assert arm.enable().success and sink.execution_enabled()
+    time.sleep(0.3)
+    assert arm.targets_since(0) == []  # enabled, but no chunk since: nothing (the disabled one was dropped)
+    n0 = len(arm.targets)
+    observed = KIN.fk(arm.q())
+    observed[2, 3] += 0.005  # the observation pose (what the model saw) is 5 mm above the current one
+    period, d = 0.2, (0.0, 0.012, 0.0)
+    _observation_chunk(arm, observed, d=d, steps=5, period=period, request_id='follow')
+    time.sleep(5 * period + 0.4)
+    sent = arm.targets_since(n0)
+    targets = _distinct([m for _, m in sent])
+    p = _positions(targets)
+    # Each distinct target is observation pose + k steps (k = 1..5 in order; a late tick may skip one).
+    k = (p[:, 1] - observed[1, 3]) / d[1]
+    assert np.allclose(k, np.round(k), atol=0.02) and np.all(np.diff(np.round(k)) > 0), k
+    assert round(k[-1]) == 5 and len(targets) == sink.commands_sent >= 4
+    assert np.allclose(p[:, [0, 2]], observed[[0, 2], 3], atol=1e-6)
+    for m in targets:  # orientation unchanged (no rotation deltas)
+        assert np.allclose(pose_msg_to_matrix(m.pose)[:3, :3], observed[:3, :3], atol=1e-6)
+    # Re-sent every control tick while the steps run (Servo drops targets older than 0.1 s) ...
+    times = np.array([t for t, _ in sent])
+    assert float(np.median(np.diff(times))) <= 1.5 / 50.0  # control_rate_hz 50
+    assert len(sent) >= 0.5 * (times[-1] - times[0]) * 50.0 and len(sent) > 3 * len(targets)
+    # ... so the Servo reached the last target although each step (0.2 s) outlasts its timeout.
+    assert np.linalg.norm(ee(arm.q()) - p[-1]) < 2e-3, ee(arm.q()) - p[-1]
+    assert all(m.header.frame_id == 'panda_link0' for _, m in sent)
+    assert arm.trajectories == [] and arm.twists == []
+
+
+def test_servo_pose_targets_stay_within_step_limits_and_workspace(rig):
+    arm, sink = rig['pose_arm'], rig['pose_sink']
+    box_max = rig['pose_box_max']
+    time.sleep(0.6)  # the last keepalive is over
+    n0 = len(arm.targets)
+    clips = dict(sink.governor.clip_counts)
+    start = KIN.fk(arm.q())
+    _observation_chunk(arm, start, d=(0.1, 0.0, 0.0), steps=4, period=0.1, request_id='far')  # 10 cm steps
+    time.sleep(0.4 + 0.8)
+    targets = _distinct([m for _, m in arm.targets_since(n0)])
+    p = _positions(targets)
+    assert len(p) >= 3
+    # Per-step translation limit, from the previous *commanded* pose (the last target of the last test).
+    previous = _positions([arm.targets[n0 - 1][1]])[0]
+    assert np.linalg.norm(previous - start[:3, 3]) < 1e-3      # where the fake Servo brought the arm
+    steps = np.linalg.norm(np.diff(np.vstack([previous, p]), axis=0), axis=1)
+    assert np.all(steps <= 0.03 + 1e-9), steps
+    assert np.all(p[:, 0] <= box_max[0] + 1e-9), p              # workspace box (x max)
+    assert p[-1, 0] == pytest.approx(box_max[0])                # pressed against the box edge
+    after = sink.governor.clip_counts
+    assert after[ClipKind.STEP_TRANSLATION] > clips.get(ClipKind.STEP_TRANSLATION, 0)
+    assert after[ClipKind.WORKSPACE] > clips.get(ClipKind.WORKSPACE, 0)
+    assert np.all(_positions([m for _, m in arm.targets_since(n0)])[:, 0] <= box_max[0] + 1e-9)
+
+
+def test_servo_pose_e_stop_holds_at_the_measured_pose(rig):
+    arm, sink = rig['pose_arm'], rig['pose_sink']
+    time.sleep(0.6)
+    holds = sink.holds_sent
+    n0 = len(arm.targets)
+    start = KIN.fk(arm.q())
+    _observation_chunk(arm, start, d=(-0.004, 0.0, -0.002), steps=20, period=0.1, request_id='long')
+    assert wait_for(lambda: len(_distinct([m for _, m in arm.targets_since(n0)])) >= 3, 2.0)
+    t_stop = time.monotonic()
+    arm.e_stop_pub.publish(Bool(data=True))
+    assert wait_for(lambda: sink.holds_sent == holds + 1, 2.0)
+    at_stop = ee(arm.q())
+    time.sleep(0.8)  # the hold is re-sent for the keepalive (0.5 s), then nothing
+    after = [m for t, m in arm.targets_since(n0) if t > t_stop + 0.05]
+    held = _distinct(after)
+    assert len(held) == 1 and len(after) >= 5, (len(held), len(after))  # one pose: the hold, re-sent
+    hold = _positions(held)[0]
+    # The hold is the measured pose at the halt (the fake Servo moves 1 mm per 10 ms; joint states lag) ...
+    assert np.linalg.norm(hold - at_stop) < 4e-3
+    assert np.linalg.norm(ee(arm.q()) - hold) < 2e-3  # ... and the arm holds there
+    n_stop = len(arm.targets)
+    _observation_chunk(arm, KIN.fk(arm.q()), d=(0.0, 0.01, 0.0), steps=5, period=0.1, request_id='during_stop')
+    time.sleep(0.4)
+    assert len(arm.targets) == n_stop  # nothing while the e-stop is latched
+    assert arm.reset_e_stop().success and arm.enable().success
+    time.sleep(0.6)  # chunk 'long' would still be running: none of its steps fires
+    assert len(arm.targets) == n_stop
+    assert sink.governor.halt_counts[HaltCause.E_STOP] == 1
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    assert sink.trigger_deactivate() == R.SUCCESS
 
 
 def test_dry_run_publishes_only_the_commanded_pose(rig):

@@ -27,11 +27,23 @@ Publishes (lifecycle publishers: nothing after deactivate), per ``sink`` mode:
   the step lasts (Servo's ``incoming_command_timeout`` is 0.1 s), then one zero twist; a hold is a zero
   twist.
 - ``servo_pose``: ``<servo_node>/pose_target_cmds`` (geometry_msgs/PoseStamped, base frame); a hold is the
-  measured pose.
+  measured pose. Servo drops a pose target once its stamp is older than its ``incoming_command_timeout``
+  (0.1 s), so the current target (or hold) is re-stamped and re-sent every control tick until the next one,
+  for at most ``servo_pose_keepalive_s`` after its step's end.
 - ``none``: dry run, only ``~/commanded_pose``.
 - gripper: ``<gripper_controller>/commands`` (Float64MultiArray) or ``<gripper_controller>/joint_trajectory``
-  per the profile's ``gripper_controller_type`` (sent when the command changes).
+  per the profile's ``gripper_controller_type`` (sent when the command changes); ``gripper_action``: goals
+  to the control_msgs/action/GripperCommand server ``<gripper_controller>/gripper_cmd`` (GripperActionController;
+  or the profile's full action name) where control_msgs is importable: position = the mapped command,
+  max_effort = the profile's ``gripper_max_effort``, a goal only when the command changes; every halt
+  cancels the goal in flight (the controller holds) and nothing is re-sent on resume
+  (:class:`~molmoact_ros.robot.executor.GripperGoalTracker`). Without control_msgs the gripper is left alone
+  (a warning at configure).
 - ``~/commanded_pose`` (geometry_msgs/PoseStamped): every commanded (or held) end-effector pose, all modes.
+
+IK (``joint_trajectory``): ``ik_backend`` auto | pinocchio | moveit_py. moveit_py (``RobotState.set_from_ik``
+on the profile's ``sink.moveit_planning_group``) where it is importable, else Pinocchio with the reason
+logged and in /diagnostics (``ik backend``). The moveit_py path is UNVERIFIED on a real MoveIt install.
 
 Run it alone (it does not import the model stack, so it starts in about a second)::
 
@@ -70,7 +82,8 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from ..reasoning.action_space import RotationConvention
 from ..robot.execution import (DeltaFrame, ExecutionQueue, InvalidChunkError, OfferResult, PoseHistory,
                                build_timeline)
-from ..robot.executor import (ArmExecutor, HoldCommand, JointCommand, PoseCommand, SinkMode, TwistCommand)
+from ..robot.executor import (ArmExecutor, GripperGoal, GripperGoalOutcome, GripperGoalTracker, HoldCommand,
+                              JointCommand, PoseCommand, SinkMode, TwistCommand)
 from ..robot.profiles import GripperControllerType, load_profile
 from ..robot.safety import SafetyGovernor
 from ..ros.diagnostics import status_to_diagnostics
@@ -81,6 +94,8 @@ from .base import MolmoActLifecycleNode
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 SINK_CHOICES = ('profile', 'joint_trajectory', 'servo_twist', 'servo_pose', 'none')
+#: Values of ``ik_backend`` (robot.kinematics.IkBackend; spelled out so that this module does not import Pinocchio).
+IK_BACKENDS = ('auto', 'pinocchio', 'moveit_py')
 ROTATION_FROM_MSG = {ActionChunk.ROTATION_RPY: RotationConvention.EULER_SXYZ_ROLL_PITCH_YAW,
                      ActionChunk.ROTATION_AXIS_ANGLE: RotationConvention.ROTATION_VECTOR}
 #: Values per step the sink executes: 3 translation, 3 rotation, 1 gripper.
@@ -124,6 +139,21 @@ class CommandSinkNode(MolmoActLifecycleNode):
                   min_value=0.01, max_value=10.0),
         ParamSpec('hold_time_s', 0.05, 'time_from_start of the one-point hold trajectory (JTC).',
                   min_value=0.0, max_value=1.0),
+        ParamSpec('servo_pose_keepalive_s', 0.5, 'servo_pose: the current pose target (or hold) is re-sent '
+                  'every control tick (MoveIt Servo drops pose targets older than its incoming_command_timeout) '
+                  'until the next one, for at most this long after its step\'s end.',
+                  min_value=0.0, max_value=10.0),
+        ParamSpec('ik_backend', 'auto', 'IK of the joint_trajectory sink: auto (moveit_py where importable and a '
+                  'planning group is set, else Pinocchio), pinocchio, or moveit_py (falls back to Pinocchio, '
+                  'with the reason logged, where moveit_py cannot be used).', choices=IK_BACKENDS),
+        ParamSpec('ik_planning_group', '', 'MoveIt planning group for moveit_py IK; empty: the profile\'s '
+                  'sink.moveit_planning_group.'),
+        ParamSpec('ik_timeout_s', 0.0, 'moveit_py IK timeout per step (0: the group\'s kinematics.yaml timeout).',
+                  min_value=0.0, max_value=1.0),
+        ParamSpec('moveit_py_node_name', 'molmoact_moveit_py', 'Name of the node MoveItPy starts for IK.'),
+        ParamSpec('moveit_py_params_file', '', 'ROS parameter file for MoveItPy\'s node (robot_description, '
+                  'robot_description_semantic, robot_description_kinematics); empty: MoveItPy\'s default (the '
+                  'process\'s --params-file arguments).'),
     )
 
     def __init__(self, name: str = 'command_sink', *, provider=None, **kwargs):
@@ -148,7 +178,15 @@ class CommandSinkNode(MolmoActLifecycleNode):
         self._constraints = {}         # request_id -> ExecutionConstraints of queued chunks
         self._pubs = {}
         self._twist = None             # (TwistStamped, until_s) being re-sent
+        self._pose_target = None       # (PoseStamped, until_s) being re-sent (servo_pose)
         self._last_gripper = None
+        self._gripper_client = None    # rclpy ActionClient (control_msgs/action/GripperCommand)
+        self._gripper_goal_type = None
+        self._gripper_goals = None     # GripperGoalTracker
+        self._gripper_handles = {}     # goal seq -> ClientGoalHandle
+        self._gripper_results = []     # (seq, outcome, position, effort) of finished goals, newest last
+        self.ik_selection = None       # robot.kinematics.IkSelection (joint_trajectory only)
+        self._moveit_ik = None         # a MoveItPyIk kept across robot_description updates
         self.plan_only_chunks = 0
         self.rejected_chunks = 0
         self.holds_sent = 0
@@ -214,8 +252,7 @@ class CommandSinkNode(MolmoActLifecycleNode):
             elif sink.gripper_controller_type is GripperControllerType.JTC:
                 self._pubs['gripper'] = self._lifecycle_pub(JointTrajectory, sink.gripper_target, RELIABLE)
             elif sink.gripper_controller_type is GripperControllerType.GRIPPER_ACTION:
-                self.get_logger().warning('gripper_action controllers are not commanded by this sink yet; '
-                                          'the gripper is left alone')
+                self._make_gripper_client(sink)
         self._pubs['commanded_pose'] = self._lifecycle_pub(PoseStamped, '~/commanded_pose', RELIABLE)
 
         self._sub(ActionChunk, 'action_chunk', self.gate(self._on_chunk), RELIABLE)
@@ -232,6 +269,22 @@ class CommandSinkNode(MolmoActLifecycleNode):
                                     self.gate(self._tick, count_inputs=False)), self.destroy_timer)
         self.publish_status()
         return TransitionCallbackReturn.SUCCESS
+
+    def _make_gripper_client(self, sink) -> None:
+        """An action client for the profile's GripperCommand server, where control_msgs is importable."""
+        try:
+            from control_msgs.action import GripperCommand
+        except ImportError as exc:
+            self.get_logger().warning(f'control_msgs is not importable ({exc}): the gripper (GripperCommand '
+                                      f'action {sink.gripper_target}) is left alone')
+            return
+        from rclpy.action import ActionClient
+        self._gripper_goal_type = GripperCommand
+        self._gripper_goals = GripperGoalTracker(max_effort=sink.gripper_max_effort)
+        self._gripper_client = self._own(ActionClient(self, GripperCommand, sink.gripper_target),
+                                         lambda client: client.destroy())
+        self.get_logger().info(f'gripper: GripperCommand goals to {sink.gripper_target} '
+                               f'(max_effort {sink.gripper_max_effort})')
 
     def _lifecycle_pub(self, msg_type, topic, qos):
         return self._own(self.create_lifecycle_publisher(msg_type, topic, qos), self.destroy_lifecycle_publisher)
@@ -272,20 +325,35 @@ class CommandSinkNode(MolmoActLifecycleNode):
 
     # -- inputs ---------------------------------------------------------------------------------
     def _build_kinematics(self, urdf: str) -> None:
-        from ..robot.kinematics import ArmKinematics  # Pinocchio: only a node that needs it imports it
+        # Pinocchio: only a node that needs it imports it
+        from ..robot.kinematics import ArmKinematics, MoveItPyIk, make_ik_solver
         profile = self.profile
         kin = ArmKinematics.from_urdf(urdf, base_frame=profile.frames.base, ee_frame=profile.frames.ee,
                                       joint_names=profile.joint_names)
+        solver, selection = None, None
+        if self.mode is SinkMode.JOINT_TRAJECTORY:
+            # Outside the lock: starting MoveItPy takes a while (it loads the robot model and plugins).
+            solver, selection = make_ik_solver(
+                self.params['ik_backend'], kin,
+                planning_group=self.params['ik_planning_group'] or profile.sink.moveit_planning_group,
+                timeout_s=float(self.params['ik_timeout_s']), node_name=self.params['moveit_py_node_name'],
+                params_file=self.params['moveit_py_params_file'], existing=self._moveit_ik)
+            log = self.get_logger().warning if selection.fell_back else self.get_logger().info
+            log(f'IK backend: {selection.describe()}')
         with self._lock:
             self.kinematics = kin
+            self.ik_selection = selection
+            if isinstance(solver, MoveItPyIk):
+                self._moveit_ik = solver
             self._base_limits = profile.safety.with_joint_limits(kin.limits)
             self.governor.limits = self._base_limits
             if self.arm_executor is None:
                 self.arm_executor = ArmExecutor(mode=self.mode, governor=self.governor,
                                             queue=ExecutionQueue(profile.safety.max_action_age_s, profile.start_mode),
-                                            gripper=profile.gripper, kinematics=kin)
+                                            gripper=profile.gripper, kinematics=kin, ik_solver=solver)
             else:
                 self.arm_executor.kinematics = kin
+                self.arm_executor.ik_solver = solver
         self.get_logger().info(f'kinematics ready: {profile.frames.base} -> {profile.frames.ee}, '
                                f'{kin.dof} joints ({self.mode.value} sink)')
 
@@ -473,6 +541,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
             self._publish(result.command, now)
             if result.command is None and self._twist is not None:
                 self._resend_twist(now)
+            if result.command is None and self._pose_target is not None:
+                self._resend_pose(now)
         elapsed = time.perf_counter() - start
         self._tick_times.append(elapsed)
         if len(self._tick_times) > 1000:
@@ -503,7 +573,9 @@ class CommandSinkNode(MolmoActLifecycleNode):
             self._pubs['twist'].publish(twist)
             self._twist = (twist, now + command.duration_s)
         elif isinstance(command, PoseCommand) and 'pose' in self._pubs:
-            self._pubs['pose'].publish(self._pose_msg(command.pose))
+            target = self._pose_msg(command.pose)
+            self._pubs['pose'].publish(target)
+            self._pose_target = (target, now + command.time_from_start_s + float(self.params['servo_pose_keepalive_s']))
         self._pubs['commanded_pose'].publish(self._pose_msg(command.pose))
         self._publish_gripper(command.gripper, getattr(command, 'time_from_start_s', 0.1))
 
@@ -516,6 +588,14 @@ class CommandSinkNode(MolmoActLifecycleNode):
             self._pubs['twist'].publish(self._zero_twist())
             self._twist = None
 
+    def _resend_pose(self, now: float) -> None:
+        target, until = self._pose_target
+        if now <= until:
+            target.header.stamp = self.get_clock().now().to_msg()
+            self._pubs['pose'].publish(target)
+        else:  # Servo's staleness check brings it to a smooth halt at the target
+            self._pose_target = None
+
     def _zero_twist(self) -> TwistStamped:
         twist = TwistStamped()
         twist.header.stamp = self.get_clock().now().to_msg()
@@ -525,6 +605,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
     def _publish_hold(self, hold: HoldCommand, now: float) -> None:
         self.holds_sent += 1
         self._twist = None
+        self._pose_target = None
+        self._halt_gripper()
         cause = hold.cause.value if hold.cause is not None else 'unknown'
         self.get_logger().info(f'halt ({cause}): holding the arm')
         if 'arm' in self._pubs:
@@ -536,11 +618,16 @@ class CommandSinkNode(MolmoActLifecycleNode):
         if 'twist' in self._pubs:
             self._pubs['twist'].publish(self._zero_twist())
         if 'pose' in self._pubs and hold.pose is not None:
-            self._pubs['pose'].publish(self._pose_msg(hold.pose))
+            target = self._pose_msg(hold.pose)
+            self._pubs['pose'].publish(target)
+            self._pose_target = (target, now + float(self.params['servo_pose_keepalive_s']))
         if hold.pose is not None and 'commanded_pose' in self._pubs:
             self._pubs['commanded_pose'].publish(self._pose_msg(hold.pose))
 
     def _publish_gripper(self, value: Optional[float], duration_s: float) -> None:
+        if self._gripper_client is not None:
+            self._send_gripper_goal(value)
+            return
         pub = self._pubs.get('gripper')
         if pub is None or value is None or value == self._last_gripper:
             return
@@ -552,6 +639,75 @@ class CommandSinkNode(MolmoActLifecycleNode):
             pub.publish(JointTrajectory(joint_names=list(sink.gripper_joint_names), points=[
                 JointTrajectoryPoint(positions=values, time_from_start=_duration(max(duration_s, 0.01)))]))
         self._last_gripper = value
+
+    # -- GripperCommand action (see robot.executor.GripperGoalTracker for what is sent when) ----------
+    def _send_gripper_goal(self, value: Optional[float]) -> None:
+        goal = self._gripper_goals.request(value)
+        if goal is None:
+            return
+        if not self._gripper_client.server_is_ready():
+            self._gripper_goals.not_sent(goal)
+            self.get_logger().warning(f'gripper: no GripperCommand server at {self.profile.sink.gripper_target}; '
+                                      f'command {goal.position} not sent', throttle_duration_sec=5.0)
+            return
+        msg = self._gripper_goal_type.Goal()
+        msg.command.position = goal.position
+        msg.command.max_effort = goal.max_effort
+        future = self._gripper_client.send_goal_async(msg)
+        future.add_done_callback(lambda f, goal=goal: self._on_gripper_goal_response(goal, f))
+
+    def _on_gripper_goal_response(self, goal: GripperGoal, future) -> None:
+        try:
+            handle = future.result()
+        except Exception as exc:  # noqa: BLE001 - e.g. the client was destroyed on cleanup
+            with self._lock:
+                if self._gripper_goals is not None:
+                    self._gripper_goals.rejected(goal.seq)
+            self.get_logger().warning(f'gripper goal {goal.position}: {type(exc).__name__}: {exc}')
+            return
+        with self._lock:
+            tracker = self._gripper_goals
+            if tracker is None:
+                return
+            if not handle.accepted:
+                tracker.rejected(goal.seq)
+                self.get_logger().warning(f'gripper goal {goal.position} rejected by the GripperCommand server')
+                return
+            cancel_now = tracker.accepted(goal.seq)
+            self._gripper_handles[goal.seq] = handle
+        handle.get_result_async().add_done_callback(lambda f, goal=goal: self._on_gripper_result(goal, f))
+        if cancel_now:  # a halt came while the goal was on its way
+            handle.cancel_goal_async()
+
+    def _on_gripper_result(self, goal: GripperGoal, future) -> None:
+        from action_msgs.msg import GoalStatus
+        try:
+            response = future.result()
+        except Exception:  # noqa: BLE001
+            return
+        status = {GoalStatus.STATUS_SUCCEEDED: 'succeeded', GoalStatus.STATUS_CANCELED: 'canceled'}.get(
+            response.status, 'aborted')
+        result = response.result
+        outcome = GripperGoalTracker.outcome(status, bool(result.reached_goal), bool(result.stalled))
+        with self._lock:
+            if self._gripper_goals is None:
+                return
+            self._gripper_goals.finished(goal.seq, outcome)
+            self._gripper_handles.pop(goal.seq, None)
+            self._gripper_results.append((goal.seq, outcome, float(result.position), float(result.effort)))
+            del self._gripper_results[:-20]
+        log = (self.get_logger().warning if outcome is GripperGoalOutcome.ABORTED else self.get_logger().info)
+        log(f'gripper goal {goal.position}: {outcome.value} (position {result.position:.4f}, '
+            f'effort {result.effort:.2f}, stalled {bool(result.stalled)}, reached_goal {bool(result.reached_goal)})')
+
+    def _halt_gripper(self) -> None:
+        """Every halt: cancel the GripperCommand goal in flight (the controller holds); re-send nothing."""
+        if self._gripper_goals is None:
+            return
+        for seq in self._gripper_goals.halt():
+            handle = self._gripper_handles.get(seq)
+            if handle is not None:
+                handle.cancel_goal_async()
 
     def _pose_msg(self, pose: np.ndarray) -> PoseStamped:
         msg = PoseStamped()
@@ -573,6 +729,12 @@ class CommandSinkNode(MolmoActLifecycleNode):
                       ('commands sent', str(self.commands_sent)), ('holds sent', str(self.holds_sent)),
                       ('plan-only chunks', str(self.plan_only_chunks)),
                       ('rejected chunks', str(self.rejected_chunks))]
+            if self.ik_selection is not None:
+                values.append(('ik backend', self.ik_selection.describe()))
+            if self._gripper_goals is not None:
+                g = self._gripper_goals
+                values.append(('gripper goals sent', str(g.sent)))
+                values += [(f'gripper goals {k.value}', str(n)) for k, n in g.counts.items()]
             if self._tick_times:
                 values += [('tick time mean s', f'{float(np.mean(self._tick_times)):.6f}'),
                            ('tick time max s', f'{self._tick_max_s:.6f}')]

@@ -8,7 +8,7 @@ publishes what :meth:`ArmExecutor.tick` returns::
 
     executor = ArmExecutor(mode=SinkMode.JOINT_TRAJECTORY, governor=SafetyGovernor(limits),
                            queue=ExecutionQueue(limits.max_action_age_s), gripper=profile.gripper,
-                           kinematics=kin)
+                           kinematics=kin)       # ik_solver=MoveItPyIk(...) to solve IK with moveit_py
     # ActionChunk callback:      executor.submit(timeline, now_s)       (timeline: execution.build_timeline;
     #                            on InvalidChunkError: executor.reject_chunk(now_s))
     # Image callback:            executor.governor.camera_seen(now_s)
@@ -31,7 +31,9 @@ What :meth:`~ArmExecutor.tick` does, in order:
    start): workspace box, step translation, step rotation. A non-finite target halts.
 5. Gripper: the mapping, then ``clamp_gripper``.
 6. Per mode:
-   - ``joint_trajectory``: IK seeded from the previously commanded joints (measured after a halt);
+   - ``joint_trajectory``: IK seeded from the previously commanded joints (measured after a halt), by
+     ``ik_solver`` (default: the kinematics' own Pinocchio IK; any
+     :class:`~molmoact_ros.robot.kinematics.IkSolver`, e.g. the moveit_py adapter);
      no convergence -> halt ``ik_failure``; then ``clamp_joints`` (position limits, velocity limits over
      the time left to the step's end). Returns :class:`JointCommand`.
    - ``servo_pose`` and ``none`` (dry run: the sink publishes nothing): :class:`PoseCommand`.
@@ -39,11 +41,16 @@ What :meth:`~ArmExecutor.tick` does, in order:
 
 Every command therefore respects the governor's limits; the property test
 (``test/robot/test_safety_property.py``) drives 10,000 random chunks and state sequences through it.
+
+Grippers behind a ``control_msgs/action/GripperCommand`` server (GripperActionController,
+franka_gripper) are driven by goals, not topics: :class:`GripperGoalTracker` decides what to send and
+when (a goal only when the command changes; on a halt, cancel what is in flight and re-send nothing).
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
@@ -53,7 +60,7 @@ from .execution import ChunkTimeline, ExecutionQueue, GripperMapping, OfferResul
 from .safety import ClipKind, HaltCause, SafetyGovernor, rotation_vector
 
 if TYPE_CHECKING:  # kinematics imports Pinocchio; a pose-only sink does not need it
-    from .kinematics import ArmKinematics
+    from .kinematics import ArmKinematics, IkSolver
 
 __all__ = [
     'SinkMode',
@@ -64,6 +71,9 @@ __all__ = [
     'TickResult',
     'ExecutorDiagnostics',
     'ArmExecutor',
+    'GripperGoal',
+    'GripperGoalOutcome',
+    'GripperGoalTracker',
 ]
 
 
@@ -162,7 +172,10 @@ class ArmExecutor:
     """See the module docstring."""
 
     def __init__(self, *, mode: SinkMode | str, governor: SafetyGovernor, queue: ExecutionQueue,
-                 gripper: GripperMapping, kinematics: 'ArmKinematics | None' = None) -> None:
+                 gripper: GripperMapping, kinematics: 'ArmKinematics | None' = None,
+                 ik_solver: 'IkSolver | None' = None) -> None:
+        """``ik_solver``: who solves IK for ``joint_trajectory`` (default: ``kinematics.ik``, Pinocchio).
+        FK, joint limits and the joint-step clamp always use ``kinematics``."""
         self.mode = SinkMode(mode)
         if self.mode is SinkMode.JOINT_TRAJECTORY and kinematics is None:
             raise ValueError('sink mode joint_trajectory needs kinematics (an ArmKinematics)')
@@ -177,6 +190,7 @@ class ArmExecutor:
         self.queue = queue
         self.gripper = gripper
         self.kinematics = kinematics
+        self.ik_solver = ik_solver
         governor.add_flush_hook(self._on_halt)
         self._last_pose: np.ndarray | None = None
         self._last_q: np.ndarray | None = None
@@ -284,7 +298,8 @@ class ArmExecutor:
             if q_prev is None:
                 gov.halt(HaltCause.NO_ROBOT_STATE, now_s)
                 return self._hold(HaltCause.NO_ROBOT_STATE, q_meas, pose_meas)
-            result = kin.ik(decision.pose, kin.limits.clip(q_prev))
+            solver = self.ik_solver if self.ik_solver is not None else kin
+            result = solver.ik(decision.pose, kin.limits.clip(q_prev))
             self._last_ik_time = result.solve_time_s
             if not result.converged:
                 self._ik_failures += 1
@@ -324,3 +339,125 @@ class ArmExecutor:
             skipped_steps=self.queue.skipped_steps, flushes=self.queue.flushes,
             ik_failures=self._ik_failures, last_ik_time_s=self._last_ik_time)
 
+
+
+# ---------------------------------------------------------------------------------------------------
+# GripperCommand action goals (control_msgs/action/GripperCommand)
+
+@dataclass(frozen=True)
+class GripperGoal:
+    """One GripperCommand goal: ``command.position`` (the profile's gripper units) and ``command.max_effort``."""
+
+    seq: int
+    position: float
+    max_effort: float
+
+
+class GripperGoalOutcome(str, enum.Enum):
+    """How a goal ended (from the action's terminal status and result)."""
+
+    REACHED = 'reached'        # succeeded with reached_goal
+    STALLED = 'stalled'        # stopped on an object (succeeded or aborted with stalled): a grasp
+    SUCCEEDED = 'succeeded'    # succeeded, reached_goal false and not stalled
+    ABORTED = 'aborted'
+    CANCELED = 'canceled'      # by us on a halt, or preempted by our next goal
+    REJECTED = 'rejected'
+
+
+class GripperGoalTracker:
+    """What a GripperCommand action client sends, and when. ROS-free; the sink node does the I/O.
+
+    - :meth:`request` takes each executed step's gripper command (already mapped and clamped). It returns
+      a :class:`GripperGoal` only when the position differs from the last goal by more than
+      ``tolerance`` (or when no goal was sent since the start or the last halt); otherwise None. A goal
+      supersedes the previous one (GripperActionController preempts its active goal).
+    - :meth:`not_sent`: the server was not ready; the target is forgotten so the next step retries.
+    - :meth:`accepted` / :meth:`rejected` / :meth:`finished` follow each goal. A rejected or aborted goal is
+      not re-sent (the next *different* command is): a server that refuses does not get a goal every step.
+    - :meth:`halt` (every halt of the arm: e-stop, disable, deactivate, staleness, IK failure): returns the
+      goals to cancel (those in flight; a GripperActionController holds the current position on cancel) and
+      forgets the target. Nothing is re-sent on resume; the first step executed afterwards sends its own
+      command. A goal whose acceptance arrives after the halt is cancelled on acceptance.
+    """
+
+    def __init__(self, max_effort: float = 0.0, tolerance: float = 1e-6) -> None:
+        if not (math.isfinite(max_effort) and max_effort >= 0.0):
+            raise ValueError(f'max_effort must be a finite number >= 0, got {max_effort!r}')
+        if not (math.isfinite(tolerance) and tolerance >= 0.0):
+            raise ValueError(f'tolerance must be a finite number >= 0, got {tolerance!r}')
+        self.max_effort = float(max_effort)
+        self.tolerance = float(tolerance)
+        self._target: float | None = None
+        self._seq = 0
+        self._pending: set[int] = set()       # sent, acceptance not known yet
+        self._active: set[int] = set()        # accepted, not finished
+        self._cancel_on_accept: set[int] = set()
+        self.counts = {kind: 0 for kind in GripperGoalOutcome}
+        self.sent = 0
+
+    @property
+    def target(self) -> float | None:
+        """Position of the last goal sent since the last halt (None: the next command is sent)."""
+        return self._target
+
+    @property
+    def in_flight(self) -> frozenset[int]:
+        """Goals sent or accepted and not finished."""
+        return frozenset(self._pending | self._active)
+
+    def request(self, position: float | None) -> GripperGoal | None:
+        """A step's gripper command -> the goal to send now, or None (unchanged, or no command)."""
+        if position is None or not math.isfinite(position):
+            return None
+        if self._target is not None and abs(position - self._target) <= self.tolerance:
+            return None
+        self._seq += 1
+        self._target = float(position)
+        self._pending.add(self._seq)
+        self.sent += 1
+        return GripperGoal(self._seq, float(position), self.max_effort)
+
+    def not_sent(self, goal: GripperGoal) -> None:
+        """``goal`` could not be sent (no server): forget it, so the next step's command is sent."""
+        self._pending.discard(goal.seq)
+        self.sent -= 1
+        if self._target is not None and goal.seq == self._seq:
+            self._target = None
+
+    def accepted(self, seq: int) -> bool:
+        """The server accepted goal ``seq``. Returns True when it must be cancelled at once (a halt came
+        between sending and acceptance)."""
+        self._pending.discard(seq)
+        if seq in self._cancel_on_accept:
+            self._cancel_on_accept.discard(seq)
+            return True
+        self._active.add(seq)
+        return False
+
+    def rejected(self, seq: int) -> None:
+        self._pending.discard(seq)
+        self._cancel_on_accept.discard(seq)
+        self.counts[GripperGoalOutcome.REJECTED] += 1
+
+    def finished(self, seq: int, outcome: GripperGoalOutcome) -> None:
+        self._pending.discard(seq)
+        self._active.discard(seq)
+        self._cancel_on_accept.discard(seq)
+        self.counts[GripperGoalOutcome(outcome)] += 1
+
+    def halt(self) -> tuple[int, ...]:
+        """The arm halted: goals to cancel now (accepted ones); pending ones are cancelled on acceptance."""
+        self._target = None
+        self._cancel_on_accept |= self._pending
+        return tuple(sorted(self._active))
+
+    @staticmethod
+    def outcome(status: str, reached_goal: bool, stalled: bool) -> GripperGoalOutcome:
+        """Classify a terminal status (``succeeded``, ``aborted``, ``canceled``) and result flags."""
+        if status == 'canceled':
+            return GripperGoalOutcome.CANCELED
+        if stalled:
+            return GripperGoalOutcome.STALLED
+        if status == 'succeeded':
+            return GripperGoalOutcome.REACHED if reached_goal else GripperGoalOutcome.SUCCEEDED
+        return GripperGoalOutcome.ABORTED

@@ -37,6 +37,15 @@ their position limits, so a solution never leaves them; when the target needs a 
 radian), so an arm with fewer than six joints (the 5-DoF WidowX 250) can still get close in position
 (``0`` solves position only).
 
+IK backends
+-----------
+:class:`ArmKinematics` is the default :class:`IkSolver`. Where moveit_py is installed, :class:`MoveItPyIk`
+solves with the planning group's kinematics plugin instead (``make_ik_solver`` / ``select_ik_backend``
+pick it per the command sink's ``ik_backend`` parameter: ``auto`` | ``pinocchio`` | ``moveit_py``, falling
+back to Pinocchio with the reason where moveit_py is absent or cannot be set up). FK, joint limits and the
+safety clamps always use this module's Pinocchio model. The moveit_py path is UNVERIFIED on a real MoveIt
+install (tested against a recording stand-in of the moveit_py API).
+
 Timing: :class:`IkResult` carries ``solve_time_s`` (``time.perf_counter``); ``bench/ik_bench.py``
 prints the figures (Panda, one action step seeded from the previous one: about 0.2 ms median, 2
 iterations, on this project's shared 2-core CPU).
@@ -44,9 +53,11 @@ iterations, on this project's shared 2-core CPU).
 
 from __future__ import annotations
 
+import enum
+import importlib
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -65,6 +76,13 @@ __all__ = [
     'IkResult',
     'ArmKinematics',
     'pose_error',
+    'IkSolver',
+    'IkBackend',
+    'IkSelection',
+    'select_ik_backend',
+    'moveit_py_import_error',
+    'MoveItPyIk',
+    'make_ik_solver',
 ]
 
 
@@ -353,3 +371,206 @@ class ArmKinematics:
         return IkResult(q=q_best, converged=bool(converged), position_error_m=pos_err,
                         rotation_error_rad=rot_err, iterations=iterations,
                         solve_time_s=time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------------------
+# IK backends: Pinocchio (above) or moveit_py, behind one interface
+
+class IkSolver(Protocol):
+    """What :class:`~molmoact_ros.robot.executor.ArmExecutor` needs from an IK solver.
+
+    ``ik(target, q_seed)``: joints (in the kinematics' ``joint_names`` order, within the position limits)
+    that put the end effector at ``target`` (4x4, base frame), starting from ``q_seed``.
+    :class:`ArmKinematics` is one; :class:`MoveItPyIk` another.
+    """
+
+    def ik(self, target: np.ndarray, q_seed: Sequence[float]) -> IkResult: ...
+
+
+class IkBackend(str, enum.Enum):
+    """The ``ik_backend`` parameter of the command sink."""
+
+    #: moveit_py where it is importable and the robot profile names a planning group, else Pinocchio.
+    AUTO = 'auto'
+    PINOCCHIO = 'pinocchio'
+    #: moveit_py; falls back to Pinocchio (with the reason logged) where it cannot be used.
+    MOVEIT_PY = 'moveit_py'
+
+
+@dataclass(frozen=True)
+class IkSelection:
+    """Which backend solves IK and why (``reason`` is logged and shown in diagnostics)."""
+
+    requested: IkBackend
+    backend: IkBackend
+    reason: str
+
+    @property
+    def fell_back(self) -> bool:
+        """moveit_py was asked for explicitly and Pinocchio is used instead."""
+        return self.requested is IkBackend.MOVEIT_PY and self.backend is IkBackend.PINOCCHIO
+
+    def describe(self) -> str:
+        return f'{self.backend.value} ({self.reason})'
+
+
+def moveit_py_import_error(import_module: Callable[[str], Any] = importlib.import_module) -> str | None:
+    """None when ``moveit.planning`` and ``moveit.core.robot_state`` import, else why not."""
+    try:
+        import_module('moveit.planning')
+        import_module('moveit.core.robot_state')
+    except Exception as error:  # ImportError, or a broken install (missing shared library, ...)
+        return f'moveit_py is not importable ({type(error).__name__}: {error})'
+    return None
+
+
+def select_ik_backend(requested: IkBackend | str, *, planning_group: str,
+                      import_module: Callable[[str], Any] = importlib.import_module) -> IkSelection:
+    """Decide the IK backend before anything is built (no MoveItPy is created here)."""
+    requested = IkBackend(requested)
+    if requested is IkBackend.PINOCCHIO:
+        return IkSelection(requested, IkBackend.PINOCCHIO, 'ik_backend is pinocchio')
+    if not planning_group:
+        return IkSelection(requested, IkBackend.PINOCCHIO,
+                           'no MoveIt planning group: set the profile\'s sink.moveit_planning_group '
+                           'or the ik_planning_group parameter')
+    problem = moveit_py_import_error(import_module)
+    if problem is not None:
+        return IkSelection(requested, IkBackend.PINOCCHIO, problem)
+    return IkSelection(requested, IkBackend.MOVEIT_PY, f'moveit_py, planning group {planning_group!r}')
+
+
+def _pose_msg(T: np.ndarray):
+    """A geometry_msgs/Pose of a 4x4 transform (what moveit_py's set_from_ik takes)."""
+    from geometry_msgs.msg import Pose  # only where moveit_py runs, i.e. on a ROS install
+    from transforms3d.quaternions import mat2quat
+    pose = Pose()
+    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in T[:3, 3])
+    w, x, y, z = mat2quat(T[:3, :3])
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (
+        float(x), float(y), float(z), float(w))
+    return pose
+
+
+class MoveItPyIk:
+    """IK through moveit_py (``RobotState.set_from_ik`` with the group's kinematics plugin).
+
+    Uses the moveit_py API as of MoveIt 2 Jazzy / Kilted (``moveit_py/moveit/core/robot_state.pyi`` and its
+    pybind11 bindings): ``RobotState(robot_model)``, the ``joint_positions`` property (a dict of variable
+    name -> position; assigning a dict sets those variables), ``update()``,
+    ``get_frame_transform(frame_id)`` (4x4 of ``frame_id`` in the model frame), and
+    ``set_from_ik(joint_model_group_name, geometry_pose, tip_name, timeout=0.0) -> bool`` (pose in the
+    model frame; timeout 0 = the group's kinematics.yaml timeout). UNVERIFIED on a real MoveIt install:
+    this project's machines have no moveit_py; the tests drive it through a recording stand-in of that API.
+
+    Targets arrive in the profile's base frame; they are moved into the model frame with the base frame's
+    transform. The solution is read back by joint name (so the group's joint order does not matter), clipped
+    into the URDF limits, and checked with Pinocchio's FK of the same ``robot_description``: a solution
+    that misses the target by more than ``position_tolerance_m`` / ``rotation_tolerance_rad`` (e.g. a
+    tip link that is not the profile's end-effector frame) counts as not converged, so the executor halts
+    with ``ik_failure`` instead of commanding it.
+    """
+
+    def __init__(self, robot_state: Any, kinematics: ArmKinematics, *, planning_group: str,
+                 timeout_s: float = 0.0, position_tolerance_m: float = 1e-3,
+                 rotation_tolerance_rad: float = 1e-2, pose_factory: Callable[[np.ndarray], Any] = _pose_msg,
+                 moveit: Any = None) -> None:
+        if not (np.isfinite(timeout_s) and timeout_s >= 0.0):
+            raise ValueError(f'timeout_s must be >= 0, got {timeout_s!r}')
+        self._state = robot_state
+        self.kinematics = kinematics
+        self.planning_group = planning_group
+        self.timeout_s = float(timeout_s)
+        self.position_tolerance_m = float(position_tolerance_m)
+        self.rotation_tolerance_rad = float(rotation_tolerance_rad)
+        self._pose = pose_factory
+        self.moveit = moveit  # the MoveItPy instance that owns the model (kept alive with the adapter)
+        variables = set(robot_state.joint_positions)
+        missing = [name for name in kinematics.joint_names if name not in variables]
+        if missing:
+            raise KinematicsError(f'the MoveIt robot model lacks the profile\'s joints {missing}')
+
+    @classmethod
+    def create(cls, kinematics: ArmKinematics, *, planning_group: str, node_name: str = 'molmoact_moveit_py',
+               params_file: str = '', timeout_s: float = 0.0,
+               import_module: Callable[[str], Any] = importlib.import_module, **kwargs) -> 'MoveItPyIk':
+        """Start MoveItPy (its own rclcpp node and executor) and build the adapter on its robot model.
+
+        ``params_file``: a ROS parameter file for MoveItPy's node (robot_description,
+        robot_description_semantic, robot_description_kinematics, ...); empty: MoveItPy's default, the
+        ``--params-file`` arguments of the process. Raises :class:`KinematicsError` when the model has no
+        such group or lacks the profile's joints.
+        """
+        planning = import_module('moveit.planning')
+        robot_state_module = import_module('moveit.core.robot_state')
+        options = {'node_name': node_name}
+        if params_file:
+            options['launch_params_filepaths'] = [params_file]
+        moveit = planning.MoveItPy(**options)
+        model = moveit.get_robot_model()
+        if not model.has_joint_model_group(planning_group):
+            raise KinematicsError(f'the MoveIt robot model has no planning group {planning_group!r}; its groups '
+                                  f'are {list(model.joint_model_group_names)}')
+        group = model.get_joint_model_group(planning_group)
+        active = list(group.active_joint_model_names)
+        outside = [name for name in kinematics.joint_names if name not in active]
+        if outside:
+            raise KinematicsError(f'planning group {planning_group!r} (joints {active}) does not hold the '
+                                  f'profile\'s joints {outside}')
+        state = robot_state_module.RobotState(model)
+        state.set_to_default_values()
+        state.update()
+        return cls(state, kinematics, planning_group=planning_group, timeout_s=timeout_s, moveit=moveit,
+                   **kwargs)
+
+    def ik(self, target: np.ndarray, q_seed: Sequence[float]) -> IkResult:
+        start = time.perf_counter()
+        kin = self.kinematics
+        target = _as_pose(target, 'IK target')
+        seed = kin.limits.clip(kin._check_q(q_seed, 'IK seed'))
+        state = self._state
+        state.joint_positions = {name: float(v) for name, v in zip(kin.joint_names, seed)}
+        state.update()
+        T_model_base = np.asarray(state.get_frame_transform(kin.base_frame), dtype=np.float64)
+        found = bool(state.set_from_ik(self.planning_group, self._pose(T_model_base @ target),
+                                       kin.ee_frame, self.timeout_s))
+        state.update()
+        positions = state.joint_positions
+        q = np.array([float(positions[name]) for name in kin.joint_names], dtype=np.float64)
+        if not np.all(np.isfinite(q)):
+            found, q = False, seed
+        q = kin.limits.clip(q)
+        position_error, rotation_error = pose_error(kin.fk(q), target)
+        converged = (found and position_error <= self.position_tolerance_m
+                     and rotation_error <= self.rotation_tolerance_rad)
+        return IkResult(q=q, converged=bool(converged), position_error_m=position_error,
+                        rotation_error_rad=rotation_error, iterations=1,
+                        solve_time_s=time.perf_counter() - start)
+
+
+def make_ik_solver(requested: IkBackend | str, kinematics: ArmKinematics, *, planning_group: str,
+                   timeout_s: float = 0.0, node_name: str = 'molmoact_moveit_py', params_file: str = '',
+                   import_module: Callable[[str], Any] = importlib.import_module,
+                   existing: MoveItPyIk | None = None) -> tuple[IkSolver, IkSelection]:
+    """The IK solver for ``requested``: a :class:`MoveItPyIk`, or ``kinematics`` itself (Pinocchio).
+
+    Falls back to Pinocchio, with the reason in the returned :class:`IkSelection`, where moveit_py is
+    absent, no planning group is named, or MoveItPy / the group cannot be set up. ``existing``: a
+    MoveItPyIk from an earlier call (e.g. before robot_description was re-published) whose MoveItPy is
+    reused with the new kinematics instead of starting a second one.
+    """
+    selection = select_ik_backend(requested, planning_group=planning_group, import_module=import_module)
+    if selection.backend is IkBackend.PINOCCHIO:
+        return kinematics, selection
+    try:
+        if existing is not None and existing.planning_group == planning_group:
+            solver = MoveItPyIk(existing._state, kinematics, planning_group=planning_group, timeout_s=timeout_s,
+                                moveit=existing.moveit)
+        else:
+            solver = MoveItPyIk.create(kinematics, planning_group=planning_group, node_name=node_name,
+                                       params_file=params_file, timeout_s=timeout_s,
+                                       import_module=import_module)
+    except Exception as error:  # noqa: BLE001 - any MoveItPy set-up failure falls back, with the reason
+        return kinematics, IkSelection(selection.requested, IkBackend.PINOCCHIO,
+                                       f'moveit_py set-up failed ({type(error).__name__}: {error})')
+    return solver, selection

@@ -27,6 +27,9 @@ Schema (every key is required unless marked optional; unknown keys are errors, s
       gripper_controller_type: jtc | forward | gripper_action | none
       gripper_joint_names: [..]           # joints the gripper controller takes ([] for gripper_action)
       gripper_joint_multipliers: [..]     # optional: per joint factor on the gripper command (mirrored fingers)
+      gripper_max_effort: 0.0             # optional (gripper_action only): GripperCommand command.max_effort
+                                          #   (default 0.0; the position GripperActionController ignores it)
+      moveit_planning_group: panda_arm    # optional: MoveIt planning group for moveit_py IK (ik_backend)
     gripper: {mode: binarize | linear, threshold, invert, open_command, closed_command, raw_min?, raw_max?}
     safety: {max_step_translation_m, max_step_rotation_rad, workspace_min_m: [x,y,z],
              workspace_max_m: [x,y,z], gripper_min, gripper_max, max_action_age_s, camera_timeout_s,
@@ -112,6 +115,10 @@ class SinkConfig:
     gripper_joint_names: tuple[str, ...]
     gripper_joint_multipliers: tuple[float, ...]
     servo_node: str = 'servo_node'
+    #: GripperCommand goals' ``command.max_effort`` (gripper_action controllers only).
+    gripper_max_effort: float = 0.0
+    #: MoveIt planning group whose kinematics plugin solves IK with moveit_py ('' = none: Pinocchio).
+    moveit_planning_group: str = ''
 
     @property
     def joint_trajectory_topic(self) -> str:
@@ -293,7 +300,8 @@ def profile_from_mapping(data: Any, source: str = '<mapping>', expected_name: st
 
     sink_map = r.mapping(data['sink'], 'sink',
                          {'mode', 'arm_controller', 'gripper_controller', 'gripper_controller_type',
-                          'gripper_joint_names'}, {'servo_node', 'gripper_joint_multipliers'})
+                          'gripper_joint_names'}, {'servo_node', 'gripper_joint_multipliers',
+                                                   'gripper_max_effort', 'moveit_planning_group'})
     gripper_type = r.choice(sink_map['gripper_controller_type'], 'sink.gripper_controller_type',
                             GripperControllerType)
     gripper_joints = r.string_list(sink_map['gripper_joint_names'], 'sink.gripper_joint_names', allow_empty=True)
@@ -304,12 +312,22 @@ def profile_from_mapping(data: Any, source: str = '<mapping>', expected_name: st
                    r.number_list(multipliers, 'sink.gripper_joint_multipliers', len(gripper_joints)))
     gripper_controller = r.relative(sink_map['gripper_controller'], 'sink.gripper_controller',
                                     allow_empty=gripper_type is GripperControllerType.NONE)
+    max_effort = 0.0
+    if 'gripper_max_effort' in sink_map:
+        if gripper_type is not GripperControllerType.GRIPPER_ACTION:
+            raise r.fail('sink.gripper_max_effort', 'applies only to gripper_controller_type gripper_action')
+        max_effort = r.number(sink_map['gripper_max_effort'], 'sink.gripper_max_effort')
+        if max_effort < 0.0:
+            raise r.fail('sink.gripper_max_effort', f'must be >= 0, got {max_effort!r}')
+    planning_group = r.name(sink_map.get('moveit_planning_group', ''), 'sink.moveit_planning_group',
+                            allow_empty=True)
     sink = SinkConfig(
         mode=r.choice(sink_map['mode'], 'sink.mode', SinkMode),
         arm_controller=r.relative(sink_map['arm_controller'], 'sink.arm_controller'),
         gripper_controller=gripper_controller, gripper_controller_type=gripper_type,
         gripper_joint_names=gripper_joints, gripper_joint_multipliers=multipliers,
-        servo_node=r.relative(sink_map.get('servo_node', 'servo_node'), 'sink.servo_node'))
+        servo_node=r.relative(sink_map.get('servo_node', 'servo_node'), 'sink.servo_node'),
+        gripper_max_effort=max_effort, moveit_planning_group=planning_group)
 
     g = r.mapping(data['gripper'], 'gripper', {'mode', 'threshold', 'invert', 'open_command', 'closed_command'},
                   {'raw_min', 'raw_max'})

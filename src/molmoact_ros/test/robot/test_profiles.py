@@ -47,6 +47,18 @@ def test_profile_facts():
     assert ur.sink.gripper_controller_type is GripperControllerType.GRIPPER_ACTION
     assert ur.sink.gripper_target == 'robotiq_gripper_controller/gripper_cmd'
     assert ur.gripper.mode is GripperMode.BINARIZE
+    # MoveIt planning groups (moveit_py IK) and GripperCommand efforts
+    assert [load_profile(n).sink.moveit_planning_group for n in SHIPPED] == [
+        'fr3_arm', 'panda_arm', 'ur_manipulator', 'interbotix_arm']
+    assert fr3.sink.gripper_max_effort == 40.0 and ur.sink.gripper_max_effort == 0.0
+    assert sim.sink.gripper_max_effort == 0.0  # not a gripper_action controller: unused
+
+
+def test_optional_sink_keys_default(good):
+    data = copy.deepcopy(good)
+    del data['sink']['moveit_planning_group']
+    profile = profile_from_mapping(data)
+    assert profile.sink.moveit_planning_group == '' and profile.sink.gripper_max_effort == 0.0
 
 
 def test_pipeline_parameters():
@@ -120,6 +132,9 @@ def _set(data, dotted, value):
     ('sink.gripper_joint_names', [], 'a forward gripper controller needs its joint names'),
     ('sink.gripper_joint_multipliers', [1.0, -1.0], r'expected a list of 1 numbers'),
     ('name', 'other', "name: 'other' does not match the file name 'sim_panda'"),
+    ('sink.gripper_max_effort', 10.0, 'sink.gripper_max_effort: applies only to gripper_controller_type '
+                                      'gripper_action'),
+    ('sink.moveit_planning_group', 'panda arm', "sink.moveit_planning_group: 'panda arm' is not a valid ROS name"),
 ])
 def test_bad_profiles_give_clear_errors(good, key, value, message):
     data = copy.deepcopy(good)
@@ -127,6 +142,18 @@ def test_bad_profiles_give_clear_errors(good, key, value, message):
     with pytest.raises(ProfileError, match=message) as info:
         profile_from_mapping(data, source='sim_panda.yaml', expected_name='sim_panda')
     assert str(info.value).startswith('sim_panda.yaml: ')
+
+
+def test_gripper_action_effort_must_be_non_negative(good):
+    data = copy.deepcopy(good)
+    data['sink'].update({'gripper_controller_type': 'gripper_action', 'gripper_joint_names': [],
+                         'gripper_max_effort': -1.0})
+    with pytest.raises(ProfileError, match='sink.gripper_max_effort: must be >= 0'):
+        profile_from_mapping(data, source='sim_panda.yaml')
+    data['sink']['gripper_max_effort'] = 12.5
+    profile = profile_from_mapping(data, source='sim_panda.yaml')
+    assert profile.sink.gripper_max_effort == 12.5
+    assert profile.sink.gripper_target == 'gripper_controller/gripper_cmd'
 
 
 def test_file_level_errors(tmp_path):
