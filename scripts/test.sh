@@ -9,6 +9,10 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
+# The tests also cover the simulated arm's libero scene: LIBERO in its own venv (.venv-libero; its robosuite
+# 1.4 and the suite's 1.5.2 cannot share one environment). Idempotent; ~70 s and 2.1 GB the first time.
+# The demo does not need it (scripts/setup_libero.sh installs it for `scene:=libero`).
+"$ROOT/scripts/setup_libero.sh"
 # shellcheck disable=SC1091
 . "$ROOT/scripts/ros_env.sh"
 cd "$ROOT"

@@ -1,5 +1,7 @@
 """The README's first command: the demo runs the simulated arm, the pipeline and the command sink, and its
-files hold what it claims (read back with mcap's reader and mcap_ros2's decoder, Pillow, the URDF)."""
+files hold what it claims (read back with mcap's reader and mcap_ros2's decoder, and independently with the
+`rosbags` package's MCAP storage reader and CDR deserializer built from the file's own schemas; Pillow; the
+URDF)."""
 
 import json
 import os
@@ -9,6 +11,9 @@ from pathlib import Path
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 from PIL import Image
+from rosbags.interfaces import MessageDefinitionFormat
+from rosbags.rosbag2.storage_mcap import McapReader
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from molmoact_bringup.demo.outputs import joint_limits_from_urdf, range_check
 from molmoact_bringup.sim_arm_node import find_urdf
@@ -83,3 +88,31 @@ def test_demo_drives_the_simulated_arm_and_records_everything(tmp_path):
         assert gif.n_frames > 1 and gif.size == (320, 240)
     with Image.open(out / 'final_frame.png') as png:
         assert png.size == (320, 240) and png.mode == 'RGB'
+
+    # An independent reader: rosbags (its own MCAP parser and CDR deserializer), with a type store built
+    # only from the schemas in the file. Every message of every topic decodes, and agrees with the above.
+    rb = McapReader(out / 'recording.mcap')
+    rb.open()
+    try:
+        store = get_typestore(Stores.EMPTY)
+        for conn in rb.connections:
+            assert conn.msgdef.format == MessageDefinitionFormat.MSG and conn.msgdef.data, conn.topic
+            assert conn.ext.serialization_format == 'cdr'
+            store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+        rb_topics = {c.topic for c in rb.connections}
+        rb_counts, rb_msgs = {}, {}
+        for conn, _, data in rb.messages(rb.connections):
+            msg = store.deserialize_cdr(data, conn.msgtype)
+            rb_counts[conn.topic] = rb_counts.get(conn.topic, 0) + 1
+            rb_msgs.setdefault(conn.topic[len(NS) + 1:], []).append(msg)
+    finally:
+        rb.close()
+    assert rb_counts == {t: n for t, n in summary['recording']['topics'].items() if n}
+    assert rb_topics == set(summary['recording']['topics'])
+    assert [c.request_id for c in rb_msgs['action_chunk']] == [c.request_id for c in decoded['action_chunk']]
+    assert [c.action_text for c in rb_msgs["action_chunk"]] == [c.action_text for c in decoded["action_chunk"]]
+    first = rb_msgs['image'][0]
+    assert (first.encoding, first.width, first.height) == ('rgb8', 320, 240) and len(first.data) == 320 * 240 * 3
+    assert bytes(first.data) == bytes(decoded['image'][0].data)
+    assert list(rb_msgs['joint_states'][0].name) == list(decoded['joint_states'][0].name)
+    assert rb_msgs['robot_description'][0].data == decoded['robot_description'][0].data

@@ -233,3 +233,56 @@ def test_sim_requirements_are_pinned_and_keep_one_opencv_and_numpy_2():
         except metadata.PackageNotFoundError:
             continue
         raise AssertionError(f'{absent} is installed (robosuite must be installed with --no-deps)')
+
+
+LIBERO_LANGUAGE = 'pick up the black bowl between the plate and the ramekin and place it on the plate'
+
+
+def test_sim_arm_libero_scene_publishes_the_evaluators_views_and_follows_commands():
+    """scene:=libero (LIBERO from .venv-libero, scripts/setup_libero.sh): libero_spatial task 0 with the
+    released evaluator's views (agentview + wrist, 256x256, libero_eval orientation: no camera_info)."""
+    proc = start('/simlibero', 'scene:=libero', 'libero_suite:=libero_spatial', 'libero_task_id:=0',
+                 'image_orientation:=libero_eval', 'camera_rate_hz:=4.0')
+    rclpy.init()
+    probe = Probe('/simlibero')
+    got = {'wrist': [], 'task': []}
+    probe.node.create_subscription(Image, 'wrist_image', got['wrist'].append, qos_profile_sensor_data)
+    probe.node.create_subscription(String, 'sim_arm/task_description', got['task'].append, LATCHED)
+    try:
+        ready = probe.spin_until(lambda: probe.got['image'] and probe.got['depth'] and probe.got['joints']
+                                 and got['wrist'] and got['task'], 150.0, proc)
+        assert ready, {**{k: len(v) for k, v in probe.got.items()}, **{k: len(v) for k, v in got.items()}}
+        assert got['task'][0].data == LIBERO_LANGUAGE
+        img, wrist = probe.got['image'][-1], got['wrist'][-1]
+        for m in (img, wrist):
+            assert (m.encoding, m.width, m.height, m.header.frame_id) == ('rgb8', 256, 256, OPTICAL)
+            assert image_to_numpy(m).std() > 20
+        assert any(w.header.stamp == img.header.stamp for w in got['wrist'])
+        probe.spin_until(lambda: False, 1.0, proc)
+        assert not probe.got['info']  # a mirrored view has no pinhole model: no camera_info
+        js = probe.got['joints'][-1]
+        assert list(js.name) == ARM + ['panda_finger_joint1', 'panda_finger_joint2']
+        # The arm follows a trajectory in this scene too.
+        target = probe.arm() + np.array([0.2, 0.0, 0.0, 0.1, 0.0, 0.0, 0.0])
+        probe.trajectory.publish(trajectory(ARM, target, 1.0))
+        probe.got['joints'].clear()
+        assert probe.spin_until(lambda: probe.got['joints'] and np.abs(probe.arm() - target).max() < 5e-3,
+                                20.0, proc), (probe.arm(), target)
+    finally:
+        probe.node.destroy_node()
+        rclpy.shutdown()
+        rc, out = stop(proc)
+    assert rc == 0, out[-3000:]
+    assert 'libero_spatial_no_noops_modified' in out and 'scene libero' in out, out[-3000:]
+
+
+def test_sim_arm_libero_scene_without_libero_says_how_to_install_it():
+    proc = start('/simnolibero', 'scene:=libero', 'libero_python:=/nonexistent/libero/bin/python')
+    try:
+        out = proc.communicate(timeout=60)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 2, out[-3000:]
+    assert 'scripts/setup_libero.sh' in out and '/nonexistent/libero/bin/python' in out, out[-3000:]
+    assert 'Traceback' not in out

@@ -6,6 +6,8 @@ Publishes (relative names; frames ``panda_link0`` = the arm's base, ``panda_hand
 =============================  ==========================================================================
 ``image``                      sensor_msgs/Image rgb8, frame ``camera_frame`` (optical: z forward, x right,
                                y down), at ``camera_rate_hz``
+``wrist_image``                sensor_msgs/Image rgb8 of ``wrist_camera`` (when there is one: the libero
+                               scene's default), same size and stamp as ``image``
 ``aligned_depth``              sensor_msgs/Image 32FC1, metres along the optical axis, same size, frame and
                                stamp as ``image`` (+inf where nothing was hit)
 ``camera_info``                sensor_msgs/CameraInfo of ``image`` (pinhole from the camera's field of view,
@@ -17,6 +19,7 @@ Publishes (relative names; frames ``panda_link0`` = the arm's base, ``panda_hand
                                ``camera_frame`` and (``publish_ee_tf``) ``panda_link0`` -> ``panda_hand_tcp``
 ``~/camera_pose``              geometry_msgs/PoseStamped: the camera's optical frame in ``panda_link0``
 ``~/ee_pose``                  geometry_msgs/PoseStamped: ``panda_hand_tcp`` in ``panda_link0``
+``~/task_description``         std_msgs/String, latched, libero scene only: the task's language instruction
 ``/clock``                     rosgraph_msgs/Clock, only with ``use_sim_time:=true`` (the simulator is then
                                the clock: every stamp is simulation time)
 =============================  ==========================================================================
@@ -31,6 +34,13 @@ Subscribes, as ros2_control controllers do:
 - ``<gripper_controller_name>/commands`` (std_msgs/Float64MultiArray, one value): the position of
   ``panda_finger_joint1`` in metres, 0.0 (closed) .. 0.04 (open; the gripper's opening is twice it),
   as a forward_command_controller on the finger joint takes it; out-of-range values are clamped.
+
+Scenes (``scene``): ``lift`` (default), robosuite's Lift with a red cube; ``libero``, one LIBERO task
+(``libero_suite``, ``libero_task_id``, ``libero_init_state``) built in LIBERO's own environment
+(``scripts/setup_libero.sh``) and stepped here, with LIBERO's cameras (``agentview`` + wrist, 256x256)
+and, with ``image_orientation:=libero_eval``, the images as the released LIBERO evaluator feeds a checkpoint
+(see :mod:`molmoact_bringup.sim.scene`). Without LIBERO installed the node stops with an error that says
+how to install it.
 
 Time: by default the simulator runs in step with the wall clock and stamps with the node's (system)
 time. With ``use_sim_time:=true`` it publishes ``/clock`` and advances ``1 / rate_hz`` of simulated
@@ -69,17 +79,36 @@ except ImportError:
     TFMessage = None
 
 PACKAGE = 'molmoact_bringup'
-CAMERAS = ('workspace', 'agentview', 'frontview', 'sideview', 'birdview', 'robot0_eye_in_hand')
+CAMERAS = ('auto', 'workspace', 'agentview', 'frontview', 'sideview', 'birdview', 'robot0_eye_in_hand',
+           'galleryview', 'robot0_robotview')
 
 PARAMS = (
     ParamSpec('rate_hz', 50.0, 'Simulation tick rate: joint_states, tf and poses are published every tick '
               '(Hz)', 1.0, 500.0, read_only=True),
     ParamSpec('camera_rate_hz', 10.0, 'Rate of image, aligned_depth and camera_info (Hz); 0 publishes no '
               'images (rendering is the costly part on a CPU)', 0.0, 60.0, read_only=True),
-    ParamSpec('image_width', 320, 'Rendered image width (px)', 16, 1920, read_only=True),
-    ParamSpec('image_height', 240, 'Rendered image height (px)', 16, 1080, read_only=True),
-    ParamSpec('camera', 'workspace', 'Which camera renders: workspace (fixed, in front of the arm, on the '
-              'arm\'s base) or one of robosuite\'s scene cameras', choices=CAMERAS, read_only=True),
+    ParamSpec('scene', 'lift', 'The scene: lift (robosuite\'s Lift: table, red cube) or libero (one LIBERO task; '
+              'needs scripts/setup_libero.sh)', choices=('lift', 'libero'), read_only=True),
+    ParamSpec('libero_suite', 'libero_spatial', 'LIBERO suite of the libero scene (libero_spatial, libero_object, '
+              'libero_goal, libero_10, libero_90, ...)', read_only=True),
+    ParamSpec('libero_task_id', 0, 'Task of the suite (0-based, the suite\'s order)', 0, 999, read_only=True),
+    ParamSpec('libero_init_state', 0, 'Official initial state of the task (index)', 0, 999, read_only=True),
+    ParamSpec('libero_python', '', 'Python of LIBERO\'s environment (empty: $MOLMOACT_LIBERO_PYTHON, else '
+              '.venv-libero of the workspace)', read_only=True),
+    ParamSpec('image_width', 0, 'Rendered image width (px; 0: the scene\'s, 320 lift, 256 libero)', 0, 1920,
+              read_only=True),
+    ParamSpec('image_height', 0, 'Rendered image height (px; 0: the scene\'s, 240 lift, 256 libero)', 0, 1080,
+              read_only=True),
+    ParamSpec('camera', 'auto', 'Which camera renders: auto (workspace in lift, agentview in libero), workspace '
+              '(lift only: fixed, in front of the arm, on the arm\'s base) or one of the scene\'s cameras',
+              choices=CAMERAS, read_only=True),
+    ParamSpec('wrist_camera', 'auto', 'Second camera published on wrist_image: auto (robot0_eye_in_hand in '
+              'libero, none in lift), none, or one of the scene\'s cameras', choices=CAMERAS[:1] + ('none',)
+              + CAMERAS[2:], read_only=True),
+    ParamSpec('image_orientation', 'camera', 'camera: the true camera view (camera_info, depth and TF describe '
+              'it); libero_eval: as the released LIBERO evaluator feeds the model (180 deg from robosuite\'s '
+              'OpenGL-order frame = mirrored left-right; no camera_info then)', choices=('camera', 'libero_eval'),
+              read_only=True),
     ParamSpec('camera_fovy_deg', 45.0, 'Vertical field of view of the workspace camera (deg)', 10.0, 120.0,
               read_only=True),
     ParamSpec('camera_position_m', [1.6, -0.5, 0.7], 'Workspace camera position [x, y, z] in panda_link0 (m)',
@@ -187,12 +216,21 @@ class SimArmNode(Node):
         p = declare_parameters(self, PARAMS)
         self.params = p
         self.sim_time = bool(self.get_parameter('use_sim_time').value)
+        from .sim.libero_task import LiberoTaskSpec
         from .sim.panda_sim import PandaSim, SimConfig  # MuJoCo + OpenGL: loaded with the node
+        from .sim.scene import resolve_scene
+        wrist = '' if p['wrist_camera'] == 'none' else p['wrist_camera']
+        self.scene = resolve_scene(p['scene'], p['camera'], wrist, p['image_width'], p['image_height'],
+                                   p['image_orientation'])
+        sc = self.scene
         self.sim = PandaSim(SimConfig(
-            image_width_px=p['image_width'], image_height_px=p['image_height'], camera=p['camera'],
+            image_width_px=sc.width_px, image_height_px=sc.height_px, camera=sc.camera,
             camera_fovy_deg=p['camera_fovy_deg'], camera_frame=p['camera_frame'], seed=p['seed'],
             camera_position_m=tuple(p['camera_position_m']), camera_target_m=tuple(p['camera_target_m']),
-            render_shadows=p['render_shadows']))
+            render_shadows=p['render_shadows'], render_reflections=sc.render_reflections,
+            render_multisamples=sc.render_multisamples, scene=sc.scene, wrist_camera=sc.wrist_camera,
+            libero=LiberoTaskSpec(p['libero_suite'], p['libero_task_id'], p['libero_init_state']),
+            libero_python=p['libero_python']), log=self.get_logger().info)
         self.rejected = 0
         self.ticks = 0
         self.done = False
@@ -203,7 +241,8 @@ class SimArmNode(Node):
 
         self.pub_image = self.create_publisher(Image, 'image', SENSOR)
         self.pub_depth = self.create_publisher(Image, 'aligned_depth', SENSOR)
-        self.pub_info = self.create_publisher(CameraInfo, 'camera_info', SENSOR)
+        self.pub_info = self.create_publisher(CameraInfo, 'camera_info', SENSOR) if sc.publishes_camera_info else None
+        self.pub_wrist = self.create_publisher(Image, 'wrist_image', SENSOR) if self.sim.has_wrist_camera else None
         self.pub_joints = self.create_publisher(JointState, 'joint_states', STATE)
         self.pub_description = self.create_publisher(String, 'robot_description', LATCHED)
         self.pub_camera_pose = self.create_publisher(PoseStamped, '~/camera_pose', STATE)
@@ -222,12 +261,24 @@ class SimArmNode(Node):
             self.get_logger().warning(f'no URDF found ({urdf or "urdf/panda.urdf"}): robot_description not published')
         if self.pub_tf is None:
             self.get_logger().info('tf2_msgs is not installed: poses only on ~/camera_pose and ~/ee_pose')
+        task = self.sim.libero_task
+        if task is not None:
+            self.pub_task = self.create_publisher(String, '~/task_description', LATCHED)
+            self.pub_task.publish(String(data=task.language))
+            self.get_logger().info(
+                f'LIBERO {task.meta["suite"]} task {task.meta["task_id"]} (initial state {task.meta["init_state"]}): '
+                f'"{task.language}"; norm-stats key of the released checkpoint: '
+                f'{self.sim.config.libero.unnorm_key or "none"}; LIBERO {task.meta["versions"]}')
+        if not sc.publishes_camera_info:
+            self.get_logger().info('image_orientation libero_eval: images mirrored left-right as LIBERO\'s '
+                                   'evaluator feeds them; no camera_info (a mirrored view has no pinhole model)')
 
         period = 1.0 / p['rate_hz'] / (p['real_time_factor'] if self.sim_time else 1.0)
         # A steady-clock timer: with use_sim_time the node's own clock follows the /clock it publishes.
         self._timer = self.create_timer(period, self._tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(
-            f'simulated Panda up: {p["image_width"]}x{p["image_height"]} camera "{p["camera"]}" at '
+            f'simulated Panda up: scene {sc.scene}, {sc.width_px}x{sc.height_px} camera "{sc.camera}"'
+            f'{f" + wrist {sc.wrist_camera!r}" if sc.wrist_camera else ""} ({sc.orientation} orientation) at '
             f'{p["camera_rate_hz"]} Hz, ticks at {p["rate_hz"]} Hz, '
             f'{"simulation time (/clock)" if self.sim_time else "wall-clock time"}; trajectories on '
             f'{p["controller_name"]}/joint_trajectory')
@@ -331,11 +382,16 @@ class SimArmNode(Node):
             self.pub_tf.publish(TFMessage(transforms=transforms))
 
     def _publish_images(self, stamp: TimeMsg) -> None:
+        from .sim.scene import orient
         frame = self.sim.render()
         header = Header(stamp=stamp, frame_id=self.params['camera_frame'])
-        self.pub_image.publish(numpy_to_image(frame.rgb, 'rgb8', header))
-        self.pub_depth.publish(numpy_to_image(frame.depth_m, '32FC1', header))
-        self.pub_info.publish(camera_info(self.sim, header))
+        o = self.scene.orientation
+        self.pub_image.publish(numpy_to_image(orient(frame.rgb, o), 'rgb8', header))
+        self.pub_depth.publish(numpy_to_image(orient(frame.depth_m, o), '32FC1', header))
+        if self.pub_info is not None:
+            self.pub_info.publish(camera_info(self.sim, header))
+        if self.pub_wrist is not None:
+            self.pub_wrist.publish(numpy_to_image(orient(self.sim.render_wrist(), o), 'rgb8', header))
 
     def destroy_node(self) -> None:
         self.sim.close()
@@ -345,12 +401,16 @@ class SimArmNode(Node):
 def main(argv=None) -> int:
     rclpy.init(args=argv)
     node = None
+    from .sim.libero_task import LiberoExportError, LiberoUnavailable
     try:
         node = SimArmNode()
         while rclpy.ok() and not node.done:
             rclpy.spin_once(node, timeout_sec=0.1)
     except KeyboardInterrupt:
         pass
+    except (LiberoUnavailable, LiberoExportError) as e:
+        print(f'sim_arm: {e}', file=sys.stderr)
+        return 2
     finally:
         if node is not None:
             node.destroy_node()

@@ -12,12 +12,17 @@ simulation is then stepped directly on MuJoCo, without robosuite's controllers:
   settles on its last point to < 0.2 mrad. Air drag is off (see :class:`PandaSim`).
 - **Gripper**: MuJoCo position servos on the two finger slides (force-limited); the command is the
   opening of each finger in metres, 0 (closed) .. 0.04 (open).
+- **Scene** (``SimConfig.scene``): ``lift`` (default; robosuite 1.5.2's Lift, built here) or ``libero``: one
+  LIBERO task (suite, task id, official initial state), built in LIBERO's own environment and loaded here as
+  compiled MJCF (:mod:`.libero_task`); the same arm, controllers and cameras, LIBERO's objects and views.
 - **Camera**: one fixed camera rendered offscreen (OSMesa on the CPU by default) into RGB and metric
   depth along the optical axis (REP 118 32FC1 metres; from a flat-shaded pass, exact to ~1e-6 m),
   with pinhole intrinsics from its vertical field of view (square pixels, centred principal point). The default camera ``workspace`` is added to the scene, attached to the arm's base,
   looking at the table in front of the arm from ``camera_position_m`` towards ``camera_target_m``.
   robosuite's own cameras (``agentview``, ``frontview``, ``sideview``, ``birdview``,
-  ``robot0_eye_in_hand``) can be chosen instead.
+  ``robot0_eye_in_hand``) can be chosen instead (in the ``libero`` scene only the scene's cameras exist;
+  LIBERO's evaluator uses ``agentview``). A second camera (``wrist_camera``, e.g. ``robot0_eye_in_hand``)
+  renders RGB alongside.
 
 Every pose is expressed in the arm's base frame ``panda_link0`` (robosuite's ``robot0_link0`` body),
 never in MuJoCo's world frame. robosuite's link frames are Franka's (checked by a test against the
@@ -53,15 +58,18 @@ from molmoact_ros.robot.geometry import CameraIntrinsics  # noqa: E402
 from .franka import (ARM_JOINT_NAMES, BASE_FRAME, FINGER_MAX_M,  # noqa: E402
                      JOINT_NAMES, OPTICAL_FROM_MUJOCO_CAMERA, READY_POSITIONS_RAD, TCP_FRAME, Pose,
                      hand_to_tcp, link7_to_hand)
+from .libero_task import LiberoTaskSpec, load_task  # noqa: E402
 from .trajectory import JointTrajectoryCommand, JointTrajectoryFollower, Setpoint  # noqa: E402
 
 __all__ = ['SimConfig', 'CameraFrame', 'JointStateSample', 'PandaSim', 'WORKSPACE_CAMERA',
-           'ROBOSUITE_CAMERAS']
+           'ROBOSUITE_CAMERAS', 'SCENES']
 
 #: The camera this module adds to the scene (attached to the arm's base).
 WORKSPACE_CAMERA = 'workspace'
 #: Cameras robosuite's Lift scene has.
 ROBOSUITE_CAMERAS = ('agentview', 'frontview', 'sideview', 'birdview', 'robot0_eye_in_hand')
+#: The scenes: robosuite 1.5.2's Lift (built here), a LIBERO task (exported from LIBERO's environment).
+SCENES = ('lift', 'libero')
 
 # robosuite's names in its Panda model (robot 0, its default gripper).
 _RS_BASE_BODY = 'robot0_link0'
@@ -70,6 +78,9 @@ _RS_ARM_JOINTS = tuple(f'robot0_joint{i}' for i in range(1, 8))
 _RS_ARM_ACTUATORS = tuple(f'robot0_torq_j{i}' for i in range(1, 8))
 _RS_FINGER_JOINTS = ('gripper0_right_finger_joint1', 'gripper0_right_finger_joint2')
 _RS_FINGER_ACTUATORS = ('gripper0_right_gripper_finger_joint1', 'gripper0_right_gripper_finger_joint2')
+# robosuite 1.4 (LIBERO's) names its Panda gripper's joints without the arm side.
+_RS14_FINGER_JOINTS = ('gripper0_finger_joint1', 'gripper0_finger_joint2')
+_RS14_FINGER_ACTUATORS = ('gripper0_gripper_finger_joint1', 'gripper0_gripper_finger_joint2')
 _RS_FINGER_SIGNS = (1.0, -1.0)  # robosuite's second finger slides along -y: Franka's joint 2 = -q
 
 # robosuite's notices at import and make time that say nothing about this use (no private macro file,
@@ -126,8 +137,21 @@ class SimConfig:
     # Multisample anti-aliasing of the RGB pass. Off by default: with software rendering 4x doubles
     # the cost, and blended edge pixels would also blur the depth / segmentation pass at object borders.
     render_multisamples: int = 0
+    scene: str = 'lift'
+    libero: LiberoTaskSpec = LiberoTaskSpec()  # the task of the libero scene
+    libero_python: str = ''             # LIBERO's interpreter ('' : found by libero_task.find_libero_python)
+    wrist_camera: str = ''              # a second camera rendered (RGB) with the first; '' : none
 
     def __post_init__(self) -> None:
+        if self.scene not in SCENES:
+            raise ValueError(f'scene must be one of {SCENES}, got {self.scene!r}')
+        if self.scene == 'libero' and self.camera == WORKSPACE_CAMERA:
+            raise ValueError('the libero scene has no workspace camera: choose one of its cameras (LIBERO\'s '
+                             'evaluator renders agentview)')
+        if not isinstance(self.libero, LiberoTaskSpec):
+            raise ValueError(f'libero must be a LiberoTaskSpec, got {self.libero!r}')
+        if self.wrist_camera and self.wrist_camera == WORKSPACE_CAMERA:
+            raise ValueError('wrist_camera must name one of the scene\'s own cameras')
         for name in ('image_width_px', 'image_height_px'):
             v = getattr(self, name)
             if isinstance(v, bool) or int(v) != v or not 16 <= int(v) <= 4096:
@@ -266,6 +290,12 @@ class _OffscreenCamera:
         mujoco.mjr_readPixels(self._rgb, self._depth, self._rect, self._con)
         return out_rgb, self._depth_m(self._depth[::-1]), self._geom_ids(self._rgb[::-1])
 
+    def render_rgb(self, data) -> np.ndarray:
+        """The shaded pass only (no depth / segmentation pass): RGB, top row first."""
+        self._draw(data, segmentation=False)
+        mujoco.mjr_readPixels(self._rgb, None, self._rect, self._con)
+        return np.ascontiguousarray(self._rgb[::-1])
+
     def _depth_m(self, z_buffer: np.ndarray) -> np.ndarray:
         # Depth is read reversed (readDepthMap ZEROFAR): 1 at the near plane, 0 at the far plane and
         # where nothing was drawn. Inverting the perspective projection gives the distance along the
@@ -307,22 +337,33 @@ class _OffscreenCamera:
 class PandaSim:
     """The simulated arm: build, reset, command (trajectories, gripper), step, observe, render."""
 
-    def __init__(self, config: SimConfig = SimConfig()):
+    def __init__(self, config: SimConfig = SimConfig(), log=None):
+        """``log``: a callable for progress notes (the libero scene's first export takes tens of seconds)."""
         self.config = config
-        extra = None
-        if config.camera == WORKSPACE_CAMERA:
-            pos = np.asarray(config.camera_position_m, dtype=np.float64)
-            rot = _look_at_rotation(pos, np.asarray(config.camera_target_m, dtype=np.float64))
-            quat = np.empty(4)
-            mujoco.mju_mat2Quat(quat, rot.reshape(-1))
-            extra = dict(name=WORKSPACE_CAMERA, pos=pos, quat=quat, fovy=float(config.camera_fovy_deg),
-                         mode='fixed')
-        self._env = _SimLift(
-            robots='Panda', extra_camera=extra, has_renderer=False, has_offscreen_renderer=False,
-            use_camera_obs=False, use_object_obs=True, hard_reset=False, ignore_done=True,
-            initialization_noise=None, seed=int(config.seed), horizon=1_000_000)
-        self._model = self._env.sim.model._model
-        self._data = self._env.sim.data._data
+        self._env = None
+        self.libero_task = None  # the ExportedTask of the libero scene
+        if config.scene == 'libero':
+            # Exported from LIBERO's environment (cached); LiberoUnavailable / LiberoExportError otherwise.
+            self.libero_task = load_task(config.libero, config.libero_python, log=log)
+            self._model = mujoco.MjModel.from_xml_string(self.libero_task.xml)
+            self._data = mujoco.MjData(self._model)
+            finger_joints, finger_actuators = _RS14_FINGER_JOINTS, _RS14_FINGER_ACTUATORS
+        else:
+            extra = None
+            if config.camera == WORKSPACE_CAMERA:
+                pos = np.asarray(config.camera_position_m, dtype=np.float64)
+                rot = _look_at_rotation(pos, np.asarray(config.camera_target_m, dtype=np.float64))
+                quat = np.empty(4)
+                mujoco.mju_mat2Quat(quat, rot.reshape(-1))
+                extra = dict(name=WORKSPACE_CAMERA, pos=pos, quat=quat, fovy=float(config.camera_fovy_deg),
+                             mode='fixed')
+            self._env = _SimLift(
+                robots='Panda', extra_camera=extra, has_renderer=False, has_offscreen_renderer=False,
+                use_camera_obs=False, use_object_obs=True, hard_reset=False, ignore_done=True,
+                initialization_noise=None, seed=int(config.seed), horizon=1_000_000)
+            self._model = self._env.sim.model._model
+            self._data = self._env.sim.data._data
+            finger_joints, finger_actuators = _RS_FINGER_JOINTS, _RS_FINGER_ACTUATORS
         m = self._model
         # No air: robosuite's scene sets air density and viscosity, and MuJoCo's inertia-box drag model
         # then turns the gripper's bodies (10 g fingertips with 0.01 kg m^2 placeholder inertias, i.e.
@@ -331,38 +372,55 @@ class PandaSim:
         m.opt.viscosity = 0.0
         J, A, B = mujoco.mjtObj.mjOBJ_JOINT, mujoco.mjtObj.mjOBJ_ACTUATOR, mujoco.mjtObj.mjOBJ_BODY
         arm_j = [_require_id(m, J, n) for n in _RS_ARM_JOINTS]
-        fin_j = [_require_id(m, J, n) for n in _RS_FINGER_JOINTS]
+        fin_j = [_require_id(m, J, n) for n in finger_joints]
         self._arm_qadr = np.array([m.jnt_qposadr[j] for j in arm_j])
         self._arm_dadr = np.array([m.jnt_dofadr[j] for j in arm_j])
         self._fin_qadr = np.array([m.jnt_qposadr[j] for j in fin_j])
         self._fin_dadr = np.array([m.jnt_dofadr[j] for j in fin_j])
         self._arm_act = np.array([_require_id(m, A, n) for n in _RS_ARM_ACTUATORS])
-        self._fin_act = np.array([_require_id(m, A, n) for n in _RS_FINGER_ACTUATORS])
+        self._fin_act = np.array([_require_id(m, A, n) for n in finger_actuators])
         self._arm_lower = m.jnt_range[arm_j, 0].copy()
         self._arm_upper = m.jnt_range[arm_j, 1].copy()
         self._torque_lo = m.actuator_ctrlrange[self._arm_act, 0].copy()
         self._torque_hi = m.actuator_ctrlrange[self._arm_act, 1].copy()
         self._base_body = _require_id(m, B, _RS_BASE_BODY)
         self._link7_body = _require_id(m, B, _RS_LINK7_BODY)
-        cam_name = config.camera
-        cam_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, cam_name)
-        if cam_id < 0:
-            names = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(m.ncam)]
-            self._env.close()
-            raise ValueError(f'unknown camera {cam_name!r}; the scene has {names}')
+        cam_ids = []
+        for cam_name in (config.camera, config.wrist_camera):
+            if not cam_name:
+                continue
+            cam_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, cam_name)
+            if cam_id < 0:
+                names = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(m.ncam)]
+                self._close_env()
+                raise ValueError(f'unknown camera {cam_name!r}; the {config.scene} scene has {names}')
+            cam_ids.append(cam_id)
+        cam_id = cam_ids[0]
         self._cam_id = cam_id
+        if self.libero_task is not None:  # the task's settled arm pose is the initial one
+            self._initial_arm_rad = tuple(float(v) for v in self.libero_task.state['qpos'][self._arm_qadr])
+        else:
+            self._initial_arm_rad = tuple(config.initial_positions_rad)
         self._acc = np.zeros(m.nv)
         self._macc = np.zeros(m.nv)
         self._gripper_m = FINGER_MAX_M
-        self._follower = JointTrajectoryFollower(ARM_JOINT_NAMES, config.initial_positions_rad)
+        self._follower = JointTrajectoryFollower(ARM_JOINT_NAMES, self._initial_arm_rad)
         self._camera = None
+        self._wrist = None
         try:
             self._camera = _OffscreenCamera(m, cam_id, config.image_width_px, config.image_height_px,
                                             reflections=config.render_reflections,
                                             shadows=config.render_shadows,
                                             multisamples=config.render_multisamples)
+            if config.wrist_camera:
+                self._wrist = _OffscreenCamera(m, cam_ids[1], config.image_width_px, config.image_height_px,
+                                               reflections=config.render_reflections,
+                                               shadows=config.render_shadows,
+                                               multisamples=config.render_multisamples)
         except Exception as e:
-            self._env.close()
+            if self._camera is not None:
+                self._camera.close()
+            self._close_env()
             raise RuntimeError(f'offscreen rendering with MUJOCO_GL={_GL_BACKEND} failed: {e}. {_GL_HELP}') from e
         fovy = math.radians(float(m.cam_fovy[cam_id]))
         f = (config.image_height_px / 2.0) / math.tan(fovy / 2.0)
@@ -376,28 +434,42 @@ class PandaSim:
 
     def reset(self, seed: Optional[int] = None) -> None:
         """Put the arm at ``initial_positions_rad`` with the gripper open, re-place the cube (with
-        ``seed`` when given) and set the simulation time to 0; any trajectory is dropped."""
-        if seed is not None:
-            self._env.rng.bit_generator.state = np.random.default_rng(int(seed)).bit_generator.state
-        self._env.reset()
+        ``seed`` when given) and set the simulation time to 0; any trajectory is dropped. The libero scene
+        returns to the task's exported state (its initial state, settled; ``seed`` does not apply)."""
         m, d = self._model, self._data
-        d.qpos[self._arm_qadr] = self.config.initial_positions_rad
-        d.qvel[self._arm_dadr] = 0.0
-        d.qpos[self._fin_qadr] = np.multiply(_RS_FINGER_SIGNS, FINGER_MAX_M)
-        d.qvel[self._fin_dadr] = 0.0
+        if self.libero_task is not None:
+            st = self.libero_task.state
+            mujoco.mj_resetData(m, d)
+            d.qpos[:], d.qvel[:] = st['qpos'], st['qvel']
+            if m.na:
+                d.act[:] = st['act']
+            if m.nmocap:
+                d.mocap_pos[:], d.mocap_quat[:] = st['mocap_pos'], st['mocap_quat']
+        else:
+            if seed is not None:
+                self._env.rng.bit_generator.state = np.random.default_rng(int(seed)).bit_generator.state
+            self._env.reset()
+            d.qpos[self._arm_qadr] = self._initial_arm_rad
+            d.qvel[self._arm_dadr] = 0.0
+            d.qpos[self._fin_qadr] = np.multiply(_RS_FINGER_SIGNS, FINGER_MAX_M)
+            d.qvel[self._fin_dadr] = 0.0
         d.ctrl[:] = 0.0
         d.time = 0.0
         mujoco.mj_forward(m, d)
-        self._follower.hold(self.config.initial_positions_rad)
+        self._follower.hold(self._initial_arm_rad)
         self.set_gripper(FINGER_MAX_M)
 
-    def close(self) -> None:
-        if self._camera is not None:
-            self._camera.close()
-            self._camera = None
+    def _close_env(self) -> None:
         if self._env is not None:
             self._env.close()
             self._env = None
+
+    def close(self) -> None:
+        for cam in (self._camera, self._wrist):
+            if cam is not None:
+                cam.close()
+        self._camera = self._wrist = None
+        self._close_env()
 
     def __enter__(self) -> PandaSim:
         return self
@@ -546,6 +618,16 @@ class PandaSim:
             raise RuntimeError('the simulator is closed')
         rgb, depth, _ = self._camera.render(self._data)
         return CameraFrame(rgb=rgb, depth_m=depth, time_s=self.time_s)
+
+    @property
+    def has_wrist_camera(self) -> bool:
+        return self._wrist is not None
+
+    def render_wrist(self) -> np.ndarray:
+        """RGB (upright, H x W x 3 uint8) of ``wrist_camera`` at the current state."""
+        if self._wrist is None:
+            raise RuntimeError('no wrist_camera configured' if self._camera is not None else 'the simulator is closed')
+        return self._wrist.render_rgb(self._data)
 
     def render_segmentation(self) -> np.ndarray:
         """(H, W) MuJoCo geom id seen at each pixel (-1: none): for tests and labelling."""

