@@ -243,9 +243,9 @@ def main() -> None:
     parser.add_argument('--steps', type=int, default=10)
     parser.add_argument('--memory-model', choices=('medium', 'tiny'), default='medium')
     parser.add_argument('--skip-memory', action='store_true')
-    parser.add_argument('--layout', choices=('process', 'inproc', 'both'), default='both',
+    parser.add_argument('--layout', choices=('process', 'inproc', 'both', 'none'), default='both',
                         help='where the camera and the receiver run (see overhead()); both: print both, the '
-                             'separate-process figures last, unprefixed')
+                             'separate-process figures last, unprefixed; none: memory only')
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -166,11 +166,12 @@ class StageNode(MolmoActLifecycleNode):
         return sub
 
     def publish_result(self, publisher, msg) -> None:
-        """Publish ``msg`` and, with ``intra_process``, hand the same object to the subscribers of its topic
-        in this process (they must not modify it)."""
-        publisher.publish(msg)
+        """With ``intra_process``, hand ``msg`` to the subscribers of its topic in this process (the same
+        object: they must not modify it), then publish it over DDS (its serialization then overlaps with the
+        next stage's start)."""
         if self._intra and self._active:
             PROCESS_BUS.deliver(id(self.context), publisher.topic_name, msg)
+        publisher.publish(msg)
 
     def _release_engine(self) -> None:
         if self.engine is not None:
