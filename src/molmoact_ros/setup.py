@@ -22,10 +22,10 @@ setup(
     entry_points={
         'console_scripts': [
             'build_tiny_model = molmoact_ros.model.tiny:main',
-            'pipeline = molmoact_ros.nodes.pipeline:main',
-            'perception_node = molmoact_ros.nodes.pipeline:perception_main',
-            'trace_planner_node = molmoact_ros.nodes.pipeline:planner_main',
-            'action_decoder_node = molmoact_ros.nodes.pipeline:action_main',
+            'pipeline = molmoact_ros.nodes.entry:pipeline_main',
+            'perception_node = molmoact_ros.nodes.entry:perception_main',
+            'trace_planner_node = molmoact_ros.nodes.entry:planner_main',
+            'action_decoder_node = molmoact_ros.nodes.entry:action_main',
             'command_sink = molmoact_ros.nodes.command_sink:main',
         ],
     },

@@ -10,6 +10,9 @@ The one-process runner configures and activates its nodes in order through their
 SIGTERM deactivates, cleans up and shuts them down before exiting. A single-stage executable leaves its
 node unconfigured for a lifecycle manager (launch_ros, nav2_lifecycle_manager with bond_timeout 0.0)
 unless given ``--autostart``.
+
+The executables (:mod:`.entry`) cap glibc's malloc arenas at 2 before importing the model stack
+(``MOLMOACT_MALLOC_ARENA_MAX``; 0 keeps glibc's default): see :mod:`molmoact_ros.ros.memory`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
 from ..ros.lifecycle import LifecycleClient, LifecycleError, bring_up, walk
+from ..ros.memory import limit_malloc_arenas
 from .engine_provider import EngineProvider
 from .command_sink import CommandSinkNode
 from .stages import ActionDecoderNode, PerceptionNode, TracePlannerNode
@@ -86,6 +90,7 @@ class Pipeline:
 
 
 def _run(stages, argv, autostart: bool = True) -> int:
+    limit_malloc_arenas()  # a no-op repeat when started through nodes/entry.py (the executables)
     argv = list(argv)
     if '--autostart' in argv:
         argv.remove('--autostart')
