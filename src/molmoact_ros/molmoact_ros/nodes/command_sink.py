@@ -226,6 +226,9 @@ class CommandSinkNode(MolmoActLifecycleNode):
         except Exception as exc:  # noqa: BLE001 - configure fails with the reason
             return self._fail(f'robot profile: {type(exc).__name__}: {exc}')
         self.profile = profile
+        # Anchor poses are kept as long as a chunk may be executed (max_action_age_s), at least 5 s.
+        self._history = PoseHistory(horizon_s=max(5.0, profile.safety.max_action_age_s
+                                                  + float(self.params['anchor_tolerance_s'])))
         self.mode = profile.sink.mode if self.params['sink'] == 'profile' else SinkMode(self.params['sink'])
         self._base_limits = profile.safety
         self.governor = SafetyGovernor(profile.safety)
@@ -463,9 +466,11 @@ class CommandSinkNode(MolmoActLifecycleNode):
             if msg.action_dim != ACTION_DIM or any(len(s.values) not in (0, ACTION_DIM) for s in msg.steps):
                 raise InvalidChunkError(f'action_dim {msg.action_dim} (steps with {sorted({len(s.values) for s in msg.steps})} '
                                         f'values); this sink executes {ACTION_DIM}-D actions')
-            convention = ROTATION_FROM_MSG.get(msg.rotation_convention)
-            if convention is None:
+            if ROTATION_FROM_MSG.get(msg.rotation_convention) is None:
                 raise InvalidChunkError(f'unknown rotation_convention {msg.rotation_convention}')
+            # The robot profile says how this robot's checkpoint reads its rotation deltas (the engine stamps
+            # its own default on the message: it cannot know the training data's convention).
+            convention = self.profile.rotation_convention
             if msg.constraints.plan_only:
                 with self._lock:
                     self.plan_only_chunks += 1
@@ -477,7 +482,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
                 [s.gripper for s in msg.steps],
                 observation_pose=self._anchor(msg, stamp), observation_stamp_s=stamp,
                 step_period_s=msg.step_period_s, delta_frame=self._delta_frame(msg.delta_frame_id),
-                rotation_convention=convention, request_id=msg.request_id)
+                rotation_convention=convention, request_id=msg.request_id,
+                action_scale=self.profile.action_scale)
         except InvalidChunkError as exc:
             with self._lock:
                 self.rejected_chunks += 1

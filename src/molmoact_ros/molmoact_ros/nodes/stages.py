@@ -47,12 +47,13 @@ from ..reasoning.engine import Observation, check_trace_points
 from ..reasoning.goals import GoalBounds, GoalRejected, GoalRun, Outcome, resolve_goal
 from ..reasoning.sessions import SessionError
 from ..reasoning.steering import ClickedTrace
-from ..robot.geometry import (CameraIntrinsics, backproject, model_space_to_model_pixels, project,
-                               ray_plane_intersection, resize_affine, sample_depth, source_pixels_to_model_space,
-                               transform_points)
+from ..robot.geometry import (CameraIntrinsics, backproject, center_crop_affine, compose_affine,
+                               model_space_to_model_pixels, project, ray_plane_intersection, resize_affine,
+                               sample_depth, source_pixels_to_model_space, transform_points)
 from ..ros.handoff import PROCESS_BUS, SeenKeys, StageWorker
 from ..ros.conversions import action_msg, observation_from_msg, perception_msg, trace_msg, trace_result_msg
-from ..ros.image import RESIZE_METHODS, depth_to_meters, downscale, numpy_to_image, to_rgb8
+from ..ros.image import (RESIZE_METHODS, center_crop_resize, depth_to_meters, downscale, jpeg_round_trip,
+                         numpy_to_image, to_rgb8)
 from ..ros.markers import delete_all, trace_markers
 from ..ros.overlay import annotate
 from ..ros.sync import StampBuffer, stamp_to_s
@@ -259,6 +260,12 @@ class PerceptionNode(StageNode):
                   'factors, a slight blur otherwise, about 8x faster at 640x480; see ros/image.py downscale).',
                   choices=RESIZE_METHODS),
         ParamSpec('use_wrist_image', False, 'Feed the wrist view (topic wrist_image) as the second image.'),
+        ParamSpec('jpeg_quality', 0, 'JPEG-encode and decode each frame at this quality before the model (the '
+                  'released LIBERO evaluator does, at 95, like its training data); 0: no round trip.',
+                  min_value=0, max_value=100),
+        ParamSpec('center_crop_area_fraction', 1.0, 'Centre-crop each resized frame to this fraction of its area '
+                  'and resize it back (bilinear), as the released LIBERO evaluator does (0.9); traces still map to '
+                  'source pixels. 1.0: no crop.', min_value=0.25, max_value=1.0),
         ParamSpec('use_aligned_depth', False, 'Attach the depth image aligned with the camera (topic aligned_depth, '
                   '32FC1 m or 16UC1 mm) to each observation, so the planner lifts traces to 3D.'),
         ParamSpec('sync_tolerance_s', 0.05, 'Largest stamp difference between a frame and its aligned depth / '
@@ -478,7 +485,7 @@ class PerceptionNode(StageNode):
         model_rgb, affine = self._model_image(rgb)
         wrist = to_rgb8(self._wrist) if self._wrist is not None else None
         observation = Observation(np.ascontiguousarray(model_rgb),
-                                  None if wrist is None else np.ascontiguousarray(self._resize(wrist)[0]))
+                                  None if wrist is None else np.ascontiguousarray(self._model_image(wrist)[0]))
         request_id = uuid.uuid4().hex[:12]
         if goal is not None:
             goal.on_started(request_id)
@@ -520,11 +527,18 @@ class PerceptionNode(StageNode):
         return downscale(rgb, (nw, nh), self.params['resize_method']), (nw, nh)
 
     def _model_image(self, rgb: np.ndarray):
-        resized, size = self._resize(rgb)
-        if size is None:
-            return rgb, None
+        """(model image, model pixels -> source pixels affine or None): JPEG round trip, resize, centre crop."""
         h, w = rgb.shape[:2]
-        return resized, resize_affine(size[0], size[1], w, h)  # model pixels -> source pixels
+        if self.params['jpeg_quality']:
+            rgb = jpeg_round_trip(rgb, self.params['jpeg_quality'])
+        resized, size = self._resize(rgb)
+        affine = None if size is None else resize_affine(size[0], size[1], w, h)
+        fraction = float(self.params['center_crop_area_fraction'])
+        if fraction < 1.0:
+            crop = center_crop_affine(resized.shape[1], resized.shape[0], fraction)
+            resized = center_crop_resize(resized, fraction)
+            affine = crop if affine is None else compose_affine(crop, affine)
+        return resized, affine
 
     def _reset(self):
         self._pub = None

@@ -24,6 +24,14 @@ Rotation deltas (``RotationConvention`` of ``reasoning.action_space``):
 then z; the released evaluators' reading); ``rotation_vector`` -> axis * angle. ``unspecified`` is
 refused.
 
+Action units (:class:`ActionScale`): a checkpoint whose actions are controller inputs rather than SI
+deltas (LIBERO's robosuite ``OSC_POSE`` inputs in [-1, 1]: 1 unit = 0.05 m and 0.5 rad per step) has its
+per-step translation multiplied by ``translation_m_per_unit`` and its rotation by ``rotation_rad_per_unit``
+(after an optional clip to ``[-clip_units, clip_units]``, as robosuite clips its inputs) before the deltas
+are integrated; for a rotation vector that scales the angle about the same axis. The default is the
+identity (the deltas are already metres and radians). Scaling is the first thing :func:`build_timeline`
+does, so the safety limits (step sizes, workspace) apply to the scaled, metric targets.
+
 Times: step i is due from ``start_s(i) = t0 + i * step_period_s`` to ``end_s(i) = start_s(i) +
 step_period_s`` (its target should be reached by ``end_s``), where ``t0`` is the observation stamp
 (start mode ``observation``, the ``ActionChunk`` contract: steps whose time has passed when the chunk
@@ -65,6 +73,7 @@ __all__ = [
     'DeltaFrame',
     'StartMode',
     'InvalidChunkError',
+    'ActionScale',
     'TimelineStep',
     'ChunkTimeline',
     'build_timeline',
@@ -94,6 +103,43 @@ class StartMode(str, enum.Enum):
 
 class InvalidChunkError(ValueError):
     """A chunk that cannot be executed (non-finite values, bad shapes, unknown rotation convention)."""
+
+
+@dataclass(frozen=True)
+class ActionScale:
+    """Model action units -> metres and radians (see the module docstring); identity by default.
+
+    ``clip_units``: when set, each translation and rotation component is first clipped to
+    ``[-clip_units, clip_units]`` (robosuite's controllers clip their inputs to [-1, 1]).
+    """
+
+    translation_m_per_unit: float = 1.0
+    rotation_rad_per_unit: float = 1.0
+    clip_units: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ('translation_m_per_unit', 'rotation_rad_per_unit', 'clip_units'):
+            value = getattr(self, name)
+            if value is None and name == 'clip_units':
+                continue
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                    or value <= 0):
+                raise ValueError(f'ActionScale.{name} must be a positive finite number, got {value!r}')
+            object.__setattr__(self, name, float(value))
+
+    @property
+    def is_identity(self) -> bool:
+        return self.translation_m_per_unit == 1.0 and self.rotation_rad_per_unit == 1.0 and self.clip_units is None
+
+    def apply(self, translation: Any, rotation: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(translation_m, rotation_rad) of per-step deltas given in model units (arrays of any equal shape)."""
+        dp = np.asarray(translation, dtype=np.float64)
+        dr = np.asarray(rotation, dtype=np.float64)
+        if self.clip_units is not None:
+            dp = np.clip(dp, -self.clip_units, self.clip_units)
+            dr = np.clip(dr, -self.clip_units, self.clip_units)
+        with np.errstate(over='ignore'):  # an overflow to inf is refused by build_timeline
+            return dp * self.translation_m_per_unit, dr * self.rotation_rad_per_unit
 
 
 def delta_rotation(rotation_rad: Sequence[float], convention: RotationConvention | str) -> np.ndarray:
@@ -174,8 +220,10 @@ def build_timeline(translation_m: Any, rotation_rad: Any, gripper: Any, *, obser
                    observation_stamp_s: float, step_period_s: float,
                    delta_frame: DeltaFrame | str = DeltaFrame.BASE,
                    rotation_convention: RotationConvention | str = RotationConvention.EULER_SXYZ_ROLL_PITCH_YAW,
-                   request_id: str = '') -> ChunkTimeline:
+                   request_id: str = '', action_scale: ActionScale | None = None) -> ChunkTimeline:
     """Cumulative absolute targets from per-step deltas (shapes (H, 3), (H, 3), (H,)).
+
+    ``action_scale``: the deltas' units (:class:`ActionScale`; None: already metres and radians).
 
     ``observation_pose``: 4x4 end-effector pose in the base frame at ``observation_stamp_s``.
     Raises :class:`InvalidChunkError` for anything that cannot be executed safely: non-finite input
@@ -199,6 +247,10 @@ def build_timeline(translation_m: Any, rotation_rad: Any, gripper: Any, *, obser
         raise InvalidChunkError(f'observation_stamp_s must be finite, got {observation_stamp_s!r}')
     if not (np.all(np.isfinite(dp)) and np.all(np.isfinite(dr)) and np.all(np.isfinite(g))):
         raise InvalidChunkError('chunk holds non-finite values')
+    if action_scale is not None and not action_scale.is_identity:
+        dp, dr = action_scale.apply(dp, dr)
+        if not (np.all(np.isfinite(dp)) and np.all(np.isfinite(dr))):
+            raise InvalidChunkError('scaled chunk deltas overflow to non-finite values')
     delta_frame = DeltaFrame(delta_frame)
     rotation_convention = RotationConvention(rotation_convention)
     poses = np.empty((dp.shape[0], 4, 4))

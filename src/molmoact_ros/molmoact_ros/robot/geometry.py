@@ -53,6 +53,8 @@ __all__ = [
     'identity_affine',
     'resize_affine',
     'crop_affine',
+    'center_crop_box',
+    'center_crop_affine',
     'apply_affine',
     'invert_affine',
     'compose_affine',
@@ -209,6 +211,27 @@ def resize_affine(src_w: int, src_h: int, dst_w: int, dst_h: int) -> np.ndarray:
 def crop_affine(x0: float, y0: float) -> np.ndarray:
     """Maps a pixel of a crop whose top-left pixel is pixel (x0, y0) of the full image to the full image."""
     return np.array([[1.0, 0.0, _finite('x0', x0)], [0.0, 1.0, _finite('y0', y0)], [0.0, 0.0, 1.0]])
+
+
+def center_crop_box(width: int, height: int, area_fraction: float) -> tuple[int, int, int, int]:
+    """``(left, top, crop_w, crop_h)`` of the centred crop holding ``area_fraction`` of a ``width`` x
+    ``height`` image, as the released LIBERO evaluator cuts it: sides ``int(side * sqrt(fraction))``,
+    offsets ``(side - crop) // 2`` (256 px at 0.9: a 242 px crop from pixel 7)."""
+    width, height = _positive_int('width', width), _positive_int('height', height)
+    fraction = _finite('area_fraction', area_fraction)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f'area_fraction must lie in (0, 1], got {fraction!r}')
+    rel = math.sqrt(fraction)
+    crop_w, crop_h = max(1, int(width * rel)), max(1, int(height * rel))
+    return (width - crop_w) // 2, (height - crop_h) // 2, crop_w, crop_h
+
+
+def center_crop_affine(width: int, height: int, area_fraction: float) -> np.ndarray:
+    """Maps a pixel of the centred crop (:func:`center_crop_box`) resized back to ``width`` x ``height`` to
+    the same point of the uncropped image: ``compose_affine(resize_affine(width, height, crop_w, crop_h),
+    crop_affine(left, top))``."""
+    left, top, crop_w, crop_h = center_crop_box(width, height, area_fraction)
+    return compose_affine(resize_affine(width, height, crop_w, crop_h), crop_affine(left, top))
 
 
 def _as_points(uv: np.ndarray | Sequence, dim: int, name: str) -> tuple[np.ndarray, bool]:

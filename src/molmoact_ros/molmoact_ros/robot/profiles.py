@@ -15,10 +15,15 @@ Schema (every key is required unless marked optional; unknown keys are errors, s
     joint_names: [j1, ...]                # controlled joints, in the arm controller's order
     frames: {base: ..., ee: ..., camera: ...}
     delta_frame: base | tool              # axes of the model's deltas (execution.DeltaFrame)
-    rotation_convention: euler_sxyz_roll_pitch_yaw | rotation_vector
+    rotation_convention: euler_sxyz_roll_pitch_yaw | rotation_vector   # how the sink reads rotation deltas
+                                          #   (the checkpoint's training data decides; the engine cannot know)
     norm_stats_key: molmoact              # unnorm key of the checkpoint's norm stats
     step_period_s: 0.1                    # seconds per action step (1 / the dataset's control rate)
     start_mode: observation | arrival     # where a chunk's timeline starts (execution.StartMode)
+    action_scale:                         # optional (default: the identity, deltas already in m and rad):
+      translation_m_per_unit: 1.0         #   metres per unit of the model's translation (e.g. LIBERO 0.05)
+      rotation_rad_per_unit: 1.0          #   radians per unit of its rotation (e.g. LIBERO 0.5)
+      clip_units: 1.0                     #   optional: clip each component to [-clip, clip] units first
     sink:
       mode: joint_trajectory | servo_twist | servo_pose | none
       arm_controller: name                # ros2_control controller (JointTrajectoryController)
@@ -55,7 +60,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..reasoning.action_space import RotationConvention
-from .execution import DeltaFrame, GripperMapping, GripperMode, StartMode
+from .execution import ActionScale, DeltaFrame, GripperMapping, GripperMode, StartMode
 from .executor import SinkMode
 from .safety import SafetyLimits
 
@@ -170,6 +175,8 @@ class RobotProfile:
     sink: SinkConfig
     gripper: GripperMapping
     safety: SafetyLimits
+    #: Units of the model's deltas (execution.ActionScale; identity: metres and radians).
+    action_scale: ActionScale = ActionScale()
     #: Where the profile was loaded from (messages only).
     source: str = ''
 
@@ -269,7 +276,7 @@ class _Reader:
 
 _TOP_REQUIRED = {'name', 'joint_names', 'frames', 'delta_frame', 'rotation_convention', 'norm_stats_key',
                  'step_period_s', 'start_mode', 'sink', 'gripper', 'safety'}
-_TOP_OPTIONAL = {'description', 'urdf_file'}
+_TOP_OPTIONAL = {'description', 'urdf_file', 'action_scale'}
 _SAFETY_REQUIRED = {'max_step_translation_m', 'max_step_rotation_rad', 'workspace_min_m', 'workspace_max_m',
                     'gripper_min', 'gripper_max', 'max_action_age_s', 'camera_timeout_s', 'model_timeout_s'}
 _SAFETY_OPTIONAL = {'max_joint_velocity_scale', 'joint_position_margin'}
@@ -297,6 +304,17 @@ def profile_from_mapping(data: Any, source: str = '<mapping>', expected_name: st
     norm_stats_key = r.string(data['norm_stats_key'], 'norm_stats_key')
     step_period_s = r.number(data['step_period_s'], 'step_period_s', positive=True)
     start_mode = r.choice(data['start_mode'], 'start_mode', StartMode)
+    action_scale = ActionScale()
+    if 'action_scale' in data:
+        a = r.mapping(data['action_scale'], 'action_scale', {'translation_m_per_unit', 'rotation_rad_per_unit'},
+                      {'clip_units'})
+        clip = a.get('clip_units')
+        action_scale = ActionScale(
+            translation_m_per_unit=r.number(a['translation_m_per_unit'], 'action_scale.translation_m_per_unit',
+                                            positive=True),
+            rotation_rad_per_unit=r.number(a['rotation_rad_per_unit'], 'action_scale.rotation_rad_per_unit',
+                                           positive=True),
+            clip_units=None if clip is None else r.number(clip, 'action_scale.clip_units', positive=True))
 
     sink_map = r.mapping(data['sink'], 'sink',
                          {'mode', 'arm_controller', 'gripper_controller', 'gripper_controller_type',
@@ -366,7 +384,7 @@ def profile_from_mapping(data: Any, source: str = '<mapping>', expected_name: st
     return RobotProfile(name=name, description=description, urdf_file=urdf_file, joint_names=joint_names,
                         frames=frames, delta_frame=delta_frame, rotation_convention=rotation_convention,
                         norm_stats_key=norm_stats_key, step_period_s=step_period_s, start_mode=start_mode,
-                        sink=sink, gripper=gripper, safety=safety, source=source)
+                        sink=sink, gripper=gripper, safety=safety, action_scale=action_scale, source=source)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ __all__ = [
     'to_rgb8',
     'depth_to_meters',
     'numpy_to_image',
+    'jpeg_round_trip',
+    'center_crop_resize',
 ]
 
 
@@ -332,3 +334,44 @@ def downscale(image: np.ndarray, size: tuple[int, int], method: str = 'fast_area
                 return boxed
             return cv2.resize(boxed, (width, height), interpolation=cv2.INTER_LINEAR)
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def jpeg_round_trip(rgb: np.ndarray, quality: int = 95) -> np.ndarray:
+    """``rgb`` (H, W, 3) uint8 encoded as JPEG at ``quality`` and decoded again (Pillow/libjpeg, 4:2:0 chroma),
+    like the released LIBERO evaluator's ``tf.image.encode_jpeg`` (quality 95, chroma downsampled) and
+    decode, which mimic the compression of its training data (the RLDS dataset builder)."""
+    import io
+
+    from PIL import Image
+
+    quality = int(quality)
+    if not 1 <= quality <= 100:
+        raise ValueError(f'JPEG quality must be within 1..100, got {quality}')
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ImageFormatError(f'expected an (H, W, 3) uint8 RGB image, got {rgb.dtype} {rgb.shape}')
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb), 'RGB').save(buffer, format='JPEG', quality=quality,
+                                                           subsampling='4:2:0')
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded.convert('RGB'))
+
+
+def center_crop_resize(image: np.ndarray, area_fraction: float) -> np.ndarray:
+    """The centred crop holding ``area_fraction`` of ``image`` (H, W[, C], uint8), resized back to (W, H) with
+    Pillow's bilinear filter, as the released LIBERO evaluator does before the processor (0.9).
+    :func:`~molmoact_ros.robot.geometry.center_crop_affine` maps its pixels back to ``image``'s."""
+    from PIL import Image
+
+    from ..robot.geometry import center_crop_box
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise ImageFormatError(f'expected an (H, W[, C]) uint8 image, got {image.dtype} {image.shape}')
+    h, w = image.shape[:2]
+    left, top, crop_w, crop_h = center_crop_box(w, h, area_fraction)
+    if (crop_w, crop_h) == (w, h):
+        return image
+    cropped = Image.fromarray(np.ascontiguousarray(image[top:top + crop_h, left:left + crop_w]))
+    return np.asarray(cropped.resize((w, h), Image.BILINEAR))

@@ -13,15 +13,18 @@ from molmoact_ros.robot.kinematics import ArmKinematics
 from molmoact_ros.robot.profiles import (GripperControllerType, ProfileError, list_profiles, load_profile,
                                          profile_from_mapping, profiles_dir, resolve_urdf_file)
 
-SHIPPED = ['fr3_droid', 'sim_panda', 'ur5e', 'widowx250_bridge']
+SHIPPED = ['fr3_droid', 'libero_panda', 'sim_panda', 'ur5e', 'widowx250_bridge']
+# LIBERO's checkpoints read rotation deltas as rotation vectors (robosuite OSC_POSE); the others as RPY.
+AXIS_ANGLE = {'libero_panda'}
 
 
-def test_the_four_profiles_load():
+def test_the_shipped_profiles_load():
     assert list_profiles() == SHIPPED
     for name in SHIPPED:
         profile = load_profile(name)
         assert profile.name == name
-        assert profile.rotation_convention is RotationConvention.EULER_SXYZ_ROLL_PITCH_YAW
+        assert profile.rotation_convention is (RotationConvention.ROTATION_VECTOR if name in AXIS_ANGLE else
+                                               RotationConvention.EULER_SXYZ_ROLL_PITCH_YAW)
         assert profile.delta_frame is DeltaFrame.BASE
         assert profile.safety.in_workspace(np.add(profile.safety.workspace_min_m, profile.safety.workspace_max_m) / 2)
         for topic in (profile.sink.joint_trajectory_topic, profile.sink.twist_topic, profile.sink.pose_topic):
@@ -49,7 +52,7 @@ def test_profile_facts():
     assert ur.gripper.mode is GripperMode.BINARIZE
     # MoveIt planning groups (moveit_py IK) and GripperCommand efforts
     assert [load_profile(n).sink.moveit_planning_group for n in SHIPPED] == [
-        'fr3_arm', 'panda_arm', 'ur_manipulator', 'interbotix_arm']
+        'fr3_arm', 'panda_arm', 'panda_arm', 'ur_manipulator', 'interbotix_arm']
     assert fr3.sink.gripper_max_effort == 40.0 and ur.sink.gripper_max_effort == 0.0
     assert sim.sink.gripper_max_effort == 0.0  # not a gripper_action controller: unused
 
