@@ -31,6 +31,12 @@ whose first byte the state accepts) through the machine with the counters (value
 steps left, points left, codes left) relaxed, then re-walking the few tokens whose walk checked a counter
 with the real counters, clamped to a bound that cannot change the outcome. Nothing re-parses text.
 
+**Forced runs.** Where the grammar allows exactly one token (a marker, a separator, the last byte piece of an
+action string) that token is *forced*; :meth:`GrammarConstraint.forced_run` returns the run of forced tokens
+after a prefix (cached per mask key, bounded, ending where two or more tokens are allowed or the stages are
+complete: EOS and the tail ``.`` are never forced). The engine feeds a chosen token plus its run in one
+forward pass (grammar fast-forwarding); greedy decoding would pick the same tokens one pass each.
+
 Processors are batch-aware (one state per row; the first call of a ``generate`` sees the prompt) and
 handle beam reordering by re-walking a row whose previous token changed. Use a fresh instance (or
 ``reset()``) per ``generate`` call. Do not combine with ``min_new_tokens`` (it forbids EOS where the
@@ -164,6 +170,8 @@ _VOCAB_LOCK = threading.Lock()
 # m + 1; the mask of (lex, counters clamped to m_max + 1) is therefore the mask of the real state.
 
 COMPLETE = ('complete',)
+MAX_FORCED_RUN = 64  # bound on one forced run (a fast-forward chunk); longer runs continue in the next chunk
+_UNSET = object()
 _FREE = 0
 _FORCED = 1
 
@@ -449,6 +457,7 @@ class _Grammar:
         self._lex_cache: Dict[tuple, Tuple[Tuple[int, ...], Tuple[int, ...], int, bool]] = {}
         self._mask_cache: Dict[tuple, Tuple[int, ...]] = {}
         self._device_masks: Dict[Tuple[tuple, str], _Mask] = {}
+        self._forced: Dict[tuple, Optional[int]] = {}  # mask key -> the one allowed id (None: 0 or 2+)
         self._lock = threading.RLock()
         self._period_id = next((i for i in vocab.byte_ids if vocab.token_bytes[i] == b'.'), None)
 
@@ -617,6 +626,37 @@ class _Grammar:
                 self._mask_cache[key] = tuple(ok)
         return key
 
+    def forced_token(self, state: Optional[tuple]) -> Optional[int]:
+        """The only token the grammar allows in ``state``, or None where it allows none or several, or the
+        stages are complete (then the caller stops: the tail's '.' and EOS are never forced). Cached per
+        mask key (the allowed set is a function of the key)."""
+        if state is None or state[0] >= self.n:
+            return None
+        key = self.mask_key(state)
+        got = self._forced.get(key, _UNSET)
+        if got is _UNSET:
+            with self._lock:
+                k, lex, _ = key
+                fixed, _, _, bulk = self._lex_cache[(k, lex)]
+                ids = set(fixed) | set(self._mask_cache[key])
+                got = ids.pop() if len(ids) == 1 and not bulk else None
+                self._forced[key] = got
+        return got
+
+    def forced_run(self, state: Optional[tuple],
+                   max_len: int = MAX_FORCED_RUN) -> Tuple[Tuple[int, ...], Optional[tuple]]:
+        """The tokens the grammar forces from ``state`` on (each the only token allowed where it stands),
+        at most ``max_len``; it ends where two or more tokens are allowed or the stages are complete. Returns
+        the run and the state after it."""
+        run: List[int] = []
+        while len(run) < max_len:
+            token = self.forced_token(state)
+            if token is None:
+                break
+            run.append(token)
+            state = self.walk(state, token)[0]
+        return tuple(run), state
+
     def device_mask(self, key: tuple, width: int, device: torch.device) -> _Mask:
         dkey = (key, str(device), width)
         got = self._device_masks.get(dkey)
@@ -758,6 +798,17 @@ class GrammarConstraint(LogitsProcessor):
     def is_done(self, ids: Union[Sequence[int], torch.Tensor]) -> bool:
         """True if the generated ``ids`` (without the prompt) complete every stage (EOS not needed)."""
         return self.grammar.is_complete(self.state_of(ids))
+
+    def forced_run(self, ids: Union[Sequence[int], torch.Tensor], max_len: int = MAX_FORCED_RUN) -> List[int]:
+        """The tokens forced after the generated ``ids``: while the grammar allows exactly one token (a
+        bracket, a separator, a marker, the last byte of an action string ...) and the stages are not complete,
+        that token; at most ``max_len``. Empty where ``ids`` break the grammar. A decoder can append the run
+        to its chosen token and feed both in one forward pass (fast-forwarding): greedy decoding would pick
+        exactly these tokens, one pass each."""
+        if max_len <= 0:
+            return []
+        run, _ = self.grammar.forced_run(self.state_of(ids), max_len)
+        return list(run)
 
     def allowed_token_ids(self, ids: Union[Sequence[int], torch.Tensor], width: Optional[int] = None) -> torch.Tensor:
         """The ids allowed after the generated ``ids`` (for tests and tools)."""

@@ -6,22 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from molmoact_ros.model.loading import LoadOptions, load_model
-from molmoact_ros.model.processing import MolmoActProcessor
-from molmoact_ros.model.tiny import save_tiny_checkpoint
 from molmoact_ros.reasoning.engine import (EngineConfig, MolmoActEngine, Observation, StageFailure, SteeringMode,
                                            check_trace_points)
 from molmoact_ros.reasoning.grammar import parse_answer
 from molmoact_ros.reasoning.sessions import SessionError, SessionLimits
 
 FREE = 3  # free-text tokens allowed before each structure: keeps the random model's runs short
-
-
-@pytest.fixture(scope='module')
-def parts(tmp_path_factory):
-    path = save_tiny_checkpoint(tmp_path_factory.mktemp('tiny'))
-    model = load_model(path, LoadOptions(dtype='float32', device='cpu'))
-    return model, MolmoActProcessor.from_pretrained(path)
 
 
 @pytest.fixture(scope='module')
@@ -185,3 +175,37 @@ def test_act_on_a_new_observation_with_a_given_trace(parts):
     with pytest.raises(ValueError):
         engine.act_on_observation(obs(9), 'pick up the cup', [(300, 0)])
     assert len(engine.sessions) == before
+
+
+def test_identical_crops_run_through_the_vit_once(parts):
+    """A small frame's 1x1 crop equals its global view (both the frame resized to 378 px): the engine
+    encodes it once and re-points the pooling indices; the image features and the answers are the same."""
+    from molmoact_ros.reasoning.engine import dedupe_crops
+    model, processor = parts
+    rng = np.random.default_rng(3)
+    for size, wrist, deduped in (((72, 96), False, 1), ((252, 336), True, 2), ((480, 640), False, 0)):
+        views = [rng.integers(0, 256, size + (3,), dtype=np.uint8)]
+        if wrist:
+            views.append(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+        x = processor('User: hi Assistant:', views)
+        images, idx, masks = dedupe_crops(x['images'], x['pooled_patches_idx'], x['image_masks'])
+        assert images.shape[1] == x['images'].shape[1] - deduped and masks.shape[1] == images.shape[1]
+        assert ((idx < 0) == (x['pooled_patches_idx'] < 0)).all() and int(idx.max()) < images.shape[1] * 729
+        flat_old = x['images'].reshape(-1, x['images'].shape[-1])
+        flat_new = images.reshape(-1, images.shape[-1])
+        valid = x['pooled_patches_idx'] >= 0
+        assert torch.equal(flat_old[x['pooled_patches_idx'][valid]], flat_new[idx[valid]])  # same pixels read
+        with torch.no_grad():
+            backbone = model.model.vision_backbone
+            assert torch.equal(backbone(x['images'], x['pooled_patches_idx'], x['image_masks']),
+                               backbone(images, idx, masks))
+    batch = processor(['User: a Assistant:', 'User: b Assistant:'], [views[:1], views[:1]])
+    assert dedupe_crops(batch['images'], batch['pooled_patches_idx'], batch['image_masks'])[0] is batch['images']
+    engines = [MolmoActEngine(model, processor, EngineConfig(max_free_tokens=FREE, dedupe_crops=d))
+               for d in (True, False)]
+    for seed in (40, 41):
+        o = obs(seed, (72, 96), wrist=seed % 2 == 1)
+        answers = [e.generate_answer(o, 'stack the blocks') for e in engines]
+        assert answers[0] == answers[1]
+        acts = [e.act_on_observation(o, 'stack the blocks', [(10, 10), (200, 100)]) for e in engines]
+        assert acts[0].tokens.token_ids == acts[1].tokens.token_ids
