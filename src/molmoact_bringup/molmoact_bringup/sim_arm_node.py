@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from builtin_interfaces.msg import Time as TimeMsg
 from geometry_msgs.msg import PoseStamped, TransformStamped
 from rclpy._rclpy_pybind11 import RCLError
@@ -406,11 +407,16 @@ def main(argv=None) -> int:
         node = SimArmNode()
         while rclpy.ok() and not node.done:
             rclpy.spin_once(node, timeout_sec=0.1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (LiberoUnavailable, LiberoExportError) as e:
         print(f'sim_arm: {e}', file=sys.stderr)
         return 2
+    except Exception:  # noqa: BLE001
+        # SIGINT/SIGTERM shut the context down between two checks of rclpy.ok(): spin_once then fails on the
+        # invalid context; that is a normal stop. Anything else is an error.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()

@@ -688,10 +688,11 @@ class TracePlannerNode(StageNode):
 
     def _plan(self, msg: PerceptionTokens):
         started = self.get_clock().now().to_msg()
-        if msg.request_id not in self.engine.sessions:  # another process ran perception
-            self.engine.resume(observation_from_msg(msg), msg.instruction, msg.answer_text, 'depth',
-                               msg.request_id)
-        result = self.engine.plan(msg.request_id)
+        with self.engine.turn('plan'):  # no other stage evicts the request between the check and the plan
+            if msg.request_id not in self.engine.sessions:  # another process ran perception, or it was evicted
+                self.engine.resume(observation_from_msg(msg), msg.instruction, msg.answer_text, 'depth',
+                                   msg.request_id)
+            result = self.engine.plan(msg.request_id)
         self.revisions.put(msg.request_id, 0)
         self.publish_trace(trace_result_msg(result, msg, self.engine.model_id, started), msg)
         self.requests_completed += 1
@@ -922,15 +923,16 @@ class ActionDecoderNode(StageNode):
     def _act(self, msg: TrajectoryTrace):
         started = self.get_clock().now().to_msg()
         engine = self.engine
-        if msg.source == TrajectoryTrace.SOURCE_MODEL:
-            if msg.request_id not in engine.sessions:
-                self._resume(msg, 'trace')
-            result = engine.act(msg.request_id, release=False)
-        else:
-            if msg.request_id not in engine.sessions:
-                self._resume(msg, 'depth')
-            points = [(p.x_model, p.y_model) for p in msg.points]
-            result = engine.act(msg.request_id, trace_points=points, release=False)
+        with engine.turn('act'):  # no other stage evicts the request between the check and the act
+            if msg.source == TrajectoryTrace.SOURCE_MODEL:
+                if msg.request_id not in engine.sessions:
+                    self._resume(msg, 'trace')
+                result = engine.act(msg.request_id, release=False)
+            else:
+                if msg.request_id not in engine.sessions:
+                    self._resume(msg, 'depth')
+                points = [(p.x_model, p.y_model) for p in msg.points]
+                result = engine.act(msg.request_id, trace_points=points, release=False)
         self.publish_result(self._pub, action_msg(result, msg, step_period_s=self.params['step_period_s'],
                                                   delta_frame_id=self.params['delta_frame_id'],
                                                   model_id=engine.model_id, started=started))

@@ -34,13 +34,13 @@ Steering (acting on an edited trace), two ways (:class:`SteeringMode`):
 * ``prefix``: the edited trace text replaces the model's trace in the answer; the cache is cropped back to
   the end of the depth block and only the edited text is prefilled, then the actions are decoded.
 
-ROS-free. One inference runs at a time (an internal lock); results are frozen dataclasses with timings.
+ROS-free. One inference runs at a time (an internal lock that serves waiting stages acting first, then
+planning, then perceiving: :mod:`.scheduling`); results are frozen dataclasses with timings.
 """
 
 from __future__ import annotations
 
 import enum
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -54,6 +54,7 @@ from .action_space import ActionChunkValues, NormStats, NormStatsTable, Rotation
 from .constraints import ActionConstraint, AnswerConstraint, ConstraintVocab, DepthConstraint, TraceConstraint
 from .grammar import (MULTI_VIEW_TEMPLATE, SINGLE_VIEW_TEMPLATE, TRAJECTORY_CONDITIONED_TEMPLATE, ActionTokens,
                       DepthTokens, ParseError, Trace, format_trace, parse_actions, parse_depth, parse_trace)
+from .scheduling import ACT, PERCEIVE, PLAN, PriorityRLock
 from .sessions import Session, SessionLimits, SessionStore
 from .steering import draw_trace
 
@@ -205,7 +206,7 @@ class MolmoActEngine:
             raise ValueError(f'norm stats {self.unnorm_key!r} are {self.norm_stats.dim}-D but action_dim is '
                              f'{config.action_dim}')
         self.sessions = SessionStore(config.limits)
-        self._lock = threading.RLock()
+        self._lock = PriorityRLock()  # acting before planning before perceiving: see reasoning/scheduling.py
         self._device = next(model.parameters()).device
         self._constraints = {
             'depth': DepthConstraint(self.vocab, max_free_tokens=config.max_free_tokens),
@@ -243,7 +244,7 @@ class MolmoActEngine:
 
     def plan(self, request_id: str) -> TraceResult:
         """Continue the request's answer through the trace (from the cache left by :meth:`perceive`)."""
-        with self._lock:
+        with self._lock.hold(PLAN):
             start = time.monotonic()
             session = self.sessions.get(request_id)
             if 'depth' not in session.marks:
@@ -267,7 +268,7 @@ class MolmoActEngine:
         """Decode the actions of a request: after the model's own trace, or on an edited ``trace_points``
         (1..5 (x, y) in 0..255) with ``steering`` (default: the config's mode). ``release`` frees the
         request's cache afterwards (keep it to act again on another edit)."""
-        with self._lock:
+        with self._lock.hold(ACT):
             start = time.monotonic()
             session = self.sessions.get(request_id)
             resumed = session.data.pop('resumed', None)
@@ -320,7 +321,7 @@ class MolmoActEngine:
         mode: the trace (1..5 (x, y) in 0..255, model space) is drawn on ``observation``'s image and only
         the action list is decoded. No perception or planning runs and nothing stays cached (multi-rate
         execution: act on each new frame with the newest, slower trace)."""
-        with self._lock:
+        with self._lock.hold(ACT):
             start = time.monotonic()
             points = check_trace_points(trace_points)
             request_id = request_id or uuid.uuid4().hex[:12]
@@ -356,7 +357,7 @@ class MolmoActEngine:
         prompt + ``answer_text`` (the answer up to the end of ``stage``: 'depth' or 'trace')."""
         if stage not in ('depth', 'trace'):
             raise ValueError(f"stage must be 'depth' or 'trace', got {stage!r}")
-        with self._lock:
+        with self._lock.hold(PLAN):
             answer_ids = self.tokenizer.encode(answer_text, add_special_tokens=False)
             session, prefill_s = self._start_session(request_id, observation, instruction,
                                                      self.config.prompt_variant, observation.image,
@@ -380,6 +381,11 @@ class MolmoActEngine:
                 return new
             finally:
                 self.sessions.release(rid)
+
+    def turn(self, stage: str):
+        """Hold the engine for a sequence of calls at ``stage``'s priority ('perceive', 'plan' or 'act'), e.g.
+        "rebuild the request if it is not cached, then act" without another stage evicting it in between."""
+        return self._lock.hold({'perceive': PERCEIVE, 'plan': PLAN, 'act': ACT}[stage])
 
     def release(self, request_id: str) -> bool:
         with self._lock:
