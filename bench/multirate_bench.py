@@ -13,14 +13,16 @@ max_image_side_px 96) and the same bounded free text as the pipeline tests:
 
 Prints ``multirate_action_rate_over_full_rate: X x`` (target >= 5 on the tiny model), and a breakdown:
 median prefill time, tokens and decode passes (forward passes; fewer than tokens with the engine's grammar
-fast-forwarding, ``EngineConfig.fast_forward``) of each path. ``--no-fast-forward`` measures one pass per
+fast-forwarding, ``EngineConfig.fast_forward``) of each path. ``--any-action-split`` admits any token split of
+the action values (``EngineConfig.canonical_actions=False``). ``--no-fast-forward`` measures one pass per
 token, for comparison.
 
 Why the ratio is bounded: both paths pay one prefill (image preprocessing ~8 ms + ViT and prompt ~22 ms,
-about seven decode passes' worth on the tiny model); a full step then makes ~170 decode passes (100 depth
-codes, the trace, the actions) and a drawn act ~30 (the action list: about four choices per value), so the
-ratio is about (7 + 170) / (7 + 30) = 4.8. Faster decode passes alone lower it; a cheaper prefill or fewer
-passes per action raise it.
+about seven decode passes' worth on the tiny model); a full step then makes ~155 decode passes (100 depth
+codes, the trace, the actions) and a drawn act ~14 (the action list in its canonical tokenization, ~4 tokens
+per value of which about half are forced; ~30 with ``--any-action-split``), so the ratio is about
+(7 + 155) / (7 + 14) = 7.7 (4.8 with any split). Faster decode passes alone lower it; a cheaper prefill or
+fewer passes per action raise it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def main() -> None:
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--no-fast-forward', dest='fast_forward', action='store_false',
                         help='one forward pass per decoded token (the engine default fast-forwards forced runs)')
+    parser.add_argument('--any-action-split', dest='canonical_actions', action='store_false',
+                        help='admit any token split of the action values (the default: the tokenizer\'s own)')
     args = parser.parse_args()
 
     import numpy as np
@@ -52,7 +56,8 @@ def main() -> None:
         path = save_tiny_checkpoint(Path(tmp) / 'tiny')
         model = load_model(path, LoadOptions(dtype='float32', device=args.device))
         engine = MolmoActEngine(model, MolmoActProcessor.from_pretrained(path),
-                                EngineConfig(max_free_tokens=args.free_tokens, fast_forward=args.fast_forward))
+                                EngineConfig(max_free_tokens=args.free_tokens, fast_forward=args.fast_forward,
+                                             canonical_actions=args.canonical_actions))
     rng = np.random.default_rng(0)
     frames = [Observation(rng.integers(0, 256, (72, 96, 3), dtype=np.uint8)) for _ in range(args.steps + 1)]
     instruction = 'put the red block in the bowl'

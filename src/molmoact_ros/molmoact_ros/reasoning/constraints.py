@@ -11,7 +11,11 @@ Each processor masks the logits so that the generated answer stays well formed (
   between the two lists); then an optional ``.`` and EOS.
 * :class:`ActionConstraint`: free text until ``[``; then exactly ``action_dim`` action token strings per step
   separated by ``,`` (one optional space around separators and brackets), one list (``horizon=1``) or a
-  list of ``horizon`` lists; then an optional ``.`` and EOS.
+  list of ``horizon`` lists; then an optional ``.`` and EOS. ``canonical=True`` (the engine's default,
+  ``EngineConfig.canonical_actions``): inside the list only the token sequences the model's tokenizer gives
+  the released text (``[a, b, ...]``, ``[[...], [...]]``; ``[a,b]`` with ``spaces=False``) — the
+  tokenization a trained model emits, ~3.2 tokens per value — instead of any split of the same bytes; see
+  :class:`CanonicalActionPieces`.
 * :class:`AnswerConstraint`: the stages in sequence, for one monolithic generation.
 
 Free text before each part is the model's own wording (any regular token without a bracket: the released
@@ -31,6 +35,10 @@ whose first byte the state accepts) through the machine with the counters (value
 steps left, points left, codes left) relaxed, then re-walking the few tokens whose walk checked a counter
 with the real counters, clamped to a bound that cannot change the outcome. Nothing re-parses text.
 
+**Canonical action lists** are walked token by token instead (a stage may be token-level in some states:
+:meth:`Stage.token_level`): a trie of the canonical token pieces, one piece per value with its separator,
+chosen by the counters (a value inside a step, at a step's end, at the list's end with or without ``.``).
+
 **Forced runs.** Where the grammar allows exactly one token (a marker, a separator, the last byte piece of an
 action string) that token is *forced*; :meth:`GrammarConstraint.forced_run` returns the run of forced tokens
 after a prefix (cached per mask key, bounded, ending where two or more tokens are allowed or the stages are
@@ -49,6 +57,7 @@ ROS-free; torch and transformers only.
 from __future__ import annotations
 
 import threading
+import unicodedata
 import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -68,10 +77,12 @@ _SPACE, _COMMA, _OPEN, _CLOSE, _PERIOD = 0x20, 0x2C, 0x5B, 0x5D, 0x2E
 class ConstraintVocab:
     """What the constraints need from the tokenizer, computed once per tokenizer (:meth:`from_tokenizer`
     caches it): the bytes of every regular token, the special ids, the UTF-8 bytes of the 256 action
-    token strings, and a first-byte index of the tokens."""
+    token strings, and a first-byte index of the tokens. ``encode`` (text -> ids, set by
+    :meth:`from_tokenizer`) derives the canonical action pieces (:meth:`action_pieces`) on first use."""
 
     def __init__(self, token_bytes: Sequence[Optional[bytes]], *, eos_id: int, depth_start_id: int,
-                 depth_end_id: int, depth_code_base_id: int, action_values: Sequence[bytes]):
+                 depth_end_id: int, depth_code_base_id: int, action_values: Sequence[bytes],
+                 encode: Optional[Any] = None):
         self.token_bytes: Tuple[Optional[bytes], ...] = tuple(token_bytes)
         self.size = len(self.token_bytes)
         self.eos_id = eos_id
@@ -91,6 +102,22 @@ class ConstraintVocab:
         self.byte_mask = mask  # regular (byte) tokens
         self._candidates: Dict[frozenset, Dict[int, Tuple[int, ...]]] = {}
         self._lock = threading.Lock()
+        self._encode = encode  # text -> token ids (the tokenizer's own), for the canonical action pieces
+        self._pieces: Dict[bool, 'CanonicalActionPieces'] = {}
+
+    def action_pieces(self, spaces: bool) -> 'CanonicalActionPieces':
+        """The canonical token pieces of the action values (see :class:`CanonicalActionPieces`), computed
+        once per separator style with the tokenizer this vocabulary was built from."""
+        with self._lock:
+            got = self._pieces.get(bool(spaces))
+            if got is None:
+                if self._encode is None:
+                    raise ValueError('canonical action tokenization needs a vocabulary built with an encoder '
+                                     '(ConstraintVocab.from_tokenizer)')
+                texts = [v.decode('utf-8') for v in self.action_values]
+                got = CanonicalActionPieces(texts, self._encode, spaces)
+                self._pieces[bool(spaces)] = got
+            return got
 
     def depth_code_id(self, code: int) -> int:
         return self.depth_code_base_id + code
@@ -152,8 +179,71 @@ class ConstraintVocab:
         action_values = []
         for s in tokenizer.convert_ids_to_tokens(list(ACTION_TOKEN_IDS)):
             action_values.append(s.encode('utf-8'))  # the token STRING as text, not the token's bytes
+        ref = weakref.ref(tokenizer)  # the vocabulary is cached per tokenizer: no strong reference back
+
+        def encode(text: str) -> Tuple[int, ...]:
+            tok = ref()
+            if tok is None:
+                raise RuntimeError('the tokenizer of this vocabulary is gone')
+            return tuple(tok.encode(text, add_special_tokens=False))
+
         return cls(token_bytes, eos_id=ids.eos, depth_start_id=ids.depth_start, depth_end_id=ids.depth_end,
-                   depth_code_base_id=ids.depth_code_base, action_values=action_values)
+                   depth_code_base_id=ids.depth_code_base, action_values=action_values, encode=encode)
+
+
+# Kinds of canonical piece: where the value stands (what separator follows it).
+PIECE_MID, PIECE_STEP, PIECE_END = 0, 1, 2
+
+
+class CanonicalActionPieces:
+    """How the model's tokenizer splits an action list into tokens, value by value.
+
+    The text is the released form: ``[v, v, ...]`` / ``[[v, v], [v, v]]`` with ``spaces`` (``", "`` and
+    ``"], ["``), or ``[v,v]`` / ``[[v,v],[v,v]]`` without; then an optional ``.``. The Qwen2 pre-tokenizer
+    cuts it into pieces that BPE never merges across: every value starts with a letter (a byte-level string),
+    and a letter run takes ONE preceding non-letter character with it (`` ?`` / ``,``), unless a punctuation
+    run before has taken that character (``"»,"``: a value ending in a symbol swallows an unspaced comma;
+    ``"], ["`` and ``"],["`` are punctuation runs). So the list is a sequence of *pieces*, one per value:
+    ``c_in + value + separator`` minus the separator's last character where the next value's letter run takes
+    it (``c_out``: the space of ``", "``; the ``,`` of ``","`` after a value ending in a letter or digit).
+    Each piece is tokenized on its own with the real tokenizer; ``pieces[(c_in, kind)]`` maps the token tuple
+    to ``(value index, c_out, period)``. The opener (``[`` or ``[[``) ends its own token (as after a space or
+    in ``[[``). The test suite checks, for every value in every context, that tokenizing a whole list gives the
+    concatenation of the pieces."""
+
+    def __init__(self, values: Sequence[str], encode: Any, spaces: bool):
+        self.spaces = bool(spaces)
+        sep = ', ' if spaces else ','
+        step_sep = '], [' if spaces else '],['
+        carries = ('', sep[-1])
+        self.carries = carries
+        self.pieces: Dict[Tuple[int, int], Dict[Tuple[int, ...], Tuple[int, int, bool]]] = {}
+        for ci, c_in in enumerate(carries):
+            for kind, endings in ((PIECE_MID, ((sep, False),)), (PIECE_STEP, ((step_sep, False),)),
+                                  (PIECE_END, ((']', False), (']', True)))):
+                table: Dict[Tuple[int, ...], Tuple[int, int, bool]] = {}
+                for vi, value in enumerate(values):
+                    for ending, period in endings:
+                        carry = kind == PIECE_MID and (spaces or unicodedata.category(value[-1])[0] in 'LN')
+                        text = c_in + value + (ending[:-1] if carry else ending)
+                        table[tuple(encode(text + ('.' if period else '')))] = (vi, 1 if carry else 0, period)
+                self._check_prefix_free(table)
+                self.pieces[(ci, kind)] = table
+        # the list end of horizon > 1: ']]' (same pieces with one more ']')
+        for ci, c_in in enumerate(carries):
+            table = {}
+            for vi, value in enumerate(values):
+                for period in (False, True):
+                    table[tuple(encode(c_in + value + ']]' + ('.' if period else '')))] = (vi, 0, period)
+            self._check_prefix_free(table)
+            self.pieces[(ci, PIECE_END + 1)] = table
+
+    @staticmethod
+    def _check_prefix_free(table: Dict[Tuple[int, ...], Any]) -> None:
+        keys = sorted(table)
+        for a, b in zip(keys, keys[1:]):
+            if b[:len(a)] == a:
+                raise ValueError('canonical action pieces are not prefix-free for this tokenizer')
 
 
 _VOCAB_CACHE: 'weakref.WeakKeyDictionary[Any, ConstraintVocab]' = weakref.WeakKeyDictionary()
@@ -206,6 +296,22 @@ class Stage:
     def specials(self, lex: tuple) -> Tuple[int, ...]:
         """Special (non-byte) ids that may be accepted in ``lex``."""
         return ()
+
+    def token_level(self, lex: tuple) -> bool:
+        """True where the stage walks whole tokens (:meth:`token`) instead of their bytes."""
+        return False
+
+    def token(self, lex: tuple, ctr: Optional[tuple], token_id: int):
+        """A whole regular token in a token-level state: (lex, ctr, uses) or None, as :meth:`step`."""
+        return None
+
+    def token_candidates(self, lex: tuple) -> Tuple[int, ...]:
+        """The tokens that may be accepted in a token-level state (whatever the counters)."""
+        return ()
+
+    def token_successors(self, lex: tuple) -> List[tuple]:
+        """Every lex (or COMPLETE) a token can lead to from a token-level state (for warm-up)."""
+        return []
 
     def max_tokens(self) -> int:
         """Upper bound on the tokens of this stage (free text + structure)."""
@@ -336,19 +442,30 @@ class TraceStage(Stage):
         return ('trace', self.max_free_tokens, self.num_traces, self.max_points, self.max_value, self.spaces)
 
 
-# Action phases (lex = (phase, sp, node)); ctr = (values left in the step, steps left).
-_A_OO, _A_RO, _A_V, _A_VS, _A_AC, _A_RC, _A_ARC = range(2, 9)
+# Action phases (lex = (phase, sp, node)); ctr = (values left in the step, steps left). Canonical mode:
+# lex = (_A_TOK, carry index, token-trie node or -1 at a piece start).
+_A_OO, _A_RO, _A_V, _A_VS, _A_AC, _A_RC, _A_ARC, _A_TOK = range(2, 10)
 
 
 class ActionStage(Stage):
+    """Free text, then the action list. ``canonical``: inside the list only the token sequences the model's
+    tokenizer gives for the released text form (``spaces``: ``[a, b]`` / ``[[a, b], [c, d]]``, else
+    ``[a,b]`` / ``[[a,b],[c,d]]``; then an optional ``.`` in the same piece), as a token-level trie of the
+    :class:`CanonicalActionPieces`; otherwise any token split of the bytes, with one optional space around
+    separators and brackets."""
+
     name = 'actions'
 
     def __init__(self, vocab: ConstraintVocab, action_dim: int = 7, horizon: int = 1, max_free_tokens: int = 64,
-                 spaces: bool = True):
+                 spaces: bool = True, canonical: bool = False):
         super().__init__(max_free_tokens)
         if action_dim < 1 or horizon < 1:
             raise ValueError('action_dim and horizon must be >= 1')
         self.action_dim, self.horizon, self.spaces = action_dim, horizon, spaces
+        self.canonical = bool(canonical)
+        if self.canonical:
+            self.tail_period = False  # the '.' is part of the last piece (e.g. the token '].')
+            self._build_token_tries(vocab.action_pieces(spaces))
         # Byte trie of the 256 action strings (UTF-8 of the token strings).
         children: List[Dict[int, int]] = [{}]
         terminal = [False]
@@ -375,6 +492,102 @@ class ActionStage(Stage):
     def forced(self, lex):
         return (_FORCED, 0, 0)
 
+    # -- canonical mode: a token trie per (carry, piece kind) --
+    def _build_token_tries(self, pieces: CanonicalActionPieces) -> None:
+        end = PIECE_END if self.horizon == 1 else PIECE_END + 1
+        kinds = [end]
+        if self.action_dim > 1:
+            kinds.append(PIECE_MID)
+        if self.horizon > 1:
+            kinds.append(PIECE_STEP)
+        self._end_kind = end
+        self._kinds = tuple(kinds)
+        children: List[Dict[int, int]] = []
+        leaf: List[Optional[Tuple[int, int]]] = []
+        roots: Dict[Tuple[int, int], Dict[int, int]] = {}
+        for ci in range(len(pieces.carries)):
+            for kind in kinds:
+                root: Dict[int, int] = {}
+                for seq, (_, c_out, _) in pieces.pieces[(ci, kind)].items():
+                    level = root
+                    for j, t in enumerate(seq):
+                        nxt = level.get(t)
+                        if nxt is None:
+                            nxt = len(children)
+                            children.append({})
+                            leaf.append(None)
+                            level[t] = nxt
+                        level = children[nxt]
+                    leaf[nxt] = (c_out, kind)
+                roots[(ci, kind)] = root
+        self._tok_children = tuple(children)
+        self._tok_leaf = tuple(leaf)
+        self._tok_roots = roots
+        self._root_union = {ci: tuple(sorted(set().union(*(roots[(ci, k)] for k in kinds))))
+                            for ci in range(len(pieces.carries))}
+
+    def _kind(self, ctr: tuple) -> int:
+        if ctr[0] > 1:
+            return PIECE_MID
+        return PIECE_STEP if ctr[1] > 1 else self._end_kind
+
+    def token_level(self, lex):
+        return lex[0] == _A_TOK
+
+    def token(self, lex, ctr, t):
+        _, ci, node = lex
+        uses = 0
+        if node < 0:  # a piece starts: its kind (what separator ends it) is read from the counters
+            uses = 1
+            if ctr is None:
+                nxt = next((self._tok_roots[(ci, k)][t] for k in self._kinds if t in self._tok_roots[(ci, k)]),
+                           None)
+            else:
+                nxt = self._tok_roots[(ci, self._kind(ctr))].get(t)
+        else:
+            nxt = self._tok_children[node].get(t)
+        if nxt is None:
+            return None
+        info = self._tok_leaf[nxt]
+        if info is None:
+            return (_A_TOK, ci, nxt), ctr, uses
+        c_out, kind = info
+        if kind == self._end_kind:
+            return COMPLETE, ctr, uses + 1
+        if ctr is not None:
+            ctr = (ctr[0] - 1, ctr[1]) if kind == PIECE_MID else (self.action_dim, ctr[1] - 1)
+        return (_A_TOK, c_out, -1), ctr, uses + 1
+
+    def token_candidates(self, lex):
+        _, ci, node = lex
+        return self._root_union[ci] if node < 0 else tuple(self._tok_children[node])
+
+    def token_successors(self, lex):
+        _, ci, node = lex
+        levels = [self._tok_roots[(ci, k)] for k in self._kinds] if node < 0 else [self._tok_children[node]]
+        out = []
+        for level in levels:
+            for nxt in level.values():
+                info = self._tok_leaf[nxt]
+                if info is None:
+                    out.append((_A_TOK, ci, nxt))
+                else:
+                    out.append(COMPLETE if info[1] == self._end_kind else (_A_TOK, info[0], -1))
+        return out
+
+    def _canonical_step(self, lex, ctr, b):
+        phase = lex[0]
+        opened = (_A_OO, 0, 0) if self.horizon > 1 else (_A_TOK, 0, -1)
+        if phase == _FREE:
+            if b == _OPEN:
+                return opened, ctr, 0
+            return (lex, ctr, 0) if b != _CLOSE else None
+        if phase == _FORCED:
+            return (opened, ctr, 0) if b == _OPEN else None
+        if phase == _A_OO:
+            return ((_A_TOK, 0, -1), ctr, 0) if b == _OPEN else None
+        return None  # a token-level state: the opener ends its token
+
     def _value_end(self, b, ctr):
         """',' or ']' right after a value."""
         if b == _COMMA:
@@ -389,6 +602,8 @@ class ActionStage(Stage):
         return (_A_RC, 0, 0), ctr, 1
 
     def step(self, lex, ctr, b):
+        if self.canonical:
+            return self._canonical_step(lex, ctr, b)
         phase, sp, node = lex
         if phase == _FREE:
             if b == _OPEN:
@@ -432,7 +647,7 @@ class ActionStage(Stage):
         return self.max_free_tokens + 2 + self.horizon * (self.action_dim * per_value + 3)
 
     def signature(self):
-        return ('actions', self.max_free_tokens, self.action_dim, self.horizon, self.spaces)
+        return ('actions', self.max_free_tokens, self.action_dim, self.horizon, self.spaces, self.canonical)
 
 
 # --- compiled grammar: stages in sequence + tail, with the mask caches -----------------------------
@@ -491,6 +706,15 @@ class _Grammar:
             if k == n:
                 return None
             r = self.stages[k].special(lex, ctr, token_id)
+            if r is None:
+                return None
+            lex, ctr, c = r
+            checks += c
+            if lex is COMPLETE:
+                k, lex, ctr, free = self._enter(k + 1)
+                entered = True
+        elif k < n and self.stages[k].token_level(lex):  # a stage walking whole tokens (canonical actions)
+            r = self.stages[k].token(lex, ctr, token_id)
             if r is None:
                 return None
             lex, ctr, c = r
@@ -571,6 +795,8 @@ class _Grammar:
             bulk_free = stage.is_free(lex)
             if bulk_free or lex[0] == _FORCED:  # free text: byte tokens without brackets stay free text
                 candidates = vocab.bracket_ids
+            elif stage.token_level(lex):
+                candidates = stage.token_candidates(lex)
             else:
                 by_first = vocab.candidates(stage.alphabet)
                 firsts = [b for b in by_first if stage.step(lex, None, b) is not None]
@@ -605,6 +831,10 @@ class _Grammar:
                     todo.append((k, (True,), (), 0))
                 continue
             stage = self.stages[k]
+            if stage.token_level(lex):
+                for nxt in stage.token_successors(lex):
+                    todo.append(self._enter(k + 1) if nxt is COMPLETE else (k, nxt, ctr, 0))
+                continue
             results = [stage.step(lex, None, b) for b in range(256)]
             results += [stage.special(lex, None, t) for t in stage.specials(lex)]
             if stage.is_free(lex) and stage.max_free_tokens:
@@ -869,8 +1099,8 @@ class ActionConstraint(GrammarConstraint):
     """Action stage: free text, then ``horizon`` steps of ``action_dim`` action token strings, '.', EOS."""
 
     def __init__(self, vocab: ConstraintVocab, *, action_dim: int = 7, horizon: int = 1, max_free_tokens: int = 64,
-                 spaces: bool = True):
-        super().__init__(vocab, (ActionStage(vocab, action_dim, horizon, max_free_tokens, spaces),))
+                 spaces: bool = True, canonical: bool = False):
+        super().__init__(vocab, (ActionStage(vocab, action_dim, horizon, max_free_tokens, spaces, canonical),))
 
 
 class AnswerConstraint(GrammarConstraint):

@@ -22,10 +22,16 @@ Speed, with the same tokens as one greedy pass per token (tests check it stage b
 * identical crops (``EngineConfig.dedupe_crops``): frames up to 378 px get a 1x1 tiling whose crop equals
   the global view; the ViT encodes it once.
 
-On the tiny model (``bench/multirate_bench.py``) a full perceive + plan + act step makes ~170 forward passes
-for ~185 tokens, a drawn act on a new frame (:meth:`MolmoActEngine.act_on_observation`) ~30 for ~39, and the
-prefill of either costs ~22 ms (~35 ms without the crop dedupe), so multi-rate actions come ~4.7x as often
-as full steps (3.5-4.3x with one pass per token and both crops encoded).
+Canonical action tokenization (``EngineConfig.canonical_actions``, default on) changes which tokens the action
+list may use (its text is the released form, without optional extra spaces): only the split the model's
+tokenizer gives ``[a, b, ...]`` (what a trained model emits, ~3.2 tokens per value), instead of any split of
+the same bytes (a random-weight model picks ~4-6 pieces per value); more of each value is then forced.
+
+On the tiny model (``bench/multirate_bench.py``) a full perceive + plan + act step makes ~155 forward passes
+for ~173 tokens, a drawn act on a new frame (:meth:`MolmoActEngine.act_on_observation`) ~14 for ~28, and the
+prefill of either costs ~22 ms (~35 ms without the crop dedupe), so multi-rate actions come ~6-8x as often
+as full steps (~4.7x with any split of the action values, 3.5-4.3x also with one pass per token and both
+crops encoded).
 
 Steering (acting on an edited trace), two ways (:class:`SteeringMode`):
 
@@ -153,6 +159,9 @@ class EngineConfig:
     free text (the sentences) the constraints allow before each structured part. ``fast_forward`` feeds the
     tokens the grammar forces after a chosen token in the same forward pass (no effect unconstrained);
     ``dedupe_crops`` runs identical image crops through the ViT once. Neither changes the tokens.
+    ``canonical_actions`` admits, inside the action list, only the tokenization the model's tokenizer gives
+    the released text form ``[a, b, ...]`` (what a trained model emits; values and parsing unchanged, no extra
+    spaces around brackets), instead of any split of the same bytes: fewer tokens per value, more forced runs.
     """
 
     prompt_variant: PromptVariant = PromptVariant.MULTI_VIEW
@@ -167,6 +176,7 @@ class EngineConfig:
     limits: SessionLimits = field(default_factory=SessionLimits)
     fast_forward: bool = True
     dedupe_crops: bool = True
+    canonical_actions: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'prompt_variant', PromptVariant(self.prompt_variant))
@@ -212,10 +222,11 @@ class MolmoActEngine:
             'depth': DepthConstraint(self.vocab, max_free_tokens=config.max_free_tokens),
             'trace': TraceConstraint(self.vocab, max_free_tokens=config.max_free_tokens),
             'actions': ActionConstraint(self.vocab, action_dim=config.action_dim, horizon=config.horizon,
-                                        max_free_tokens=config.max_free_tokens),
+                                        max_free_tokens=config.max_free_tokens,
+                                        canonical=config.canonical_actions),
             # After a forced lead-in ("... the action that the robot should take is") the list opens at once.
             'actions_forced': ActionConstraint(self.vocab, action_dim=config.action_dim, horizon=config.horizon,
-                                               max_free_tokens=0),
+                                               max_free_tokens=0, canonical=config.canonical_actions),
         }
         if config.constrained:
             for c in self._constraints.values():
