@@ -317,3 +317,30 @@ def test_stages_hand_over_over_dds_only_without_intra_process(tmp_path, monkeypa
         p.bring_down()
         p.stop()
         rclpy.shutdown()
+
+
+def test_an_exception_escaping_a_callback_does_not_stop_the_process():
+    """rclpy re-raises a callback's exception out of spin(): the runner reports it and keeps spinning, so the
+    nodes still answer their lifecycle services."""
+    rclpy.init()
+    p = Pipeline(stages=('command_sink',), args=['--ros-args', '-r', '__ns:=/spin'])
+    p.start()
+    fired = []
+
+    def bad():
+        if not fired:
+            fired.append(True)
+            raise RuntimeError('a buggy callback')
+
+    timer = p.manager.create_timer(0.05, bad)
+    try:
+        assert wait_for(lambda: fired, timeout=5)
+        time.sleep(0.3)
+        assert p._thread.is_alive()
+        results = p.bring_up()
+        assert [r.state_after for r in results][-1] == 'active'
+    finally:
+        p.manager.destroy_timer(timer)
+        p.bring_down()
+        p.stop()
+        rclpy.shutdown()

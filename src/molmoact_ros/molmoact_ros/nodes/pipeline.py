@@ -50,6 +50,7 @@ class Pipeline:
         for node in [*self.nodes, self.manager]:
             self.executor.add_node(node)
         self._thread: Optional[threading.Thread] = None
+        self._stopping = False
         self.clients = [LifecycleClient(self.manager, node.get_fully_qualified_name(), spinning=True,
                                         timeout_s=600.0) for node in self.nodes]
 
@@ -58,10 +59,18 @@ class Pipeline:
         self._thread.start()
 
     def _spin(self):
-        try:
-            self.executor.spin()
-        except ExternalShutdownException:
-            pass
+        # rclpy re-raises an exception escaping a callback out of spin(): report it and keep spinning, so one
+        # bad callback never silently stops every node of the process (lifecycle services included).
+        while not self._stopping:
+            try:
+                self.executor.spin()
+                return
+            except ExternalShutdownException:
+                return
+            except Exception as exc:  # noqa: BLE001
+                if self._stopping or not self.manager.context.ok():
+                    return
+                self.manager.get_logger().error(f'executor: {type(exc).__name__}: {exc} (still spinning)')
 
     def bring_up(self):
         """Configure all nodes, then activate all (raises LifecycleError naming the failing node)."""
@@ -82,6 +91,7 @@ class Pipeline:
         return results
 
     def stop(self) -> None:
+        self._stopping = True
         self.executor.shutdown()
         if self._thread is not None:
             self._thread.join(timeout=10)  # before rclpy.shutdown, or the process may abort
