@@ -560,8 +560,9 @@ def test_servo_pose_e_stop_holds_at_the_measured_pose(rig):
     held = _distinct(after)
     assert len(held) == 1 and len(after) >= 5, (len(held), len(after))  # one pose: the hold, re-sent
     hold = _positions(held)[0]
-    # The hold is the measured pose at the halt (the fake Servo moves 1 mm per 10 ms; joint states lag) ...
-    assert np.linalg.norm(hold - at_stop) < 4e-3
+    # The hold is the measured pose at the halt: the fake Servo moves 1 mm per 10 ms and joint states lag, so
+    # on a loaded machine the pose read here can be several ticks past it (5 mm seen in CI) ...
+    assert np.linalg.norm(hold - at_stop) < 8e-3
     assert np.linalg.norm(ee(arm.q()) - hold) < 2e-3  # ... and the arm holds there
     n_stop = len(arm.targets)
     _observation_chunk(arm, KIN.fk(arm.q()), d=(0.0, 0.01, 0.0), steps=5, period=0.1, request_id='during_stop')
