@@ -8,8 +8,10 @@ tracker (ServoPoseArm) that moves the end effector toward the newest PoseStamped
 drops targets older than Servo's incoming_command_timeout, and publishes the joint states it reaches.
 """
 
+import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TwistStamped, Vector3
 from molmoact_msgs.msg import ActionChunk, ActionStep, NodeStatus
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -72,6 +75,7 @@ class Arm:
         self.status = []
         self.diagnostics = []
         self.camera_on = True
+        self.beats = 0  # joint-state timer calls: the executor is alive while this grows
         n.create_subscription(JointTrajectory, 'joint_trajectory_controller/joint_trajectory', self._on_traj, 10)
         n.create_subscription(Float64MultiArray, 'gripper_controller/commands', self.gripper.append, 10)
         n.create_subscription(TwistStamped, 'servo_node/delta_twist_cmds',
@@ -107,6 +111,7 @@ class Arm:
             return self.follower.sample(time.monotonic()).positions_rad.copy()
 
     def _publish_joints(self):
+        self.beats += 1
         msg = JointState(name=ARM + ['panda_finger_joint1', 'panda_finger_joint2'])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         msg.position = [float(v) for v in self.q()] + [0.04, 0.04]
@@ -157,19 +162,23 @@ class ServoPoseArm(Arm):
     """A fake MoveIt Servo in pose-tracking mode plus the arm it moves.
 
     Like Servo: the newest PoseStamped on ``servo_node/pose_target_cmds`` is the target while its stamp is
-    younger than ``incoming_command_timeout`` (0.1 s); a stale target stops the arm where it is. Every 10 ms
-    the end effector moves toward the target by at most SPEED_M_S * 10 ms (and a bounded rotation); the
-    joints come from IK of that intermediate pose, and joint_states report them.
+    younger than ``incoming_command_timeout`` (0.1 s); a stale target stops the arm where it is. Each cycle
+    (nominally 10 ms) the end effector moves toward the target by at most SPEED_M_S (and ANGULAR_RAD_S) times
+    the time since the last cycle, as a real Servo integrates its velocity over time, so a loaded machine
+    that runs the cycles late does not slow the arm down; the joints come from IK of that intermediate pose,
+    and joint_states report them.
     """
 
     TIMEOUT_S = 0.1
     SPEED_M_S = 0.1
     ANGULAR_RAD_S = 0.5
     PERIOD_S = 0.01
+    MAX_DT_S = 0.05  # a cycle never moves further than 5 nominal cycles would
 
     def __init__(self, ns):
         super().__init__(ns)
         self._q_servo = np.array(Q0)
+        self._last_cycle = None
         self.targets = []  # (monotonic time, PoseStamped)
         self.stale_cycles = 0
         self.node.create_subscription(PoseStamped, 'servo_node/pose_target_cmds', self._on_target, 50)
@@ -184,6 +193,9 @@ class ServoPoseArm(Arm):
             return self._q_servo.copy()
 
     def _servo_cycle(self):
+        now = time.monotonic()
+        dt = self.PERIOD_S if self._last_cycle is None else min(now - self._last_cycle, self.MAX_DT_S)
+        self._last_cycle = now
         with self.lock:
             if not self.targets:
                 return
@@ -199,12 +211,12 @@ class ServoPoseArm(Arm):
         current, target = KIN.fk(q), pose_msg_to_matrix(msg.pose)
         step = target[:3, 3] - current[:3, 3]
         distance = np.linalg.norm(step)
-        reach = self.SPEED_M_S * self.PERIOD_S
+        reach = self.SPEED_M_S * dt
         goal = current.copy()
         goal[:3, 3] += step if distance <= reach else step * (reach / distance)
         R_rel = target[:3, :3] @ current[:3, :3].T
         angle = np.arccos(np.clip((np.trace(R_rel) - 1.0) / 2.0, -1.0, 1.0))
-        fraction = 1.0 if angle <= self.ANGULAR_RAD_S * self.PERIOD_S else self.ANGULAR_RAD_S * self.PERIOD_S / angle
+        fraction = 1.0 if angle <= self.ANGULAR_RAD_S * dt else self.ANGULAR_RAD_S * dt / angle
         if angle > 1e-9:
             axis, theta = mat2axangle(R_rel)
             goal[:3, :3] = axangle2mat(axis, theta * fraction) @ current[:3, :3]
@@ -258,9 +270,10 @@ def rig(tmp_path_factory):
     nodes = (arm.node, sink, servo_arm.node, servo_sink, dry_arm.node, dry_sink, pose_arm.node, pose_sink)
     for node in nodes:
         executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    escaped = []
+    thread = threading.Thread(target=_spin, args=(executor, escaped), daemon=True)
     thread.start()
-    yield {'arm': arm, 'sink': sink, 'servo_arm': servo_arm, 'servo_sink': servo_sink, 'dry_arm': dry_arm,
+    yield {'escaped': escaped, 'arm': arm, 'sink': sink, 'servo_arm': servo_arm, 'servo_sink': servo_sink, 'dry_arm': dry_arm,
            'dry_sink': dry_sink, 'pose_arm': pose_arm, 'pose_sink': pose_sink, 'pose_box_max': box_max}
     executor.shutdown()
     thread.join(timeout=10)
@@ -269,8 +282,49 @@ def rig(tmp_path_factory):
     rclpy.shutdown()
 
 
+def _spin(executor, escaped):
+    """executor.spin(), recording an exception that escapes a callback (rclpy re-raises it out of spin) and
+    spinning on, so one test's failure cannot silently stop the rig for every later test."""
+    while True:
+        try:
+            executor.spin()
+            return
+        except InvalidHandle:
+            # A callback already dispatched for an entity that a transition (cleanup) destroyed meanwhile: an
+            # rclpy race the nodes cannot prevent; the pipeline's runner spins on after it too.
+            continue
+        except Exception:  # noqa: BLE001 - recorded; the test that was running fails on it
+            if not rclpy.ok():
+                return
+            escaped.append(traceback.format_exc())
+
+
+@pytest.fixture(autouse=True)
+def no_callback_escapes(request):
+    """Fail the test during which a callback (the sink's or the harness's) raised out of the executor."""
+    if 'rig' not in request.fixturenames:
+        yield
+        return
+    rig = request.getfixturevalue('rig')
+    escaped = rig['escaped']
+    n = len(escaped)
+    yield
+    assert escaped[n:] == [], ''.join(escaped[n:])
+    # The executor still runs callbacks (a stuck rig would fail every later test): else show every thread.
+    beats = rig['arm'].beats
+    assert wait_for(lambda: rig['arm'].beats > beats, 3.0), 'the rig executor stopped running callbacks:\n' + ''.join(
+        f'--- thread {ident}\n' + ''.join(traceback.format_stack(frame))
+        for ident, frame in sys._current_frames().items())
+
+
 def ee(q):
     return KIN.fk(q)[:3, 3]
+
+
+def _sink_state(sink):
+    """What a failed wait shows: the sink's counters, last error and diagnostics."""
+    return (f'dropped {sink.inputs_dropped}, errors {sink.errors}, last error {sink.last_error!r}, '
+            f'diagnostics {dict(sink.diagnostic_values())}')
 
 
 def test_configure_activate_and_nothing_commanded_while_disabled(rig):
@@ -293,18 +347,28 @@ def test_enabled_chunk_moves_the_end_effector_along_the_deltas(rig):
     assert sink.execution_enabled()
     start = ee(arm.q())
     before = arm.n_traj()
+    velocity_clips = sink.governor.clip_counts[ClipKind.JOINT_VELOCITY]
     arm.chunk(dx=0.01, steps=8, request_id='move')
-    assert wait_for(lambda: arm.n_traj() - before >= 8, 3.0)
+    assert wait_for(lambda: arm.n_traj() - before >= 8, 3.0), _sink_state(sink)
     time.sleep(0.3)
     trajs = arm.trajs_since(before)
     targets = np.array([ee(np.array(t.points[0].positions)) for t in trajs if t.points])
     assert len(targets) == 8, len(targets)  # one command per step
-    # The commanded end-effector path follows the +1 cm x deltas from the observation pose.
-    expected = start + np.outer(np.arange(1, 9) * 0.01, [1.0, 0.0, 0.0])
-    assert np.max(np.abs(targets - expected)) < 2e-3, targets - expected
     assert all(list(t.joint_names) == ARM and len(t.points) == 1 for t in trajs)
-    # The fake controller followed: the measured end effector ends where the chunk said.
-    assert np.linalg.norm(ee(arm.q()) - expected[-1]) < 2e-3
+    # The commanded end-effector path follows the +1 cm x deltas from the observation pose ...
+    expected = start + np.outer(np.arange(1, 9) * 0.01, [1.0, 0.0, 0.0])
+    off = np.linalg.norm(targets - expected, axis=1) >= 2e-3
+    # ... except where a tick came late on a loaded machine: a step picked up with little of its period left
+    # (at least executor.MIN_TIME_FRACTION of it) must not outrun the joint velocity limit, so it falls short
+    # along the path (CI: the last step 2.9 mm short with 20 ms left).
+    for i in np.flatnonzero(off):
+        assert duration_s(trajs[i].points[0].time_from_start) < 0.05, (i, targets - expected)
+        assert (targets[i] - start)[0] < expected[i][0] - start[0]  # short along the path, not off it
+    assert np.allclose(targets[:, 1:], expected[:, 1:], atol=2e-3)
+    assert sink.governor.clip_counts[ClipKind.JOINT_VELOCITY] - velocity_clips >= int(off.sum())
+    assert int(off.sum()) <= 2, targets - expected
+    # The fake controller followed: the measured end effector ends where the last command said.
+    assert np.linalg.norm(ee(arm.q()) - targets[-1]) < 2e-3
     # Gripper: raw 0.9 > 0.5 -> open (0.04 m) sent once.
     assert [list(g.data) for g in arm.gripper] == [[0.04]]
     assert len(arm.poses) >= 8
@@ -353,7 +417,7 @@ def test_e_stop_holds_and_resume_sends_nothing_queued(rig):
     time.sleep(0.8)  # chunk 'long' would still have steps due: none of them fires
     assert arm.n_traj() == at_stop
     arm.chunk(dx=0.005, steps=3, request_id='after')
-    assert wait_for(lambda: arm.n_traj() >= at_stop + 3, 2.0)
+    assert wait_for(lambda: arm.n_traj() >= at_stop + 3, 2.0), _sink_state(sink)
     assert sink.governor.halt_counts[HaltCause.E_STOP] == 1
 
 
@@ -434,7 +498,7 @@ def test_servo_twist_within_limits(rig):
     assert 0.25 <= float(np.median(np.linalg.norm(moving, axis=1))) <= 0.45
     # The poses the twists aim for (~/commanded_pose) move at most 3 cm per step.
     p = np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in arm.poses])
-    assert len(p) >= 4 and np.all(np.linalg.norm(np.diff(p, axis=0), axis=1) <= limit + 1e-6)
+    assert len(p) >= 3 and np.all(np.linalg.norm(np.diff(p, axis=0), axis=1) <= limit + 1e-6)
     assert np.all(moving[:, 0] > 0) and np.allclose(moving[:, 1:], 0.0, atol=1e-6)
     assert np.linalg.norm(v[-1]) == 0.0  # the last step ended: a zero twist
     assert all(m.header.frame_id == 'panda_link0' for _, m in arm.twists)
@@ -443,6 +507,7 @@ def test_servo_twist_within_limits(rig):
     assert arm.trajectories == []
     assert sink.trigger_deactivate() == R.SUCCESS
     assert np.linalg.norm([arm.twists[-1][1].twist.linear.x]) == 0.0
+    assert sink.trigger_cleanup() == R.SUCCESS  # its joint-state subscription off: less load on the rig
 
 
 def _positions(msgs):
@@ -558,7 +623,8 @@ def test_servo_pose_e_stop_holds_at_the_measured_pose(rig):
     time.sleep(0.8)  # the hold is re-sent for the keepalive (0.5 s), then nothing
     after = [m for t, m in arm.targets_since(n0) if t > t_hold + 0.1]
     held = _distinct(after)
-    assert len(held) == 1 and len(after) >= 5, (len(held), len(after))  # one pose: the hold, re-sent
+    # One pose, the hold, re-sent (every 20 ms tick; a loaded machine runs fewer ticks: 4 in 0.4 s seen).
+    assert len(held) == 1 and len(after) >= 2, (len(held), len(after))
     hold = _positions(held)[0]
     # The hold is the measured pose at the halt: the fake Servo moves 1 mm per 10 ms and joint states lag, so
     # on a loaded machine the pose read here can be several ticks past it (5 mm seen in CI) ...
