@@ -21,7 +21,6 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TwistStamped, Vector3
 from molmoact_msgs.msg import ActionChunk, ActionStep, NodeStatus
-from rclpy.exceptions import InvalidHandle
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -30,6 +29,8 @@ from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 from transforms3d.axangles import axangle2mat, mat2axangle
+
+from suite_helpers.spinning import spin_recording
 
 from molmoact_bringup.sim.trajectory import JointTrajectoryCommand, JointTrajectoryFollower, TrajectoryPoint
 from molmoact_ros.nodes.command_sink import CommandSinkNode
@@ -90,8 +91,13 @@ class Arm:
         n.create_publisher(String, 'robot_description', LATCHED).publish(String(data=URDF))
         self.enable_client = n.create_client(SetBool, 'command_sink/enable')
         self.reset_client = n.create_client(Trigger, 'command_sink/reset_e_stop')
-        n.create_timer(0.01, self._publish_joints)
-        n.create_timer(0.05, self._publish_image)
+        self._timers = [n.create_timer(0.01, self._publish_joints), n.create_timer(0.05, self._publish_image)]
+
+    def run(self, on=True):
+        """Start (or stop) this harness's timers. The rig runs only the harness of the test at hand: eight
+        nodes' 100 Hz timers in one Python process loaded a 2-core machine so much that ticks came late."""
+        for timer in self._timers:
+            timer.reset() if on else timer.cancel()
 
     def _on_diag(self, msg):
         for status in msg.status:
@@ -182,7 +188,7 @@ class ServoPoseArm(Arm):
         self.targets = []  # (monotonic time, PoseStamped)
         self.stale_cycles = 0
         self.node.create_subscription(PoseStamped, 'servo_node/pose_target_cmds', self._on_target, 50)
-        self.node.create_timer(self.PERIOD_S, self._servo_cycle)
+        self._timers.append(self.node.create_timer(self.PERIOD_S, self._servo_cycle))
 
     def _on_target(self, msg):
         with self.lock:
@@ -271,7 +277,7 @@ def rig(tmp_path_factory):
     for node in nodes:
         executor.add_node(node)
     escaped = []
-    thread = threading.Thread(target=_spin, args=(executor, escaped), daemon=True)
+    thread = threading.Thread(target=spin_recording, args=(executor, escaped), daemon=True)
     thread.start()
     yield {'escaped': escaped, 'arm': arm, 'sink': sink, 'servo_arm': servo_arm, 'servo_sink': servo_sink, 'dry_arm': dry_arm,
            'dry_sink': dry_sink, 'pose_arm': pose_arm, 'pose_sink': pose_sink, 'pose_box_max': box_max}
@@ -282,23 +288,6 @@ def rig(tmp_path_factory):
     rclpy.shutdown()
 
 
-def _spin(executor, escaped):
-    """executor.spin(), recording an exception that escapes a callback (rclpy re-raises it out of spin) and
-    spinning on, so one test's failure cannot silently stop the rig for every later test."""
-    while True:
-        try:
-            executor.spin()
-            return
-        except InvalidHandle:
-            # A callback already dispatched for an entity that a transition (cleanup) destroyed meanwhile: an
-            # rclpy race the nodes cannot prevent; the pipeline's runner spins on after it too.
-            continue
-        except Exception:  # noqa: BLE001 - recorded; the test that was running fails on it
-            if not rclpy.ok():
-                return
-            escaped.append(traceback.format_exc())
-
-
 @pytest.fixture(autouse=True)
 def no_callback_escapes(request):
     """Fail the test during which a callback (the sink's or the harness's) raised out of the executor."""
@@ -306,19 +295,33 @@ def no_callback_escapes(request):
         yield
         return
     rig = request.getfixturevalue('rig')
+    name = request.node.name
+    key = ('pose_arm' if 'servo_pose' in name else 'servo_arm' if 'servo_twist' in name
+           else 'dry_arm' if 'dry_run' in name else 'arm')
+    for other in ('arm', 'servo_arm', 'pose_arm', 'dry_arm'):
+        rig[other].run(other == key)  # only the harness of this test runs
     escaped = rig['escaped']
     n = len(escaped)
     yield
     assert escaped[n:] == [], ''.join(escaped[n:])
     # The executor still runs callbacks (a stuck rig would fail every later test): else show every thread.
-    beats = rig['arm'].beats
-    assert wait_for(lambda: rig['arm'].beats > beats, 3.0), 'the rig executor stopped running callbacks:\n' + ''.join(
+    arm = rig[key]
+    beats = arm.beats
+    assert wait_for(lambda: arm.beats > beats, 3.0), 'the rig executor stopped running callbacks:\n' + ''.join(
         f'--- thread {ident}\n' + ''.join(traceback.format_stack(frame))
         for ident, frame in sys._current_frames().items())
 
 
 def ee(q):
     return KIN.fk(q)[:3, 3]
+
+
+def _last_is_hold(arm):
+    """Whether the newest JointTrajectory the fake controller received is the sink's hold (HOLD_TIME_S).
+    Waiting for it, not for a fixed time, is what makes the count taken next final on a loaded machine."""
+    trajs = arm.trajs_since(max(arm.n_traj() - 1, 0))
+    return bool(trajs and trajs[-1].points
+                and duration_s(trajs[-1].points[0].time_from_start) == pytest.approx(HOLD_TIME_S))
 
 
 def _sink_state(sink):
@@ -404,10 +407,9 @@ def test_e_stop_holds_and_resume_sends_nothing_queued(rig):
     assert wait_for(lambda: arm.n_traj() - before >= 2, 2.0)
     arm.e_stop_pub.publish(Bool(data=True))
     assert wait_for(lambda: sink.holds_sent == holds + 1, 2.0)
-    time.sleep(0.1)
+    assert wait_for(lambda: _last_is_hold(arm), 2.0)  # the hold is the last command the arm received
     at_stop = arm.n_traj()
     last = arm.trajs_since(at_stop - 1)[0]
-    assert duration_s(last.points[0].time_from_start) == pytest.approx(HOLD_TIME_S)  # the hold
     assert np.allclose(last.points[0].positions, arm.q(), atol=0.02)
     arm.chunk(dx=0.005, steps=8, request_id='during_stop')
     assert not arm.enable().success  # refused while latched
@@ -430,10 +432,8 @@ def test_stale_camera_halts_with_a_hold(rig):
     arm.camera_on = False
     try:
         assert wait_for(lambda: sink.holds_sent == holds + 1, 2.0)
-        time.sleep(0.1)
+        assert wait_for(lambda: _last_is_hold(arm), 2.0)
         at_halt = arm.n_traj()
-        last = arm.trajs_since(at_halt - 1)[0]
-        assert duration_s(last.points[0].time_from_start) == pytest.approx(HOLD_TIME_S)
         time.sleep(0.5)
         assert arm.n_traj() == at_halt
         assert sink.governor.diagnostics().halted_cause.value == 'stale_camera'
@@ -466,10 +466,8 @@ def test_deactivate_holds_then_commands_nothing(rig):
     arm.chunk(dx=0.003, steps=20, request_id='deact')
     assert wait_for(lambda: arm.n_traj() - before >= 2, 2.0)
     assert sink.trigger_deactivate() == R.SUCCESS
-    time.sleep(0.2)
+    assert wait_for(lambda: _last_is_hold(arm), 2.0)
     after = arm.n_traj()
-    last = arm.trajs_since(after - 1)[0]
-    assert duration_s(last.points[0].time_from_start) == pytest.approx(HOLD_TIME_S)
     arm.chunk(dx=0.003, steps=5, request_id='inactive')
     time.sleep(0.7)
     assert arm.n_traj() == after
@@ -589,12 +587,15 @@ def test_servo_pose_targets_stay_within_step_limits_and_workspace(rig):
     time.sleep(0.6)  # the last keepalive is over
     n0 = len(arm.targets)
     clips = dict(sink.governor.clip_counts)
+    sent = sink.commands_sent
     start = KIN.fk(arm.q())
     _observation_chunk(arm, start, d=(0.1, 0.0, 0.0), steps=4, period=0.1, request_id='far')  # 10 cm steps
     time.sleep(0.4 + 0.8)
+    assert sink.commands_sent - sent >= 3  # 4 steps (a late tick on a loaded machine may skip one)
     targets = _distinct([m for _, m in arm.targets_since(n0)])
     p = _positions(targets)
-    assert len(p) >= 3
+    # 3 cm (the step limit), then the box edge (4.5 cm): the steps after it repeat that pose
+    assert len(p) >= 2, p
     # Per-step translation limit, from the previous *commanded* pose (the last target of the last test).
     previous = _positions([arm.targets[n0 - 1][1]])[0]
     assert np.linalg.norm(previous - start[:3, 3]) < 1e-3      # where the fake Servo brought the arm

@@ -32,7 +32,8 @@ from molmoact_ros.nodes.command_sink import CommandSinkNode
 from molmoact_ros.robot.kinematics import (ArmKinematics, IkBackend, KinematicsError, MoveItPyIk,
                                            make_ik_solver, pose_error)
 
-from test_command_sink import ARM, KIN, PROFILE, Q0, URDF, Arm, _profile, ee, wait_for
+from suite_helpers.spinning import spin_recording
+from test_command_sink import ARM, KIN, PROFILE, Q0, URDF, Arm, _profile, duration_s, ee, wait_for
 
 #: The stand-in's model frame ('world') is offset and turned from the profile's base frame (panda_link0).
 T_WORLD_BASE = np.eye(4)
@@ -236,7 +237,8 @@ def test_auto_picks_moveit_py_and_reuses_its_instance(monkeypatch):
 def ros():
     rclpy.init()
     executor = MultiThreadedExecutor(num_threads=4)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    executor.escaped = []  # tracebacks of callback exceptions (each test asserts none)
+    thread = threading.Thread(target=spin_recording, args=(executor, executor.escaped), daemon=True)
     thread.start()
     yield executor
     executor.shutdown()
@@ -266,11 +268,20 @@ def _run_sink(ros, tmp_path, ns, backend):
         before = arm.n_traj()
         # 1 cm per 0.3 s: slow enough that no joint-velocity clip or late step depends on how fast a loaded
         # machine runs the fake arm (this test is about which IK solves the steps, not about speed)
+        sent_at = time.monotonic()
         arm.chunk(dx=0.01, steps=5, period=0.3, request_id='ik')
-        assert wait_for(lambda: sink.commands_sent >= 4 and arm.n_traj() - before >= 4, 6.0), (
+        # 5 steps; a step whose whole period passes before a control tick picks it up is skipped, never sent
+        # late (CI: 2 of 5 on a loaded machine), so at least 3 and then the chunk's 1.5 s over
+        assert wait_for(lambda: sink.commands_sent >= 3 and arm.n_traj() - before >= 3, 6.0), (
             sink.commands_sent, arm.n_traj() - before, sink.last_error, sink.governor.diagnostics())
+        wait_for(lambda: sink.commands_sent >= 5 and arm.n_traj() - before >= 5, max(0.1, sent_at + 1.8 - time.monotonic()))
         time.sleep(0.3)
-        targets = np.array([ee(np.array(t.points[0].positions)) for t in arm.trajs_since(before) if t.points])
+        assert sink.commands_sent + sink.arm_executor.diagnostics().skipped_steps == 5  # each step sent or skipped
+        hold_s = float(sink.params['hold_time_s'])  # a hold (e.g. a halt between tests) is no step
+        steps = [t for t in arm.trajs_since(before)
+                 if t.points and abs(duration_s(t.points[0].time_from_start) - hold_s) > 1e-6]
+        assert len(steps) == sink.commands_sent
+        targets = np.array([ee(np.array(t.points[0].positions)) for t in steps])
         diag = dict(sink.diagnostic_values())
         assert sink.trigger_deactivate() == R.SUCCESS and sink.trigger_cleanup() == R.SUCCESS
         return start, targets, diag
@@ -278,12 +289,15 @@ def _run_sink(ros, tmp_path, ns, backend):
         for node in (arm.node, sink):
             ros.remove_node(node)
             node.destroy_node()
+        assert ros.escaped == [], ''.join(ros.escaped)  # no callback raised out of the executor
 
 
 def _follows(start, targets):
+    """Each commanded end-effector target is the start + k cm along x, k rising within 1..5 (skipped steps
+    leave gaps), on the line through the start."""
     k = (targets[:, 0] - start[0]) / 0.01
-    return (np.allclose(k, np.round(k), atol=0.2) and np.all(np.diff(np.round(k)) > 0) and round(k[-1]) == 5
-            and np.allclose(targets[:, 1:], start[1:], atol=2e-3))
+    return (len(k) >= 3 and np.allclose(k, np.round(k), atol=0.2) and np.all(np.diff(np.round(k)) > 0)
+            and 1 <= round(k[0]) and round(k[-1]) <= 5 and np.allclose(targets[:, 1:], start[1:], atol=2e-3))
 
 
 def test_sink_solves_ik_with_moveit_py_where_importable(ros, tmp_path, monkeypatch):
@@ -291,7 +305,7 @@ def test_sink_solves_ik_with_moveit_py_where_importable(ros, tmp_path, monkeypat
     start, targets, diag = _run_sink(ros, tmp_path, '/ik_moveit', 'moveit_py')
     assert diag['ik backend'] == "moveit_py (moveit_py, planning group 'panda_arm')"  # the profile's group
     calls = log.named('set_from_ik')
-    assert len(calls) == int(diag['commands sent']) >= 4 and all(c['timeout'] == 0.01 for c in calls)
+    assert len(calls) == int(diag['commands sent']) >= 3 and all(c['timeout'] == 0.01 for c in calls)
     assert _follows(start, targets), targets - start
 
 
