@@ -33,7 +33,8 @@ from molmoact_ros.robot.kinematics import (ArmKinematics, IkBackend, KinematicsE
                                            make_ik_solver, pose_error)
 
 from suite_helpers.spinning import spin_recording
-from test_command_sink import ARM, KIN, PROFILE, Q0, URDF, Arm, _profile, duration_s, ee, wait_for
+from test_command_sink import (ANCHOR_TOLERANCE_S, ARM, KIN, PROFILE, Q0, URDF, Arm, _profile, duration_s, ee,
+                               wait_for)
 
 #: The stand-in's model frame ('world') is offset and turned from the profile's base frame (panda_link0).
 T_WORLD_BASE = np.eye(4)
@@ -254,7 +255,8 @@ def _run_sink(ros, tmp_path, ns, backend):
         # 2-core machine can delay the fake camera's frames by more than 0.3 s, halting the chunk
         Parameter('robot_profile', value=_profile(tmp_path, camera_timeout_s=2.0)),
         Parameter('ik_backend', value=backend),
-        Parameter('ik_timeout_s', value=0.01), Parameter('execution_enabled', value=True)])
+        Parameter('ik_timeout_s', value=0.01), Parameter('execution_enabled', value=True),
+        Parameter('anchor_tolerance_s', value=ANCHOR_TOLERANCE_S)])
     for node in (arm.node, sink):
         ros.add_node(node)
     try:
@@ -274,7 +276,8 @@ def _run_sink(ros, tmp_path, ns, backend):
         # late (CI: 2 of 5 on a loaded machine), so at least 3 and then the chunk's 1.5 s over
         assert wait_for(lambda: sink.commands_sent >= 3 and arm.n_traj() - before >= 3, 6.0), (
             sink.commands_sent, arm.n_traj() - before, sink.last_error, sink.governor.diagnostics())
-        wait_for(lambda: sink.commands_sent >= 5 and arm.n_traj() - before >= 5, max(0.1, sent_at + 1.8 - time.monotonic()))
+        wait_for(lambda: sink.commands_sent >= 5 and arm.n_traj() - before >= 5,
+                 max(0.1, sent_at + 1.8 - time.monotonic()))
         time.sleep(0.3)
         assert sink.commands_sent + sink.arm_executor.diagnostics().skipped_steps == 5  # each step sent or skipped
         hold_s = float(sink.params['hold_time_s'])  # a hold (e.g. a halt between tests) is no step
