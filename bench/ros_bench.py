@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def overhead(steps: int, tiny_dir: Path, layout: str):
+def overhead(steps: int, tiny_dir: Path, layout: str, executor_threads: int = 1):
     """Per step: (seconds from publishing the frame to receiving its chunk, the three stages' StageTiming).
 
     ``layout`` ``process``: the ``pipeline`` executable in its own process (as users run it), the camera and
@@ -61,7 +61,8 @@ def overhead(steps: int, tiny_dir: Path, layout: str):
     proc = pipeline = None
     if layout == 'process':
         exe = ROOT / 'install' / 'molmoact_ros' / 'lib' / 'molmoact_ros' / 'pipeline'
-        proc = subprocess.Popen([str(exe), '--ros-args', *pipeline_args, '-r', '__ns:=/bench'],
+        proc = subprocess.Popen([str(exe), f'--executor-threads={executor_threads}', '--ros-args', *pipeline_args,
+                                 '-r', '__ns:=/bench'],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         probe = rclpy.create_node('bench_probe', namespace='/bench')
         executor = SingleThreadedExecutor()
@@ -246,14 +247,24 @@ def main() -> None:
     parser.add_argument('--layout', choices=('process', 'inproc', 'both', 'none'), default='both',
                         help='where the camera and the receiver run (see overhead()); both: print both, the '
                              'separate-process figures last, unprefixed; none: memory only')
+    parser.add_argument('--compare-executor', action='store_true',
+                        help='also run the pipeline process on a 4-thread MultiThreadedExecutor (its default before '
+                             'the fourth session) and print its figures (prefix multithreaded_executor_) and the ratio')
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         lines = []
         if args.layout in ('inproc', 'both'):
             lines += summarize(overhead(args.steps, tmp / 'tiny', 'inproc'), 'in_process_probe_')
+        if args.compare_executor:
+            multi = overhead(args.steps, tmp / 'tiny', 'process', executor_threads=4)
+            lines += summarize(multi, 'multithreaded_executor_')
         if args.layout in ('process', 'both'):
-            lines += summarize(overhead(args.steps, tmp / 'tiny', 'process'), '')
+            single = overhead(args.steps, tmp / 'tiny', 'process')
+            lines += summarize(single, '')
+            if args.compare_executor:
+                ros = [np.median([dt - sum(t.total_s for t in st.values()) for dt, st in rs]) for rs in (single, multi)]
+                lines.append(f'ros_overhead_single_over_multithreaded_executor: {ros[0] / ros[1]:.3f} x')
         if not args.skip_memory:
             model_dir = build_model(args.memory_model, tmp)
             engine_kb, pipeline_kb = memory(max(3, args.steps // 2), model_dir)

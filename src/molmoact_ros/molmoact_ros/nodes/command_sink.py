@@ -777,9 +777,10 @@ class CommandSinkNode(MolmoActLifecycleNode):
 
 
 def main(argv=None) -> int:
-    """``ros2 run molmoact_ros command_sink [--autostart]``: the sink alone, on a multi-threaded executor."""
+    """``ros2 run molmoact_ros command_sink [--autostart]``: the sink alone, on a single-threaded executor
+    (its callbacks are short; rclpy's MultiThreadedExecutor starved its 50 Hz tick on a 2-core machine)."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     argv = list(sys.argv if argv is None else argv)
     autostart = '--autostart' in argv
@@ -787,7 +788,7 @@ def main(argv=None) -> int:
         argv.remove('--autostart')
     rclpy.init(args=argv)
     node = CommandSinkNode(cli_args=argv)
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -23,7 +23,7 @@ import threading
 from typing import List, Optional
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
 from ..ros.lifecycle import LifecycleClient, LifecycleError, bring_up, walk
 from ..ros.memory import limit_malloc_arenas
@@ -42,11 +42,15 @@ class Pipeline:
     """The three stage nodes (or a subset) on one executor, sharing one engine."""
 
     def __init__(self, stages=PIPELINE_STAGES, provider: Optional[EngineProvider] = None, args=None,
-                 num_threads: int = 4):
+                 num_threads: int = 1):
         self.provider = provider or EngineProvider()
         self.nodes = [STAGES[name](name, provider=self.provider, cli_args=args) for name in stages]
         self.manager = rclpy.create_node('molmoact_pipeline_manager', cli_args=args)
-        self.executor = MultiThreadedExecutor(num_threads=num_threads)
+        # Single-threaded by default: the stages' model work runs on their worker threads and goals on threads
+        # of their own, so executor callbacks are short; rclpy's MultiThreadedExecutor added ~2 ms per step
+        # (bench/ros_bench.py) and, on a 2-core machine, starved timers next to busy callbacks.
+        self.executor = (SingleThreadedExecutor() if num_threads <= 1
+                         else MultiThreadedExecutor(num_threads=num_threads))
         for node in [*self.nodes, self.manager]:
             self.executor.add_node(node)
         self._thread: Optional[threading.Thread] = None
@@ -105,8 +109,12 @@ def _run(stages, argv, autostart: bool = True) -> int:
     if '--autostart' in argv:
         argv.remove('--autostart')
         autostart = True
+    threads = 1  # --executor-threads N: a MultiThreadedExecutor with N threads instead (N > 1)
+    for arg in [a for a in argv if a.startswith('--executor-threads=')]:
+        argv.remove(arg)
+        threads = int(arg.split('=', 1)[1])
     rclpy.init(args=argv)
-    pipeline = Pipeline(stages, args=argv)
+    pipeline = Pipeline(stages, args=argv, num_threads=threads)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

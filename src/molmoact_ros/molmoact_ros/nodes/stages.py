@@ -332,8 +332,10 @@ class PerceptionNode(StageNode):
                     self._release_engine()
                     self._state_id, self._state_label = State.PRIMARY_STATE_UNCONFIGURED, 'unconfigured'
                     return TransitionCallbackReturn.FAILURE
-        # ExecuteInstruction: goals run in their own threads (they wait on the pipeline); the goal's
-        # requests are followed downstream by request id on the trace and action topics.
+        # ExecuteInstruction: each goal runs in a thread of its own (it waits on the pipeline) while the
+        # executor only awaits its end, so no executor thread is held for a goal's duration (the pipeline
+        # spins a single-threaded executor); the goal's requests are followed downstream by request id on
+        # the trace and action topics.
         goals = ReentrantCallbackGroup()
         server = ActionServer(self, ExecuteInstruction, 'execute_instruction', self._execute_goal,
                               goal_callback=self._on_goal_request, cancel_callback=lambda _: CancelResponse.ACCEPT,
@@ -352,7 +354,22 @@ class PerceptionNode(StageNode):
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
 
-    def _execute_goal(self, handle):
+    async def _execute_goal(self, handle):
+        """The action server's execute callback: :meth:`_run_goal` on a thread of its own, awaited."""
+        from rclpy.task import Future
+        done = Future(executor=self.executor)
+        done.add_done_callback(lambda _: None)  # completing it then schedules a callback: the executor wakes
+
+        def run():
+            try:
+                done.set_result(self._run_goal(handle))
+            except BaseException as exc:  # noqa: BLE001 - raised where the server awaits the result
+                done.set_exception(exc)
+
+        threading.Thread(target=run, name=f'{self.get_name()}_goal', daemon=True).start()
+        return await done
+
+    def _run_goal(self, handle):
         """Run the goal's queries (one at a time, on the newest frame) until it completes, times out, is
         cancelled or preempted by a newer goal, or the node is deactivated. While a goal runs it replaces
         the instruction topic's instruction; when it ends the node idles until the next instruction."""
