@@ -53,6 +53,9 @@ def pipeline(tmp_path, monkeypatch):
 
 
 def test_goals_remaps_depth_image_clicks_and_table_lift(pipeline):
+    from rclpy.executors import SingleThreadedExecutor
+    # goals run on threads of their own, awaited by the action server: a single-threaded executor serves them
+    assert isinstance(pipeline.executor, SingleThreadedExecutor)
     probe = rclpy.create_node('probe', namespace='/robot1')
     pipeline.executor.add_node(probe)
     got = {k: [] for k in ('perception', 'trace', 'actions', 'depth', 'markers', 'status', 'unmapped')}

@@ -23,15 +23,17 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 LIMIT_S = 120.0
 
 
-def start(executable, tiny, *extra):
-    args = [str(BIN / executable), '--autostart', '--ros-args', '-r', '__ns:=/cell',
+def start(executable, tiny, *extra, threads=1):
+    # --executor-threads: the one stage that spins rclpy's MultiThreadedExecutor (the others: single-threaded)
+    args = [str(BIN / executable), '--autostart', f'--executor-threads={threads}', '--ros-args', '-r', '__ns:=/cell',
             '-p', f'model:={tiny}', '-p', 'max_free_tokens:=3', '-p', 'max_image_side_px:=64', *extra]
     return subprocess.Popen(args, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def test_stages_in_separate_processes(tmp_path):
     tiny = save_tiny_checkpoint(tmp_path / 'tiny')
-    procs = [start('perception_node', tiny), start('trace_planner_node', tiny), start('action_decoder_node', tiny)]
+    procs = [start('perception_node', tiny), start('trace_planner_node', tiny, threads=2),
+             start('action_decoder_node', tiny)]
     rclpy.init()
     node = rclpy.create_node('probe', namespace='/cell')
     got = {'p': [], 't': [], 'a': []}
