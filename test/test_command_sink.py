@@ -8,6 +8,7 @@ tracker (ServoPoseArm) that moves the end effector toward the newest PoseStamped
 drops targets older than Servo's incoming_command_timeout, and publishes the joint states it reaches.
 """
 
+import gc
 import sys
 import threading
 import time
@@ -345,6 +346,8 @@ def test_configure_activate_and_nothing_commanded_while_disabled(rig):
     arm, sink = rig['arm'], rig['sink']
     from rclpy.lifecycle import TransitionCallbackReturn as R
     assert sink.trigger_configure() == R.SUCCESS
+    # configure froze the heap alive then (the sink and its governor among it): no full-collection stalls
+    assert gc.get_freeze_count() > 0 and not any(o is sink.governor for o in gc.get_objects())
     assert sink.trigger_activate() == R.SUCCESS
     assert wait_for(lambda: sink.kinematics is not None and sink._q is not None)
     arm.chunk(request_id='disabled')

@@ -1,6 +1,7 @@
 """The three stage nodes in one process on the tiny model: a fake camera and an instruction drive
 image -> PerceptionTokens -> TrajectoryTrace -> ActionChunk; nothing is published after deactivate."""
 
+import gc
 import time
 
 import numpy as np
@@ -78,6 +79,9 @@ def test_image_to_action_chunk_in_one_process(pipeline):
     try:
         results = pipeline.bring_up()
         assert [r.state_after for r in results][-3:] == ['active'] * 3
+        # configure froze the start-up heap: the engine's model is exempt from full garbage collections
+        model = pipeline.nodes[0].engine.model
+        assert gc.get_freeze_count() > 0 and not any(o is model for o in gc.get_objects())
         publish_frame()
         assert not wait_for(lambda: got['perception'], timeout=1.0)  # no instruction yet: nothing runs
         instruction.publish(String(data='put the red block in the bowl'))

@@ -87,6 +87,7 @@ from ..robot.executor import (ArmExecutor, GripperGoal, GripperGoalOutcome, Grip
 from ..robot.profiles import GripperControllerType, load_profile
 from ..robot.safety import SafetyGovernor
 from ..ros.diagnostics import status_to_diagnostics
+from ..ros.gc_tuning import freeze_startup_heap
 from ..ros.params import ParamSpec
 from ..ros.transforms import matrix_to_pose, pose_msg_to_matrix
 from .base import MolmoActLifecycleNode
@@ -270,6 +271,9 @@ class CommandSinkNode(MolmoActLifecycleNode):
         self._own(self.create_service(Trigger, '~/reset_e_stop', self._on_reset_e_stop), self.destroy_service)
         self._own(self.create_timer(1.0 / float(self.params['control_rate_hz']),
                                     self.gate(self._tick, count_inputs=False)), self.destroy_timer)
+        # Full garbage collections of a large heap stall every callback (the control tick included): the
+        # objects alive now are exempt from them from here on (molmoact_ros.ros.gc_tuning).
+        freeze_startup_heap()
         self.publish_status()
         return TransitionCallbackReturn.SUCCESS
 

@@ -50,6 +50,7 @@ from ..reasoning.steering import ClickedTrace
 from ..robot.geometry import (CameraIntrinsics, backproject, center_crop_affine, compose_affine,
                                model_space_to_model_pixels, project, ray_plane_intersection, resize_affine,
                                sample_depth, source_pixels_to_model_space, transform_points)
+from ..ros.gc_tuning import freeze_startup_heap
 from ..ros.handoff import PROCESS_BUS, SeenKeys, StageWorker
 from ..ros.conversions import action_msg, observation_from_msg, perception_msg, trace_msg, trace_result_msg
 from ..ros.image import (RESIZE_METHODS, center_crop_resize, depth_to_meters, downscale, jpeg_round_trip,
@@ -123,6 +124,9 @@ class StageNode(MolmoActLifecycleNode):
         self._worker = self._own(StageWorker(f'{self.get_name()}_worker', on_error=self._work_error,
                                              idle=None if idle is None else self._gated_idle, idle_period_s=0.1),
                                  lambda worker: worker.stop())
+        # The model and the imports are in memory now: exempt them from full garbage collections, which
+        # otherwise stall every thread of the process for 0.2-0.4 s at a time (molmoact_ros.ros.gc_tuning).
+        freeze_startup_heap()
         self.publish_status()
         return TransitionCallbackReturn.SUCCESS
 
