@@ -90,8 +90,10 @@ class StageNode(MolmoActLifecycleNode):
 
     Model work runs on the node's own worker thread (:class:`~molmoact_ros.ros.handoff.StageWorker`), fed by
     subscription callbacks that only enqueue: the executor's threads stay free for messages, services and
-    lifecycle transitions, and a result handed over in the same process (:meth:`publish_result`,
-    :meth:`handoff_subscription`) starts the next stage at once."""
+    lifecycle transitions. A result handed over in the same process (:meth:`publish_result`,
+    :meth:`handoff_subscription`) starts the next stage at once, on the same thread (run to completion).
+    Visualization outputs (markers, annotated and depth images) are built and published on a second
+    thread of the node (:meth:`publish_visual`), so the next stage does not wait for them."""
 
     #: Called by the worker after every wake-up and every 0.1 s (subclasses: e.g. start an inference).
     idle_work = None
@@ -103,6 +105,8 @@ class StageNode(MolmoActLifecycleNode):
         self._work_lock = threading.Lock()
         self._owned = []
         self._worker: Optional[StageWorker] = None
+        self._visual_worker: Optional[StageWorker] = None
+        self._visual_lock = threading.Lock()
         self._intra = False
         self.local_inputs = 0  # inputs handed over in this process (intra_process) before DDS brought them
         super().__init__(name, parameters=(*ENGINE_PARAMETERS, *STAGE_PARAMETERS, *parameters), **kwargs)
@@ -124,6 +128,8 @@ class StageNode(MolmoActLifecycleNode):
         self._worker = self._own(StageWorker(f'{self.get_name()}_worker', on_error=self._work_error,
                                              idle=None if idle is None else self._gated_idle, idle_period_s=0.1),
                                  lambda worker: worker.stop())
+        self._visual_worker = self._own(StageWorker(f'{self.get_name()}_visuals', on_error=self._work_error),
+                                        lambda worker: worker.stop())
         # The model and the imports are in memory now: exempt them from full garbage collections, which
         # otherwise stall every thread of the process for 0.2-0.4 s at a time (molmoact_ros.ros.gc_tuning).
         freeze_startup_heap()
@@ -145,7 +151,8 @@ class StageNode(MolmoActLifecycleNode):
         """Subscribe to ``topic`` over DDS and, with ``intra_process``, to results published in this process
         (:meth:`publish_result`). Each message (identified by ``key(msg)``) is handled once, whichever way
         it comes first: on the worker thread, or at once in the receiving thread (``on_worker=False``, for
-        cheap bookkeeping)."""
+        cheap bookkeeping). A result published in this process by another stage's worker thread runs on
+        that thread right after the publishing work item returns (no thread wake-up on the critical path)."""
         seen = SeenKeys()
 
         def accept(msg, local=False):
@@ -157,7 +164,11 @@ class StageNode(MolmoActLifecycleNode):
                 self.inputs_dropped += 1
                 return
             if on_worker:
-                self._worker.submit(callback, msg)
+                here = StageWorker.current() if local else None
+                if here is not None:
+                    here.defer(self._worker.run_here, callback, msg)
+                else:
+                    self._worker.submit(callback, msg)
                 return
             try:
                 callback(msg)
@@ -172,11 +183,27 @@ class StageNode(MolmoActLifecycleNode):
 
     def publish_result(self, publisher, msg) -> None:
         """With ``intra_process``, hand ``msg`` to the subscribers of its topic in this process (the same
-        object: they must not modify it), then publish it over DDS (its serialization then overlaps with the
-        next stage's start)."""
+        object: they must not modify it), then publish it over DDS. A receiving stage runs once the calling
+        work item returns (see :meth:`handoff_subscription`)."""
         if self._intra and self._active:
             PROCESS_BUS.deliver(id(self.context), publisher.topic_name, msg)
         publisher.publish(msg)
+
+    def publish_visual(self, fn, *args) -> None:
+        """Run ``fn(*args)`` (build and publish a visualization) on the node's visuals thread while active.
+        :meth:`on_deactivate` waits for one in progress; later ones are skipped."""
+        def run():
+            with self._visual_lock:
+                if self._active:
+                    fn(*args)
+        run.__name__ = getattr(fn, '__name__', 'visual')
+        if self._visual_worker is not None:
+            self._visual_worker.submit(run)
+
+    def _stop_visuals(self) -> None:
+        """After ``_active`` is cleared: wait for a visualization in progress (none starts after)."""
+        with self._visual_lock:
+            pass
 
     def _release_engine(self) -> None:
         if self.engine is not None:
@@ -249,6 +276,7 @@ class StageNode(MolmoActLifecycleNode):
         self._active = False
         with self._work_lock:
             pass
+        self._stop_visuals()
         return super().on_deactivate(state)
 
 
@@ -523,12 +551,15 @@ class PerceptionNode(StageNode):
         out = perception_msg(result, msg.header, observation, self.params['prompt_variant'],
                              self.engine.model_id, started, self._camera_info, affine, aligned_depth=depth,
                              source_size=(rgb.shape[1], rgb.shape[0]), constraints=constraints)
-        self.publish_result(self._pub, out)  # the planner starts now; the depth image follows
         if goal is not None:
             goal.on_perceived(result.request_id)
         if self._depth_pub is not None:
-            self._depth_pub.publish(self._depth_image(result.depth, msg.header))
+            self.publish_visual(self._publish_depth_image, result.depth, msg.header)
+        self.publish_result(self._pub, out)  # the planner starts when this returns
         self.requests_completed += 1
+
+    def _publish_depth_image(self, depth, header) -> None:
+        self._depth_pub.publish(self._depth_image(depth, header))
 
     def _depth_image(self, depth, header) -> Image:
         """The perceived depth as a 320x320 image: the decoded relative depth (32FC1, 0..1, larger = nearer;
@@ -799,7 +830,12 @@ class TracePlannerNode(StageNode):
                 marker_points = lifted
         if marker_points is None and intrinsics is not None and self.params['marker_fallback_depth_m'] > 0:
             marker_points = backproject(uv, np.full(len(uv), self.params['marker_fallback_depth_m']), intrinsics)
-        self.publish_result(self._pub, trace)  # the decoder starts now; markers and the image follow
+        self.publish_visual(self._publish_trace_visuals, trace, perception, marker_points, marker_frame)
+        self.publish_result(self._pub, trace)  # the decoder starts when this returns
+
+    def _publish_trace_visuals(self, trace: TrajectoryTrace, perception: PerceptionTokens, marker_points,
+                               marker_frame: str) -> None:
+        """The trace's markers and annotated image (on the visuals thread)."""
         if marker_points is not None and marker_frame:
             self._markers_pub.publish(trace_markers(
                 marker_points, marker_frame, trace.header.stamp, trace.instruction,
@@ -826,6 +862,7 @@ class TracePlannerNode(StageNode):
     def on_deactivate(self, state):
         """Remove the trace markers from RViz (DELETEALL) before the publishers stop."""
         self._active = False
+        self._stop_visuals()  # no marker from before deactivate lands after the DELETEALL
         with self._work_lock:
             if self._markers_pub is not None:
                 self._markers_pub.publish(delete_all())

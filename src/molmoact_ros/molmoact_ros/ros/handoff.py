@@ -4,8 +4,13 @@ ROS-free plumbing for the stage nodes (:mod:`molmoact_ros.nodes.stages`), in the
 intra-process communication:
 
 * :class:`StageWorker`: each stage node runs its model work on a thread of its own, fed by its
-  subscription callbacks (which only enqueue). Model work never occupies the executor, and a handoff
-  wakes the next stage in microseconds instead of one or two executor rounds.
+  subscription callbacks (which only enqueue). Model work never occupies the executor.
+* Run-to-completion handoff: a result handed over locally *from a worker thread* does not wake the next
+  stage's thread; it is deferred (:meth:`StageWorker.defer`) and runs on the same thread right after the
+  current work item returns, with the receiving stage's error handling (:meth:`StageWorker.run_here`).
+  The stages share one engine and run one after another anyway, and waking another thread cost 1-4 ms per
+  handoff on a 2-core machine (the woken thread waits for the GIL behind the executor thread, which is
+  busy taking the DDS copies of the same message; measured with timestamps in the pipeline process).
 * :class:`LocalBus`: when the stages share a process, a stage that publishes a result also hands the same
   message object to the subscribers of that topic in this process (matched by the *resolved* topic name,
   so namespaces and remapping apply). The message still goes out over DDS for every other subscriber
@@ -21,6 +26,9 @@ from __future__ import annotations
 import collections
 import threading
 from typing import Callable, Dict, Hashable, List, Optional, Tuple
+
+
+_CURRENT = threading.local()
 
 
 class StageWorker:
@@ -42,6 +50,7 @@ class StageWorker:
         self._idle_period_s = float(idle_period_s)
         self._max_pending = int(max_pending)
         self._pending: collections.deque = collections.deque()
+        self._deferred: collections.deque = collections.deque()  # touched only by this worker's thread
         self._cv = threading.Condition()
         self._woken = False
         self._running = True
@@ -64,6 +73,26 @@ class StageWorker:
             self._pending.append((fn, args))
             self._cv.notify()
 
+    @staticmethod
+    def current() -> Optional['StageWorker']:
+        """The worker whose thread is calling (None on any other thread)."""
+        return getattr(_CURRENT, 'worker', None)
+
+    def defer(self, fn: Callable, *args) -> None:
+        """Run ``fn(*args)`` on this worker's thread as soon as the current work item (or idle call)
+        returns, before the next queued item. Only from this worker's own thread (see :meth:`current`)."""
+        if threading.current_thread() is not self._thread:
+            raise RuntimeError(f'{self.name}: defer() is only for calls made on the worker\'s own thread')
+        self._deferred.append((fn, args))
+
+    def run_here(self, fn: Callable, *args) -> None:
+        """Run ``fn(*args)`` now, on the calling thread, with this worker's error handling (as if it were
+        one of its work items); nothing once the worker has stopped."""
+        if not self._running:
+            return
+        self._run(fn, args)
+        self.completed += 1
+
     def wake(self) -> None:
         with self._cv:
             self._woken = True
@@ -85,7 +114,15 @@ class StageWorker:
         except BaseException as exc:  # noqa: BLE001 - report and keep the worker alive
             self._on_error(getattr(fn, '__name__', repr(fn)), exc)
 
+    def _drain_deferred(self) -> None:
+        # Runs even when stopping: a deferred call hands a result to another stage, which has marked it
+        # as received (it ignores the DDS copy) and would otherwise never see it.
+        while self._deferred:
+            fn, args = self._deferred.popleft()
+            self._run(fn, args)
+
     def _loop(self) -> None:
+        _CURRENT.worker = self
         while True:
             with self._cv:
                 if self._running and not self._pending and not self._woken:
@@ -97,8 +134,10 @@ class StageWorker:
             if item is not None:
                 self._run(*item)
                 self.completed += 1
+                self._drain_deferred()
             if self._idle is not None and self._running:
                 self._run(self._idle, ())
+                self._drain_deferred()
 
 
 class LocalBus:

@@ -101,6 +101,65 @@ def test_worker_rejects_bad_settings():
         StageWorker('w', on_error=lambda *a: None, max_pending=0)
 
 
+def test_deferred_call_runs_on_the_same_thread_after_the_item_and_before_the_next():
+    """Run to completion: a handoff deferred by a work item runs on that worker's thread right after the item
+    returns, ahead of items queued meanwhile, with the receiving worker's error handling; the receiving
+    worker's own thread is not involved."""
+    a_errors, b_errors, order = [], [], []
+    a = StageWorker('a', on_error=lambda name, exc: a_errors.append(name))
+    b = StageWorker('b', on_error=lambda name, exc: b_errors.append((name, str(exc))))
+    gate = threading.Event()
+
+    def receive(x):
+        order.append((f'receive {x}', threading.current_thread().name))
+        if x == 'bad':
+            raise ValueError('malformed')
+
+    def item(x):
+        assert StageWorker.current() is a
+        a.defer(b.run_here, receive, x)
+        order.append((f'item {x}', threading.current_thread().name))
+        gate.wait(5.0)
+
+    try:
+        assert StageWorker.current() is None  # not a worker thread
+        a.submit(item, 1)
+        assert wait_for(lambda: len(order) == 1)
+        a.submit(lambda: order.append(('next', threading.current_thread().name)))  # queued meanwhile
+        a.submit(item, 'bad')
+        gate.set()
+        assert wait_for(lambda: len(order) == 5)
+        assert order == [('item 1', 'a'), ('receive 1', 'a'), ('next', 'a'), ('item bad', 'a'),
+                         ('receive bad', 'a')]
+        assert b_errors == [('receive', 'malformed')] and a_errors == []  # reported by the receiver
+        assert b.completed == 2 and a.completed == 3
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_deferred_calls_after_idle_and_their_limits():
+    seen = []
+    holder = {}
+
+    def idle():
+        if not seen:
+            holder['w'].defer(seen.append, threading.current_thread().name)
+
+    worker = StageWorker('idle', on_error=lambda name, exc: None, idle=idle, idle_period_s=0.05)
+    holder['w'] = worker
+    other = StageWorker('other', on_error=lambda name, exc: None)
+    try:
+        assert wait_for(lambda: seen == ['idle'])
+        with pytest.raises(RuntimeError, match='own thread'):
+            worker.defer(print)  # from the test's thread
+        assert other.stop()
+        other.run_here(seen.append, 'after stop')  # a stopped receiver runs nothing
+        assert seen == ['idle']
+    finally:
+        worker.stop()
+
+
 def test_bus_delivers_by_scope_and_resolved_topic():
     bus = LocalBus()
     a, b, other = [], [], []
