@@ -2,6 +2,7 @@
 image -> PerceptionTokens -> TrajectoryTrace -> ActionChunk; nothing is published after deactivate."""
 
 import gc
+import threading
 import time
 
 import numpy as np
@@ -82,6 +83,19 @@ def test_image_to_action_chunk_in_one_process(pipeline):
         # configure froze the start-up heap: the engine's model is exempt from full garbage collections
         model = pipeline.nodes[0].engine.model
         assert gc.get_freeze_count() > 0 and not any(o is model for o in gc.get_objects())
+        # which thread runs each stage's model work (recorded around the nodes' own methods)
+        planner = next(n for n in pipeline.nodes if n.get_name() == 'trace_planner')
+        decoder = next(n for n in pipeline.nodes if n.get_name() == 'action_decoder')
+        ran_on = {'plan': [], 'act': []}
+
+        def record(name, method):
+            def run(msg):
+                ran_on[name].append((msg.request_id, getattr(msg, 'source', None), threading.current_thread().name))
+                return method(msg)
+            return run
+
+        planner._plan = record('plan', planner._plan)
+        decoder._act = record('act', decoder._act)
         publish_frame()
         assert not wait_for(lambda: got['perception'], timeout=1.0)  # no instruction yet: nothing runs
         instruction.publish(String(data='put the red block in the bowl'))
@@ -100,9 +114,10 @@ def test_image_to_action_chunk_in_one_process(pipeline):
         assert t.timing.cache_reused and not p.timing.cache_reused
         # intra_process (default): results reach the next stage in this process directly, and the same
         # message arriving again over DDS is not handled twice (one trace and one chunk per request)
-        planner = next(n for n in pipeline.nodes if n.get_name() == 'trace_planner')
-        decoder = next(n for n in pipeline.nodes if n.get_name() == 'action_decoder')
         assert planner.local_inputs >= 1 and decoder.local_inputs >= 1
+        # run to completion: the planner and the decoder ran on the perception worker's thread, right after it
+        assert ran_on['plan'][0] == (p.request_id, None, 'perception_worker')
+        assert ran_on['act'][0] == (p.request_id, TrajectoryTrace.SOURCE_MODEL, 'perception_worker')
         assert wait_for(lambda: len(got['actions']) >= 2)
         model_traces = [(x.request_id, x.revision) for x in got['trace'] if x.source == TrajectoryTrace.SOURCE_MODEL]
         chunk_keys = [(x.request_id, x.trace_revision) for x in got['actions']]
@@ -136,6 +151,8 @@ def test_image_to_action_chunk_in_one_process(pipeline):
         assert wait_for(lambda: any(c.trace_revision == 1 for c in got['actions'][n_actions:]))
         edited = next(c for c in got['actions'][n_actions:] if c.trace_revision == 1)
         assert edited.request_id == p.request_id and edited.steering_mode == ActionChunk.STEERING_DRAWN_TRACE
+        # an edit comes from the service, on the executor's thread: the decoder's own worker acts on it
+        assert (p.request_id, TrajectoryTrace.SOURCE_EDITED, 'action_decoder_worker') in ran_on['act']
         # source-pixel edits map back to model space; bad edits are refused with a reason
         res = call(request_id='', coordinates=EditTrace.Request.COORDS_SOURCE_PIXELS,
                    points=[Point32(x=0.0, y=0.0), Point32(x=159.0, y=119.0)], act=False)

@@ -80,8 +80,9 @@ class _Recent(OrderedDict):
 
 STAGE_PARAMETERS = (
     ParamSpec('intra_process', True, 'When stages share a process, hand each result straight to the next stage '
-              'in this process (as rclcpp intra-process communication does; the message still goes out over DDS '
-              'to every other subscriber); false: stages receive results only over DDS.', read_only=True),
+              'in this process, which runs on the same thread right away (as rclcpp intra-process communication '
+              'does; the message still goes out over DDS to every other subscriber); false: stages receive '
+              'results only over DDS.', read_only=True),
 )
 
 
