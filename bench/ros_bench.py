@@ -275,9 +275,10 @@ def main() -> None:
                       f'pipeline_over_engine_rss: {pipeline_kb / engine_kb:.3f} x',
                       # an estimate, not a measurement: the same extra memory next to a 7B engine in bf16
                       # (about 15.2 GiB of weights + runtime; the extra is ROS, the nodes and the retained
-                      # sessions, whose KV caches grow with the model: about 0.14 GiB more for 4 sessions)
+                      # sessions, whose KV caches grow with the model: about 35 MiB more per retained request,
+                      # 2 by default: node parameter retained_requests)
                       f'estimate_7b_bf16_pipeline_over_engine_rss: '
-                      f'{(15.2 * 1024 + (pipeline_kb - engine_kb) / 1024 + 140) / (15.2 * 1024):.3f} x']
+                      f'{(15.2 * 1024 + (pipeline_kb - engine_kb) / 1024 + 70) / (15.2 * 1024):.3f} x']
         print('\n'.join(lines))
 
 

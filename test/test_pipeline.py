@@ -143,6 +143,12 @@ def test_image_to_action_chunk_in_one_process(pipeline):
             assert wait_for(future.done, timeout=30)
             return future.result()
 
+        # the engine keeps the KV caches of the newest `retained_requests` (2) requests only: after three
+        # chunks the first request's cache is gone, and the edit below rebuilds it from its PerceptionTokens
+        engine = pipeline.nodes[0].engine
+        assert engine.sessions.limits.max_sessions == 2
+        assert wait_for(lambda: len(got['actions']) >= 3)
+        assert p.request_id not in engine.sessions and len(engine.sessions) <= 2
         n_actions = len(got['actions'])
         res = call(request_id=p.request_id, coordinates=EditTrace.Request.COORDS_MODEL,
                    points=[Point32(x=20.0, y=200.0), Point32(x=120.0, y=100.0)], act=True)

@@ -36,6 +36,10 @@ ENGINE_PARAMETERS = (
               min_value=1, max_value=512, read_only=True),
     ParamSpec('steering_mode', 'drawn', 'How edited traces condition the actions: drawn (trained mode) or prefix.',
               choices=('drawn', 'prefix'), read_only=True),
+    ParamSpec('retained_requests', 2, 'How many of the newest requests keep their KV cache after their chunk, so '
+              'a trace edit acts at once; an edit to an older request first rebuilds it from its PerceptionTokens '
+              '(one prefill). Each retained request holds one KV cache in memory (tens of MB for the 7B in bf16).',
+              min_value=1, max_value=64, read_only=True),
 )
 ENGINE_KEYS = tuple(p.name for p in ENGINE_PARAMETERS)
 
@@ -106,6 +110,7 @@ class EngineProvider:
         from ..model.loading import LoadOptions, load_model
         from ..model.processing import MolmoActProcessor
         from ..reasoning.engine import EngineConfig, MolmoActEngine
+        from ..reasoning.sessions import SessionLimits
 
         path = resolve_model(str(settings['model']))
         dtype = str(settings['dtype'])
@@ -118,7 +123,8 @@ class EngineProvider:
                               unnorm_key=str(settings['unnorm_key']) or None,
                               horizon=int(settings['action_horizon']),
                               max_free_tokens=int(settings['max_free_tokens']),
-                              steering_mode=str(settings['steering_mode']))
+                              steering_mode=str(settings['steering_mode']),
+                              limits=SessionLimits(max_sessions=int(settings['retained_requests'])))
         return MolmoActEngine(model, processor, config, model_id=str(settings['model']))
 
 
