@@ -375,15 +375,26 @@ def test_enabled_chunk_moves_the_end_effector_along_the_deltas(rig):
     start = ee(arm.q())
     before = arm.n_traj()
     velocity_clips = sink.governor.clip_counts[ClipKind.JOINT_VELOCITY]
+    skipped0 = sink.arm_executor.queue.skipped_steps
+
+    def skipped():
+        return sink.arm_executor.queue.skipped_steps - skipped0
+
     arm.chunk(dx=0.01, steps=8, request_id='move')
-    assert wait_for(lambda: arm.n_traj() - before >= 8, 3.0), _sink_state(sink)
+    # Every step is commanded once, except a step whose whole period passed before a control tick picked it up
+    # (a stalled rig on a loaded machine): it is skipped and counted, never sent late (CI: 1 of 8 once).
+    assert wait_for(lambda: arm.n_traj() - before + skipped() >= 8, 3.0), _sink_state(sink)
     time.sleep(0.3)
     trajs = arm.trajs_since(before)
     targets = np.array([ee(np.array(t.points[0].positions)) for t in trajs if t.points])
-    assert len(targets) == 8, len(targets)  # one command per step
+    assert len(targets) == 8 - skipped() and skipped() <= 2, (len(targets), skipped())
     assert all(list(t.joint_names) == ARM and len(t.points) == 1 for t in trajs)
-    # The commanded end-effector path follows the +1 cm x deltas from the observation pose ...
-    expected = start + np.outer(np.arange(1, 9) * 0.01, [1.0, 0.0, 0.0])
+    # The commanded end-effector path follows the +1 cm x deltas from the observation pose: each command is
+    # the next step's pose, in order ...
+    expected_all = start + np.outer(np.arange(1, 9) * 0.01, [1.0, 0.0, 0.0])
+    steps = np.array([int(np.argmin(np.linalg.norm(expected_all - t, axis=1))) for t in targets])
+    assert np.all(np.diff(steps) > 0) and steps[-1] >= 6, steps
+    expected = expected_all[steps]
     off = np.linalg.norm(targets - expected, axis=1) >= 2e-3
     # ... except where a tick came late on a loaded machine: a step picked up with little of its period left
     # (at least executor.MIN_TIME_FRACTION of it) must not outrun the joint velocity limit, so it falls short
@@ -398,8 +409,8 @@ def test_enabled_chunk_moves_the_end_effector_along_the_deltas(rig):
     assert wait_for(lambda: np.linalg.norm(ee(arm.q()) - targets[-1]) < 2e-3, 2.0), ee(arm.q()) - targets[-1]
     # Gripper: raw 0.9 > 0.5 -> open (0.04 m) sent once.
     assert [list(g.data) for g in arm.gripper] == [[0.04]]
-    assert len(arm.poses) >= 8
-    assert wait_for(lambda: arm.diagnostics and arm.diagnostics[-1].get('commands sent') == '8', 2.0)
+    assert len(arm.poses) >= len(targets)
+    assert wait_for(lambda: arm.diagnostics and arm.diagnostics[-1].get('commands sent') == str(len(targets)), 2.0)
     diag = arm.diagnostics[-1]
     assert float(diag['action age at execution s']) < 1.0 and diag['sink mode'] == 'joint_trajectory'
 
