@@ -42,6 +42,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
+from ..cores.intake import Admission, FrameIntake, IntakeConfig
 from ..model.processing import build_prompt
 from ..reasoning.engine import Observation, check_trace_points
 from ..reasoning.goals import GoalBounds, GoalRejected, GoalRun, Outcome, resolve_goal
@@ -323,13 +324,11 @@ class PerceptionNode(StageNode):
 
     def __init__(self, name: str = 'perception', **kwargs):
         self._pub = None
-        self._frame = None          # (image msg, arrival monotonic)
+        self._intake = FrameIntake()  # newest frame + rate limit (cores/intake.py); rebuilt at configure
         self._wrist = None
         self._depths = None
         self._camera_info = None
         self._instruction = ''
-        self._last_run = 0.0
-        self._lock = threading.Lock()
         self._goal: Optional[GoalRun] = None
         self._goal_lock = threading.Lock()
         self._goal_msgs = {}           # latest trace / chunk of the running goal (feedback)
@@ -341,6 +340,8 @@ class PerceptionNode(StageNode):
         result = super().on_configure(state)
         if result != TransitionCallbackReturn.SUCCESS:
             return result
+        self._intake = FrameIntake(IntakeConfig(min_period_s=float(self.params['min_period_s']),
+                                                max_frame_age_s=float(self.params['max_frame_age_s'])))
         self._pub = self.lifecycle_publisher(PerceptionTokens, 'perception_tokens', RELIABLE)
         self.subscription(Image, 'image', self.gate(self._on_image), qos_profile_sensor_data)
         self.subscription(CameraInfo, 'camera_info', self.gate(self._on_info, while_inactive=True),
@@ -469,10 +470,8 @@ class PerceptionNode(StageNode):
                 self._goal_msgs['chunk'] = msg
 
     def _on_image(self, msg: Image):
-        with self._lock:
-            if self._frame is not None:
-                self.inputs_dropped += 1  # superseded before it was used
-            self._frame = (msg, time.monotonic())
+        if self._intake.offer(msg, time.monotonic()):
+            self.inputs_dropped += 1  # superseded before it was used
         if self._worker is not None:
             self._worker.wake()
 
@@ -507,17 +506,12 @@ class PerceptionNode(StageNode):
             instruction = goal.spec.instruction
         else:
             instruction = self._instruction
-        if not instruction or time.monotonic() - self._last_run < self.params['min_period_s']:
-            return
-        with self._lock:
-            pending, self._frame = self._frame, None
-        if pending is None:
-            return
-        msg, arrived = pending
-        if time.monotonic() - arrived > self.params['max_frame_age_s']:
+        taken = self._intake.take(time.monotonic(), has_instruction=bool(instruction))
+        if taken.admission is Admission.FRAME_TOO_OLD:
             self.inputs_dropped += 1
+        if taken.admission is not Admission.RUN:
             return
-        self._last_run = time.monotonic()
+        msg = taken.frame
         with self.working('') as ok:
             if ok:
                 try:
@@ -595,7 +589,8 @@ class PerceptionNode(StageNode):
 
     def _reset(self):
         self._pub = None
-        self._frame = self._wrist = self._camera_info = None
+        self._intake.reset()
+        self._wrist = self._camera_info = None
         self._depths = None
         self._depth_pub = self._depth_decoder = None
         with self._goal_lock:
