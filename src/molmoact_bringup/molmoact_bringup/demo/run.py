@@ -28,8 +28,6 @@ import argparse
 import importlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -37,6 +35,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+
+from ..suite import SuiteConfig, SuiteSession, wait_until
 
 STAGE_TOPICS = ('image', 'perception_tokens', 'trajectory_trace', 'action_chunk', 'trace_markers', 'trace_image',
                 'joint_states', 'joint_trajectory_controller/joint_trajectory', 'gripper_controller/commands')
@@ -215,18 +215,19 @@ def _group(figures: dict, prefix: str) -> dict:
     return {k[len(prefix):]: _int(v) for k, v in figures.items() if k.startswith(prefix)}
 
 
-def _sim_command(namespace: str, args) -> List[str]:
-    cmd = [sys.executable, '-m', 'molmoact_bringup.sim_arm_node', '--ros-args', '-r', f'__ns:={namespace}',
-           '-p', f'image_width:={args.width}', '-p', f'image_height:={args.height}',
-           '-p', f'camera_rate_hz:={args.camera_rate}']
+def sim_parameters(args) -> Dict[str, object]:
+    """sim_arm's parameters for the demo's scene, size and camera rate."""
+    params: Dict[str, object] = {'image_width': args.width, 'image_height': args.height,
+                                 'camera_rate_hz': args.camera_rate}
     if args.scene == 'libero':
         # LIBERO renders with shadows: a real checkpoint sees them; the structural run spares the CPU (software
         # rendering of both views takes ~0.5 s with shadows on this 2-core machine, ~0.3 s without).
-        return cmd + ['-p', 'scene:=libero', '-p', f'libero_suite:={args.suite}',
-                      '-p', f'libero_task_id:={args.task_id}', '-p', f'libero_init_state:={args.init_state}',
-                      '-p', 'image_orientation:=libero_eval',
-                      '-p', f'render_shadows:={"false" if args.model == "tiny" else "true"}']
-    return cmd + ['-p', 'render_shadows:=false']
+        params.update({'scene': 'libero', 'libero_suite': args.suite, 'libero_task_id': args.task_id,
+                       'libero_init_state': args.init_state, 'image_orientation': 'libero_eval',
+                       'render_shadows': args.model != 'tiny'})
+    else:
+        params['render_shadows'] = False
+    return params
 
 
 #: Command sink settings of the libero demo: LIBERO's software rendering (two views, multisampled) blocks the
@@ -259,56 +260,66 @@ def libero_settings(args) -> dict:
     return {'python': str(python), 'unnorm_key': unnorm, 'parameters': dict(LIBERO_PIPELINE_PARAMETERS)}
 
 
-def _wait(predicate, timeout_s: float, poll_s: float = 0.05) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(poll_s)
-    return bool(predicate())
+def pipeline_parameters(args, profile, libero: Optional[dict], summary: dict) -> Dict[str, object]:
+    """The stage nodes' parameters: the model, what the profile implies (the deltas' frame and step period;
+    the norm-stats key only for the tiny model: a real checkpoint's own key is used unless --unnorm-key),
+    LIBERO's preprocessing, and the tiny model's CPU settings."""
+    implied = profile.pipeline_parameters()
+    params: Dict[str, object] = {'model': args.model, 'delta_frame_id': implied['delta_frame_id'],
+                                 'step_period_s': implied['step_period_s']}
+    unnorm = args.unnorm_key or (implied['unnorm_key'] if args.model == 'tiny' else '')
+    if libero is not None:
+        unnorm = libero['unnorm_key']
+        params.update(libero['parameters'])
+        summary['libero'] = {'suite': args.suite, 'task_id': args.task_id, 'init_state': args.init_state,
+                             'unnorm_key': unnorm or None, 'pipeline_parameters': libero['parameters'],
+                             'libero_python': libero['python']}
+    if unnorm:
+        params['unnorm_key'] = unnorm
+    if args.model == 'tiny':
+        params['max_free_tokens'] = 16
+        if libero is None:
+            params['max_image_side_px'] = 256
+    return params
 
 
-def _run_goal(client, action_type, instruction: str, max_steps: int, timeout_s: float, chunks_seen) -> dict:
-    """Send one ExecuteInstruction goal (execute) and wait for its result (bounded by ``timeout_s`` + 10 s)."""
-    goal = action_type.Goal(instruction=instruction, max_steps=max_steps, timeout_s=float(timeout_s), execute=True)
-    future = client.send_goal_async(goal)
-    if not _wait(future.done, 30.0) or not future.result().accepted:
-        raise RuntimeError('the execute_instruction goal was not accepted')
-    result_future = future.result().get_result_async()
-    _wait(result_future.done, timeout_s + 10.0)
-    if not result_future.done():
-        return {'outcome': 'no_result', 'reason': f'no result within {timeout_s + 10:g} s',
-                'steps_completed': chunks_seen()}
-    r = result_future.result().result
-    return {'outcome': {0: 'completed', 1: 'canceled', 2: 'timed_out', 3: 'failed',
-                        4: 'rejected'}.get(r.outcome, str(r.outcome)),
-            'reason': r.reason, 'steps_completed': r.steps_completed}
-
-
-def _load_sink_class():
-    """The command sink, if this install has it (``molmoact_ros.nodes.command_sink.CommandSinkNode``)."""
-    try:
-        from molmoact_ros.nodes.command_sink import CommandSinkNode
-    except ImportError as exc:
-        return None, f'{type(exc).__name__}: {exc}'
-    return CommandSinkNode, ''
+def _run_goals(suite: SuiteSession, client, args, libero, profile, summary) -> dict:
+    """The demo's goal: ``--steps`` queries in one goal, or (lockstep) one query per goal, each after the
+    previous answer's actions have run and a camera frame of the result has come (the released LIBERO
+    evaluator's loop)."""
+    started = time.monotonic()
+    if not args.lockstep:
+        result = suite.run_goal(client, args.instruction, args.steps, float(args.timeout))
+    else:
+        horizon = int(libero['parameters']['action_horizon']) if libero is not None else 1
+        execution_s = horizon * profile.step_period_s + 2.0 / args.camera_rate + 0.2
+        result = {'outcome': 'completed', 'reason': '', 'steps_completed': 0}
+        for _ in range(args.steps):
+            left = float(args.timeout) - (time.monotonic() - started)
+            if left < 1.0:
+                result.update(outcome='timed_out', reason=f'the demo ran out of its {args.timeout:g} s')
+                break
+            one = suite.run_goal(client, args.instruction, 1, left)
+            result['steps_completed'] += one['steps_completed']
+            if one['outcome'] != 'completed':
+                result.update(outcome=one['outcome'], reason=one['reason'])
+                break
+            time.sleep(execution_s)
+        summary['lockstep_wait_s'] = round(execution_s, 3)
+    result.pop('stopped', None)
+    summary['goal_wall_s'] = round(time.monotonic() - started, 2)
+    return result
 
 
 def run(args) -> dict:
-    import rclpy
     from molmoact_msgs.action import ExecuteInstruction
     from rclpy.action import ActionClient
-
-    from molmoact_ros.nodes.pipeline import Pipeline
-    from molmoact_ros.ros.dds import apply_loopback_dds_env
-    from molmoact_ros.ros.lifecycle import LifecycleClient, bring_up
 
     from ..sim_arm_node import find_urdf
     from .outputs import (joint_limits_from_urdf, latency_stats, max_displacement, range_check, write_gif,
                           write_png)
     from .recording import McapRecorder
 
-    apply_loopback_dds_env()  # nothing leaves loopback, whoever started us
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for name in ('recording.mcap', 'demo.gif', 'final_frame.png', 'summary.json', 'sim_arm.log'):
@@ -316,80 +327,47 @@ def run(args) -> dict:
     ns = args.namespace if args.namespace.startswith('/') else '/' + args.namespace
     libero = libero_settings(args) if args.scene == 'libero' else None
     t0 = time.monotonic()
-    sim_log = (out / 'sim_arm.log').open('w')
-    sim = subprocess.Popen(_sim_command(ns, args), stdout=sim_log, stderr=subprocess.STDOUT,
-                           start_new_session=True)
     summary: dict = {'model': args.model, 'structural_model': args.model == 'tiny', 'instruction': args.instruction,
                      'steps_requested': args.steps, 'namespace': ns, 'output': str(out), 'scene': args.scene,
                      'lockstep': args.lockstep}
-    rclpy.init()
     profile, profile_path, overrides = demo_profile(args, out)
     summary['robot_profile'] = {'name': profile.name, 'file': str(profile_path), 'overrides': overrides}
-    # What the profile implies for the pipeline: the deltas' frame (the arm's base) and step period; the
-    # norm-stats key only for the tiny model (a real checkpoint's own key is used unless --unnorm-key).
-    implied = profile.pipeline_parameters()
-    params = ['-p', f'model:={args.model}', '-p', f'delta_frame_id:={implied["delta_frame_id"]}',
-              '-p', f'step_period_s:={implied["step_period_s"]}']
-    unnorm = args.unnorm_key or (implied['unnorm_key'] if args.model == 'tiny' else '')
-    if libero is not None:
-        unnorm = libero['unnorm_key']
-        for key, value in libero['parameters'].items():
-            params += ['-p', f'{key}:={str(value).lower() if isinstance(value, bool) else value}']
-        summary['libero'] = {'suite': args.suite, 'task_id': args.task_id, 'init_state': args.init_state,
-                             'unnorm_key': unnorm or None, 'pipeline_parameters': libero['parameters'],
-                             'libero_python': libero['python']}
-    if unnorm:
-        params += ['-p', f'unnorm_key:={unnorm}']
-    if args.model == 'tiny':
-        params += ['-p', 'max_free_tokens:=16']
-        if libero is None:
-            params += ['-p', 'max_image_side_px:=256']
-    ros_args = ['--ros-args', '-r', f'__ns:={ns}', *params]
-    pipeline = Pipeline(args=ros_args)
-    sink_cls, sink_missing = _load_sink_class()
-    sink = None
-    if sink_cls is not None and not args.no_sink:
-        sink_params = []
-        if libero is not None:
-            for key, value in LIBERO_SINK_PARAMETERS.items():
-                sink_params += ['-p', f'{key}:={value}']
-            summary['libero']['sink_parameters'] = dict(LIBERO_SINK_PARAMETERS)
-        sink = sink_cls('command_sink', cli_args=['--ros-args', '-r', f'__ns:={ns}',
-                                                  '-p', f'robot_profile:={profile_path}',
-                                                  '-p', 'execution_enabled:=true', *sink_params])
-        pipeline.executor.add_node(sink)
-    probe = rclpy.create_node('demo', namespace=ns)
-    pipeline.executor.add_node(probe)
-    mcap = McapRecorder(out / 'recording.mcap')
-    rec = DemoRecorder(probe, ns, mcap, args.instruction)
-    client = ActionClient(probe, ExecuteInstruction, 'execute_instruction')
-    task_text: List[str] = []
-    if libero is not None:
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-        from std_msgs.msg import String
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        probe.create_subscription(String, 'sim_arm/task_description', lambda m: task_text.append(m.data), latched)
-    pipeline.start()
+    config = SuiteConfig(namespace=ns, output=out, sim_parameters=sim_parameters(args),
+                         pipeline_parameters=pipeline_parameters(args, profile, libero, summary),
+                         sink_parameters=dict(LIBERO_SINK_PARAMETERS) if libero is not None else {},
+                         profile_path=profile_path, with_sink=not args.no_sink, probe_name='demo')
+    if libero is not None and not args.no_sink:
+        summary['libero']['sink_parameters'] = dict(LIBERO_SINK_PARAMETERS)
+    suite = SuiteSession(config)
     result = None
     sink_figures: dict = {}
     node_counters: dict = {}
+    mcap = None
     try:
-        if not _wait(lambda: rec.images_seen > 0 and rec.measured, args.sim_timeout):
-            raise RuntimeError(f'the simulated arm sent no image / joint state within {args.sim_timeout:g} s '
-                               f'(see {out / "sim_arm.log"})')
+        suite.start()
+        probe = suite.probe
+        mcap = McapRecorder(out / 'recording.mcap')
+        rec = DemoRecorder(probe, ns, mcap, args.instruction)
+        client = ActionClient(probe, ExecuteInstruction, 'execute_instruction')
+        task_text: List[str] = []
+        if libero is not None:
+            from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+            from std_msgs.msg import String
+            latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            probe.create_subscription(String, 'sim_arm/task_description', lambda m: task_text.append(m.data),
+                                      latched)
+        suite.spin()
+        suite.wait_for_sim(lambda: rec.images_seen > 0 and bool(rec.measured), args.sim_timeout)
         summary['sim_ready_s'] = round(time.monotonic() - t0, 2)
         if libero is not None and not args.instruction:
-            if not _wait(lambda: bool(task_text), 10.0):
+            if not wait_until(lambda: bool(task_text), 10.0):
                 raise RuntimeError('the simulated arm published no sim_arm/task_description')
             args.instruction = rec.instruction = task_text[-1]
             summary['instruction'] = args.instruction
         if libero is not None:
             summary['libero']['task_description'] = task_text[-1] if task_text else None
-        pipeline.bring_up()
-        if sink is not None:
-            bring_up([LifecycleClient(pipeline.manager, sink.get_fully_qualified_name(), spinning=True,
-                                      timeout_s=60.0)])
+        suite.bring_up()
         summary['pipeline_ready_s'] = round(time.monotonic() - t0, 2)
         if not client.wait_for_server(timeout_sec=30.0):
             raise RuntimeError('execute_instruction action server not available')
@@ -398,67 +376,18 @@ def run(args) -> dict:
         time.sleep(max(0.5, 2.0 / args.camera_rate))
         rec.scan()  # every topic of the namespace is subscribed before the goal starts
         rec.recording_frames = True
-        started = time.monotonic()
-        if not args.lockstep:
-            result = _run_goal(client, ExecuteInstruction, args.instruction, args.steps, float(args.timeout),
-                               lambda: len(rec.timings['action_chunk']))
-        else:
-            # One query per goal; the next starts once this answer's actions have run and a camera frame of
-            # the result has come (the released LIBERO evaluator's loop).
-            horizon = int(libero['parameters']['action_horizon']) if libero is not None else 1
-            execution_s = horizon * profile.step_period_s + 2.0 / args.camera_rate + 0.2
-            result = {'outcome': 'completed', 'reason': '', 'steps_completed': 0}
-            for _ in range(args.steps):
-                left = float(args.timeout) - (time.monotonic() - started)
-                if left < 1.0:
-                    result.update(outcome='timed_out', reason=f'the demo ran out of its {args.timeout:g} s')
-                    break
-                one = _run_goal(client, ExecuteInstruction, args.instruction, 1, left,
-                                lambda: len(rec.timings['action_chunk']))
-                result['steps_completed'] += one['steps_completed']
-                if one['outcome'] != 'completed':
-                    result.update(outcome=one['outcome'], reason=one['reason'])
-                    break
-                time.sleep(execution_s)
-            summary['lockstep_wait_s'] = round(execution_s, 3)
-        summary['goal_wall_s'] = round(time.monotonic() - started, 2)
+        result = _run_goals(suite, client, args, libero, profile, summary)
         time.sleep(args.settle)  # the last chunk executes and the arm settles, on camera
         rec.recording_frames = False
-        if sink is not None:
-            sink_figures = dict(sink.diagnostic_values())
-            node_counters['command_sink'] = {'inputs_received': sink.inputs_received,
-                                             'inputs_dropped': sink.inputs_dropped, 'errors': sink.errors,
-                                             'last_error': sink.last_error}
-        for node in pipeline.nodes:
-            node_counters[node.get_name()] = {'inputs_received': node.inputs_received,
-                                              'inputs_dropped': node.inputs_dropped, 'errors': node.errors,
-                                              'last_error': node.last_error}
+        if suite.sink is not None:
+            sink_figures = dict(suite.sink.diagnostic_values())
+        node_counters = suite.node_counters()
     finally:
-        mcap.close()
-        if sink is not None and sink.lifecycle_label == 'active':
-            try:
-                from molmoact_ros.ros.lifecycle import walk
-                walk([LifecycleClient(pipeline.manager, sink.get_fully_qualified_name(), spinning=True)],
-                     ['deactivate', 'cleanup'])
-            except Exception as exc:  # noqa: BLE001 - shutting down anyway
-                print(f'demo: command sink bring-down: {exc}', file=sys.stderr)
-        pipeline.bring_down()
-        for node in (probe, sink):
-            if node is not None:
-                pipeline.executor.remove_node(node)
-        pipeline.stop()
-        for node in (probe, sink):
-            if node is not None:
-                node.destroy_node()
-        rclpy.try_shutdown()
-        if sim.poll() is None:
-            os.killpg(sim.pid, signal.SIGINT)
-            try:
-                sim.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(sim.pid, signal.SIGKILL)
-                sim.wait()
-        sim_log.close()
+        if mcap is not None:
+            mcap.close()
+        suite.close()
+    sink = suite.sink
+    sink_missing = suite.sink_missing if not args.no_sink else ''
 
     urdf = find_urdf('')
     limits = joint_limits_from_urdf(urdf.read_text()) if urdf is not None else {}
