@@ -286,3 +286,81 @@ def test_sim_arm_libero_scene_without_libero_says_how_to_install_it():
     assert proc.returncode == 2, out[-3000:]
     assert 'scripts/setup_libero.sh' in out and '/nonexistent/libero/bin/python' in out, out[-3000:]
     assert 'Traceback' not in out
+
+
+def test_sim_arm_judges_the_lift_task_and_resets_seeded_episodes():
+    """~/task_state (latched, on change and with every image) and ~/reset_episode: arm home, gripper open,
+    the cube placed from the seed (-1: the next), the episode counted; a bad seed is refused and the node
+    goes on."""
+    from molmoact_msgs.msg import TaskState
+    from molmoact_msgs.srv import ResetEpisode
+    proc = start('/simtask', 'camera_rate_hz:=4.0', 'seed:=7', 'cube_xy_range_m:=0.08', 'hold_s:=0.4')
+    rclpy.init()
+    probe = Probe('/simtask')
+    states = []
+    probe.node.create_subscription(TaskState, 'sim_arm/task_state', states.append, LATCHED)
+    client = probe.node.create_client(ResetEpisode, 'sim_arm/reset_episode')
+
+    def reset(seed):
+        future = client.call_async(ResetEpisode.Request(seed=seed))
+        assert probe.spin_until(future.done, 20.0, proc), 'no answer from ~/reset_episode'
+        return future.result()
+
+    def cube(state):
+        assert list(state.object_names) == ['cube']
+        p = state.object_poses[0].position
+        return np.array([p.x, p.y, p.z])
+
+    try:
+        assert probe.spin_until(lambda: states and probe.got['joints'] and client.service_is_ready(), 40.0, proc)
+        first = states[0]
+        assert (first.scene, first.task, first.instruction) == ('lift', 'lift', 'pick up the red cube')
+        assert (first.episode, first.seed, first.success, first.succeeded, first.first_success_s) == \
+            (0, 7, False, False, -1.0)
+        assert first.header.frame_id == 'panda_link0' and 'above rest (< 0.040 m)' in first.reason
+        c0 = cube(first)
+        assert abs(c0[0] - 0.56) <= 0.08 + 1e-6 and abs(c0[1]) <= 0.08 + 1e-6 and -0.1 < c0[2] < -0.08
+        # Published with every image too (4 Hz), while nothing changes.
+        n = len(states)
+        assert probe.spin_until(lambda: len(states) >= n + 3, 10.0, proc)
+        assert all(s.episode == 0 and not s.success for s in states)
+
+        # Move the arm and close the gripper, then reset: next seed, arm home, gripper open, new cube.
+        home = probe.arm()
+        probe.trajectory.publish(trajectory(ARM, home + 0.2, 0.5))
+        probe.gripper.publish(Float64MultiArray(data=[0.0]))
+        assert probe.spin_until(lambda: np.abs(probe.arm() - (home + 0.2)).max() < 5e-3, 15.0, proc)
+        answer = reset(-1)
+        assert answer.success, answer.message
+        assert (answer.state.episode, answer.state.seed, answer.state.succeeded) == (1, 8, False)
+        assert answer.message == 'episode 1, seed 8'
+        c8 = cube(answer.state)
+        assert np.linalg.norm(c8[:2] - c0[:2]) > 1e-3
+        probe.got['joints'].clear()
+        assert probe.spin_until(lambda: probe.got['joints'] and np.abs(probe.arm() - home).max() < 2e-3
+                                and probe.joints()['panda_finger_joint1'] > 0.035, 10.0, proc), probe.joints()
+        probe.spin_until(lambda: False, 1.0, proc)     # the dropped trajectory does not come back
+        assert np.abs(probe.arm() - home).max() < 2e-3
+        assert states[-1].episode == 1 and np.allclose(cube(states[-1]), c8, atol=2e-3)
+
+        # The same seed gives the same scene.
+        assert reset(7).success
+        c7 = cube(states[-1]) if states[-1].episode == 2 else None
+        again = reset(7)
+        assert again.success and again.state.episode == 3 and again.state.seed == 7
+        np.testing.assert_allclose(cube(again.state), c0, atol=1e-9)
+        if c7 is not None:
+            np.testing.assert_allclose(c7, c0, atol=2e-3)
+
+        # A bad seed: refused with the reason, nothing changed, the node goes on.
+        bad = reset(-5)
+        assert not bad.success and 'out of range' in bad.message and bad.state.episode == 3
+        n = len(states)
+        assert probe.spin_until(lambda: len(states) >= n + 2, 10.0, proc)
+        assert states[-1].episode == 3 and states[-1].seed == 7
+    finally:
+        probe.node.destroy_node()
+        rclpy.shutdown()
+        rc, out = stop(proc)
+    assert rc == 0, out[-3000:]
+    assert 'reset refused: seed -5 out of range' in out, out[-3000:]

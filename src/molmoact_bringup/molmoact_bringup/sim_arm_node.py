@@ -20,6 +20,11 @@ Publishes (relative names; frames ``panda_link0`` = the arm's base, ``panda_hand
 ``~/camera_pose``              geometry_msgs/PoseStamped: the camera's optical frame in ``panda_link0``
 ``~/ee_pose``                  geometry_msgs/PoseStamped: ``panda_hand_tcp`` in ``panda_link0``
 ``~/task_description``         std_msgs/String, latched, libero scene only: the task's language instruction
+``~/task_state``               molmoact_msgs/TaskState, latched (reliable, transient local, depth 1): the
+                               simulator's own success judgement (:mod:`molmoact_bringup.sim.task`), the
+                               episode and its seed, and the judged objects' poses in ``panda_link0``;
+                               published at once on every change of ``success`` or the episode, and with
+                               every image (``camera_rate_hz``). Judged every tick, in simulation time
 ``/clock``                     rosgraph_msgs/Clock, only with ``use_sim_time:=true`` (the simulator is then
                                the clock: every stamp is simulation time)
 =============================  ==========================================================================
@@ -34,6 +39,23 @@ Subscribes, as ros2_control controllers do:
 - ``<gripper_controller_name>/commands`` (std_msgs/Float64MultiArray, one value): the position of
   ``panda_finger_joint1`` in metres, 0.0 (closed) .. 0.04 (open; the gripper's opening is twice it),
   as a forward_command_controller on the finger joint takes it; out-of-range values are clamped.
+
+Services:
+
+- ``~/reset_episode`` (molmoact_msgs/ResetEpisode): a new episode without restarting the node: the arm
+  back at its home configuration, the gripper open, the follower's trajectory dropped, the simulation time
+  0 and the objects placed again from ``seed`` (-1: the last seed + 1); the episode counter adds 1 and the
+  response carries the new TaskState. A seed out of range is refused (``success`` false, the reason in
+  ``message``, nothing changed).
+
+Task success (``~/task_state``): ``lift``: the cube's centre at least ``lift_height_m`` above its resting
+height (its height when the episode began) for ``hold_s`` of simulation time. robosuite's own Lift rule
+(centre above the table top + 0.04 m) is the reference: the cube's centre rests ~0.02 m above the table
+top, so this rule is stricter by that much, plus the hold; every success of it is one of robosuite's (tested on
+recorded states). The cube is placed from the episode's seed, uniformly within +-``cube_xy_range_m`` of
+the table's centre and +-``cube_yaw_range_rad`` of yaw (defaults +-0.10 m and +-pi, wider than robosuite's
++-0.03 m; the whole +-0.15 m range allowed is on the table, in the workspace box of ``sim_panda.yaml``,
+reachable top-down and in the workspace camera's view); the same seed gives the same scene.
 
 Scenes (``scene``): ``lift`` (default), robosuite's Lift with a red cube; ``libero``, one LIBERO task
 (``libero_suite``, ``libero_task_id``, ``libero_init_state``) built in LIBERO's own environment
@@ -58,7 +80,7 @@ from typing import List, Optional
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from builtin_interfaces.msg import Time as TimeMsg
-from geometry_msgs.msg import PoseStamped, TransformStamped
+from geometry_msgs.msg import Pose as PoseMsg, PoseStamped, TransformStamped
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -68,10 +90,13 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header, String
 from trajectory_msgs.msg import JointTrajectory
 
+from molmoact_msgs.msg import TaskState
+from molmoact_msgs.srv import ResetEpisode
 from molmoact_ros.ros.image import numpy_to_image
 from molmoact_ros.ros.params import ParamSpec, declare_parameters
 
-from .sim.franka import Pose
+from .sim.franka import BASE_FRAME, Pose
+from .sim.task import GoalSuccess, LiftSuccess, ObjectPose, TaskMonitor, TaskStatus
 from .sim.trajectory import JointTrajectoryCommand, TrajectoryPoint, TrajectoryRejected
 
 try:  # tf2_msgs is part of every ROS install but not of the PyPI wheel set
@@ -80,6 +105,7 @@ except ImportError:
     TFMessage = None
 
 PACKAGE = 'molmoact_bringup'
+LIFT_INSTRUCTION = 'pick up the red cube'
 CAMERAS = ('auto', 'workspace', 'agentview', 'frontview', 'sideview', 'birdview', 'robot0_eye_in_hand',
            'galleryview', 'robot0_robotview')
 
@@ -124,7 +150,16 @@ PARAMS = (
               'arrive on <gripper_controller_name>/commands', read_only=True),
     ParamSpec('real_time_factor', 1.0, 'With use_sim_time: simulated seconds per wall-clock second', 0.1,
               20.0, read_only=True),
-    ParamSpec('seed', 0, 'Seed of the scene (cube placement)', 0, 2**31 - 1, read_only=True),
+    ParamSpec('seed', 0, 'Seed of the first episode\'s scene (lift: cube position and yaw); '
+              '~/reset_episode picks the next ones', 0, 2**31 - 1, read_only=True),
+    ParamSpec('cube_xy_range_m', 0.10, 'lift: the cube is placed uniformly within +- this of the table\'s centre '
+              'along x and y of panda_link0 (m; robosuite\'s own Lift: 0.03)', 0.0, 0.15, read_only=True),
+    ParamSpec('cube_yaw_range_rad', math.pi, 'lift: the cube\'s yaw is uniform within +- this (rad)', 0.0,
+              math.pi, read_only=True),
+    ParamSpec('lift_height_m', 0.04, 'lift: success needs the cube\'s centre this far above its resting height '
+              '(m)', 0.005, 0.3, read_only=True),
+    ParamSpec('hold_s', 0.5, 'lift: ... held there for this long (simulation time, s; 0: at once)', 0.0, 10.0,
+              read_only=True),
     ParamSpec('max_steps', 0, 'Stop after this many ticks (0: run until shut down)', 0, 10**9,
               read_only=True),
     ParamSpec('publish_ee_tf', True, 'Publish panda_link0 -> panda_hand_tcp on tf (turn off when '
@@ -196,6 +231,26 @@ def transform_stamped(pose: Pose, stamp: TimeMsg) -> TransformStamped:
     return msg
 
 
+def task_state_msg(status: TaskStatus, stamp: TimeMsg, frame_id: str = BASE_FRAME) -> TaskState:
+    """The plain :class:`TaskStatus` as a molmoact_msgs/TaskState (first_success_s -1 before the first)."""
+    msg = TaskState()
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.scene, msg.task, msg.instruction = status.scene, status.task, status.instruction
+    msg.episode, msg.seed = int(status.episode), int(status.seed)
+    msg.success, msg.succeeded = bool(status.success), bool(status.succeeded)
+    msg.first_success_s = -1.0 if status.first_success_s is None else float(status.first_success_s)
+    msg.reason = status.reason
+    msg.object_names = [o.name for o in status.objects]
+    poses = []
+    for o in status.objects:
+        p = PoseMsg()
+        p.position.x, p.position.y, p.position.z = (float(v) for v in o.position_m)
+        p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = (float(v) for v in o.quaternion_xyzw)
+        poses.append(p)
+    msg.object_poses = poses
+    return msg
+
+
 def camera_info(sim, header: Header) -> CameraInfo:
     k = sim.intrinsics
     msg = CameraInfo()
@@ -227,6 +282,7 @@ class SimArmNode(Node):
         self.sim = PandaSim(SimConfig(
             image_width_px=sc.width_px, image_height_px=sc.height_px, camera=sc.camera,
             camera_fovy_deg=p['camera_fovy_deg'], camera_frame=p['camera_frame'], seed=p['seed'],
+            cube_xy_range_m=p['cube_xy_range_m'], cube_yaw_range_rad=p['cube_yaw_range_rad'],
             camera_position_m=tuple(p['camera_position_m']), camera_target_m=tuple(p['camera_target_m']),
             render_shadows=p['render_shadows'], render_reflections=sc.render_reflections,
             render_multisamples=sc.render_multisamples, scene=sc.scene, wrist_camera=sc.wrist_camera,
@@ -239,6 +295,9 @@ class SimArmNode(Node):
         self._residual_s = 0.0
         self._last_clock_s: Optional[float] = None
         self._next_image_s: Optional[float] = None
+        # With use_sim_time the clock is the simulation time, which a reset sets back to 0: /clock goes on
+        # from where it was (the time of the episodes before this one is added).
+        self._clock_offset_s = 0.0
 
         self.pub_image = self.create_publisher(Image, 'image', SENSOR)
         self.pub_depth = self.create_publisher(Image, 'aligned_depth', SENSOR)
@@ -270,6 +329,11 @@ class SimArmNode(Node):
                 f'LIBERO {task.meta["suite"]} task {task.meta["task_id"]} (initial state {task.meta["init_state"]}): '
                 f'"{task.language}"; norm-stats key of the released checkpoint: '
                 f'{self.sim.config.libero.unnorm_key or "none"}; LIBERO {task.meta["versions"]}')
+        self.monitor = self._make_monitor()
+        self.pub_task_state = self.create_publisher(TaskState, '~/task_state', LATCHED)
+        self.create_service(ResetEpisode, '~/reset_episode', self._on_reset_episode)
+        first_seed = p['seed'] if task is None else int(task.meta['init_state'])
+        self._publish_task_state(self.monitor.begin(first_seed, self.sim.time_s, self._object_poses()))
         if not sc.publishes_camera_info:
             self.get_logger().info('image_orientation libero_eval: images mirrored left-right as LIBERO\'s '
                                    'evaluator feeds them; no camera_info (a mirrored view has no pinhole model)')
@@ -291,11 +355,58 @@ class SimArmNode(Node):
     def clock_s(self) -> float:
         """The controller clock now: simulation time, or the node's (system) time."""
         if self.sim_time:
-            return self.sim.time_s
+            return self._clock_offset_s + self.sim.time_s
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _publish_clock(self) -> None:
-        self.pub_clock.publish(ClockMsg(clock=stamp_of(self.sim.time_s)))
+        self.pub_clock.publish(ClockMsg(clock=stamp_of(self.clock_s())))
+
+    # ------------------------------------------------------------------ the task
+
+    def _make_monitor(self) -> TaskMonitor:
+        task = self.sim.libero_task
+        if task is None:
+            rule = LiftSuccess('cube', self.params['lift_height_m'], self.params['hold_s'])
+            return TaskMonitor('lift', 'lift', LIFT_INSTRUCTION, rule)
+        n = int(task.meta['n_init_states'])
+        return TaskMonitor('libero', str(task.meta['task_name']), task.language, GoalSuccess(), max_seed=n - 1)
+
+    def _object_poses(self) -> dict:
+        if self.sim.libero_task is None:
+            pose = self.sim.cube_pose()
+            return {pose.name: pose}
+        return {}
+
+    def _judge(self):
+        return self.monitor.update(self.sim.time_s, self._object_poses())
+
+    def _publish_task_state(self, status: TaskStatus) -> TaskState:
+        msg = task_state_msg(status, stamp_of(self.clock_s()))
+        self.pub_task_state.publish(msg)
+        return msg
+
+    def _on_reset_episode(self, request: ResetEpisode.Request, response: ResetEpisode.Response):
+        status = self.monitor.status
+        try:
+            seed = self.monitor.next_seed(int(request.seed))
+            if self.sim.libero_task is not None and seed != self.monitor.seed:
+                raise ValueError(f'the libero scene resets to its initial state {self.monitor.seed} only '
+                                 f'(libero_init_state; another initial state needs a restart), not {seed}')
+        except ValueError as e:
+            response.success, response.message = False, f'reset refused: {e}'
+            response.state = task_state_msg(status, stamp_of(self.clock_s()))
+            self.get_logger().warning(response.message)
+            return response
+        if self.sim_time:
+            self._clock_offset_s += self.sim.time_s
+        self.sim.reset(seed if self.sim.libero_task is None else None)
+        self._residual_s = 0.0
+        status = self.monitor.begin(seed, self.sim.time_s, self._object_poses())
+        response.state = self._publish_task_state(status)
+        response.success = True
+        response.message = f'episode {status.episode}, seed {seed}'
+        self.get_logger().info(f'new episode {status.episode} (seed {seed})')
+        return response
 
     # ------------------------------------------------------------------ inputs
 
@@ -331,8 +442,8 @@ class SimArmNode(Node):
 
     def _advance_and_publish(self) -> None:
         if self.sim_time:
-            self.sim.step(self._steps_per_tick)
-            now_s = self.sim.time_s
+            self.sim.step(self._steps_per_tick, clock_s=self.clock_s())
+            now_s = self.clock_s()
             self._publish_clock()
         else:
             now_s = self.clock_s()
@@ -352,9 +463,14 @@ class SimArmNode(Node):
             self._last_clock_s = now_s
         stamp = stamp_of(now_s)
         self._publish_state(stamp)
+        status, changed = self._judge()
+        if changed:
+            self.pub_task_state.publish(task_state_msg(status, stamp))
         rate = self.params['camera_rate_hz']
         if rate > 0 and (self._next_image_s is None or now_s >= self._next_image_s - 1e-9):
             self._publish_images(stamp)
+            if not changed:
+                self.pub_task_state.publish(task_state_msg(status, stamp))
             period = 1.0 / rate
             nxt = (self._next_image_s or now_s) + period
             self._next_image_s = nxt if nxt > now_s else now_s + period

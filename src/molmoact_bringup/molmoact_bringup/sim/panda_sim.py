@@ -12,6 +12,11 @@ simulation is then stepped directly on MuJoCo, without robosuite's controllers:
   settles on its last point to < 0.2 mrad. Air drag is off (see :class:`PandaSim`).
 - **Gripper**: MuJoCo position servos on the two finger slides (force-limited); the command is the
   opening of each finger in metres, 0 (closed) .. 0.04 (open).
+- **Task** (``lift``): the cube is placed at every :meth:`PandaSim.reset` from a seed
+  (:class:`~.task.CubeRandomization`: +-``cube_xy_range_m`` around the table's centre, yaw in
+  +-``cube_yaw_range_rad``; defaults +-0.10 m and +-pi, wider than robosuite's own +-0.03 m), resting on the
+  table top; :meth:`PandaSim.cube_pose` is what :class:`~.task.LiftSuccess` judges and
+  :meth:`PandaSim.robosuite_lift_success` is robosuite's own rule on the same state (the reference).
 - **Scene** (``SimConfig.scene``): ``lift`` (default; robosuite 1.5.2's Lift, built here) or ``libero``: one
   LIBERO task (suite, task id, official initial state), built in LIBERO's own environment and loaded here as
   compiled MJCF (:mod:`.libero_task`); the same arm, controllers and cameras, LIBERO's objects and views.
@@ -57,12 +62,13 @@ from molmoact_ros.robot.geometry import CameraIntrinsics  # noqa: E402
 
 from .franka import (ARM_JOINT_NAMES, BASE_FRAME, FINGER_MAX_M,  # noqa: E402
                      JOINT_NAMES, OPTICAL_FROM_MUJOCO_CAMERA, READY_POSITIONS_RAD, TCP_FRAME, Pose,
-                     hand_to_tcp, link7_to_hand)
+                     hand_to_tcp, link7_to_hand, rotation_to_quaternion_xyzw, rotation_z)
 from .libero_task import LiberoTaskSpec, load_task  # noqa: E402
+from .task import CubePlacement, CubeRandomization, ObjectPose, check_seed  # noqa: E402
 from .trajectory import JointTrajectoryCommand, JointTrajectoryFollower, Setpoint  # noqa: E402
 
 __all__ = ['SimConfig', 'CameraFrame', 'JointStateSample', 'PandaSim', 'WORKSPACE_CAMERA',
-           'ROBOSUITE_CAMERAS', 'SCENES']
+           'ROBOSUITE_CAMERAS', 'SCENES', 'LIFT_CUBE_BODY', 'LIFT_OBJECT']
 
 #: The camera this module adds to the scene (attached to the arm's base).
 WORKSPACE_CAMERA = 'workspace'
@@ -70,6 +76,13 @@ WORKSPACE_CAMERA = 'workspace'
 ROBOSUITE_CAMERAS = ('agentview', 'frontview', 'sideview', 'birdview', 'robot0_eye_in_hand')
 #: The scenes: robosuite 1.5.2's Lift (built here), a LIBERO task (exported from LIBERO's environment).
 SCENES = ('lift', 'libero')
+#: The lift scene's cube: robosuite's body, and the name it has in TaskState.
+LIFT_CUBE_BODY = 'cube_main'
+LIFT_OBJECT = 'cube'
+# robosuite draws the cube's size (half sizes 0.020-0.022 m) from the environment's generator when it builds
+# the scene: built with a fixed seed, the cube is the same in every process (half sizes 21.3 x 20.5 x
+# 20.1 mm), and an episode's scene depends on the episode's seed only.
+_LIFT_BUILD_SEED = 0
 
 # robosuite's names in its Panda model (robot 0, its default gripper).
 _RS_BASE_BODY = 'robot0_link0'
@@ -128,7 +141,10 @@ class SimConfig:
     camera_target_m: Tuple[float, float, float] = (0.35, 0.0, 0.15)
     camera_fovy_deg: float = 45.0       # the workspace camera's vertical field of view
     camera_frame: str = 'sim_camera_color_optical_frame'
-    seed: int = 0                       # cube placement
+    seed: int = 0                       # cube placement of the first episode (lift)
+    # lift: the cube's seeded placement around the table's centre (robosuite's own Lift: +-0.03 m, any yaw)
+    cube_xy_range_m: float = 0.10
+    cube_yaw_range_rad: float = math.pi
     position_gain_per_s2: float = 900.0  # kp: (natural frequency)^2
     velocity_gain_per_s: float = 60.0    # kd: 2 * zeta * natural frequency
     initial_positions_rad: Tuple[float, ...] = READY_POSITIONS_RAD
@@ -170,6 +186,9 @@ class SimConfig:
             raise ValueError(f'initial_positions_rad needs {len(ARM_JOINT_NAMES)} values')
         if not self.camera_frame:
             raise ValueError('camera_frame must be a frame name')
+        CubeRandomization(self.cube_xy_range_m, self.cube_yaw_range_rad)  # ValueError when out of range
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f'seed must be an integer >= 0, got {self.seed!r}')
         if self.render_multisamples not in (0, 2, 4, 8):
             raise ValueError(f'render_multisamples must be 0, 2, 4 or 8, got {self.render_multisamples!r}')
 
@@ -360,7 +379,7 @@ class PandaSim:
             self._env = _SimLift(
                 robots='Panda', extra_camera=extra, has_renderer=False, has_offscreen_renderer=False,
                 use_camera_obs=False, use_object_obs=True, hard_reset=False, ignore_done=True,
-                initialization_noise=None, seed=int(config.seed), horizon=1_000_000)
+                initialization_noise=None, seed=_LIFT_BUILD_SEED, horizon=1_000_000)
             self._model = self._env.sim.model._model
             self._data = self._env.sim.data._data
             finger_joints, finger_actuators = _RS_FINGER_JOINTS, _RS_FINGER_ACTUATORS
@@ -385,6 +404,22 @@ class PandaSim:
         self._torque_hi = m.actuator_ctrlrange[self._arm_act, 1].copy()
         self._base_body = _require_id(m, B, _RS_BASE_BODY)
         self._link7_body = _require_id(m, B, _RS_LINK7_BODY)
+        self.cube_randomization = CubeRandomization(config.cube_xy_range_m, config.cube_yaw_range_rad)
+        self.seed = int(config.seed)          # the seed of the current episode's placement (lift)
+        self.cube_placement: Optional[CubePlacement] = None
+        if self._env is not None:  # lift: the cube (a free body) and the table top it rests on
+            self._cube_body = _require_id(m, B, LIFT_CUBE_BODY)
+            cube_joint = int(m.body_jntadr[self._cube_body])
+            if cube_joint < 0 or m.jnt_type[cube_joint] != mujoco.mjtJoint.mjJNT_FREE:
+                raise RuntimeError(f'the cube {LIFT_CUBE_BODY!r} is not a free body')
+            self._cube_qadr = int(m.jnt_qposadr[cube_joint])
+            self._cube_dadr = int(m.jnt_dofadr[cube_joint])
+            geoms = [g for g in np.flatnonzero(m.geom_bodyid == self._cube_body)
+                     if m.geom_type[g] == mujoco.mjtGeom.mjGEOM_BOX and m.geom_contype[g]]
+            if not geoms:
+                raise RuntimeError(f'the cube {LIFT_CUBE_BODY!r} has no colliding box geom')
+            self.cube_half_size_m = tuple(float(v) for v in m.geom_size[geoms[0]])
+            self._table_top_site = _require_id(m, mujoco.mjtObj.mjOBJ_SITE, 'table_top')
         cam_ids = []
         for cam_name in (config.camera, config.wrist_camera):
             if not cam_name:
@@ -433,9 +468,13 @@ class PandaSim:
     # ------------------------------------------------------------------ lifecycle
 
     def reset(self, seed: Optional[int] = None) -> None:
-        """Put the arm at ``initial_positions_rad`` with the gripper open, re-place the cube (with
-        ``seed`` when given) and set the simulation time to 0; any trajectory is dropped. The libero scene
-        returns to the task's exported state (its initial state, settled; ``seed`` does not apply)."""
+        """Put the arm at ``initial_positions_rad`` with the gripper open, place the objects and set the
+        simulation time to 0; any trajectory is dropped.
+
+        ``lift``: the cube is placed from ``seed`` (default: the current episode's, at first
+        ``SimConfig.seed``) by :class:`~.task.CubeRandomization` (``cube_xy_range_m`` around the table's centre,
+        ``cube_yaw_range_rad``), resting on the table top; the same seed gives the same scene. The libero
+        scene returns to the task's exported state (its initial state, settled; ``seed`` does not apply)."""
         m, d = self._model, self._data
         if self.libero_task is not None:
             st = self.libero_task.state
@@ -446,18 +485,67 @@ class PandaSim:
             if m.nmocap:
                 d.mocap_pos[:], d.mocap_quat[:] = st['mocap_pos'], st['mocap_quat']
         else:
-            if seed is not None:
-                self._env.rng.bit_generator.state = np.random.default_rng(int(seed)).bit_generator.state
+            seed = self.seed if seed is None else check_seed(seed)
+            self._env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
             self._env.reset()
             d.qpos[self._arm_qadr] = self._initial_arm_rad
             d.qvel[self._arm_dadr] = 0.0
             d.qpos[self._fin_qadr] = np.multiply(_RS_FINGER_SIGNS, FINGER_MAX_M)
             d.qvel[self._fin_dadr] = 0.0
+            mujoco.mj_forward(m, d)
+            self.seed = seed
+            self.place_cube(self.cube_randomization.sample(seed))
         d.ctrl[:] = 0.0
         d.time = 0.0
         mujoco.mj_forward(m, d)
         self._follower.hold(self._initial_arm_rad)
         self.set_gripper(FINGER_MAX_M)
+
+    # ------------------------------------------------------------------ the lift scene's cube
+
+    @property
+    def table_top_m(self) -> np.ndarray:
+        """lift: the centre of the table's top surface in the base frame."""
+        self._require_lift()
+        return self.site_position_m('table_top')
+
+    def place_cube(self, placement: CubePlacement) -> None:
+        """lift: put the cube at rest on the table top, ``placement`` from the table's centre (base frame x, y
+        and yaw about the vertical), with zero velocity. The arm and the time are left as they are."""
+        self._require_lift()
+        top = self.table_top_m
+        base_pose = rotation_z(float(placement.yaw_rad))
+        base_pose[:3, 3] = (top[0] + placement.dx_m, top[1] + placement.dy_m, top[2] + self.cube_half_size_m[2])
+        self.set_cube_pose(base_pose)
+        self.cube_placement = placement
+
+    def set_cube_pose(self, pose: np.ndarray) -> None:
+        """lift: put the cube's centre at ``pose`` (4x4, base frame), at rest (for tests and scripted states)."""
+        self._require_lift()
+        m, d = self._model, self._data
+        world = np.linalg.inv(self._base_from_world()) @ np.asarray(pose, dtype=np.float64)
+        quat = np.empty(4)
+        mujoco.mju_mat2Quat(quat, np.ascontiguousarray(world[:3, :3]).reshape(-1))
+        a, v = self._cube_qadr, self._cube_dadr
+        d.qpos[a:a + 3] = world[:3, 3]
+        d.qpos[a + 3:a + 7] = quat
+        d.qvel[v:v + 6] = 0.0
+        mujoco.mj_forward(m, d)
+
+    def cube_pose(self) -> ObjectPose:
+        """lift: the cube's pose (its centre) in the base frame, named ``cube``."""
+        self._require_lift()
+        t = self.body_pose(LIFT_CUBE_BODY)
+        return ObjectPose(LIFT_OBJECT, tuple(float(v) for v in t[:3, 3]), rotation_to_quaternion_xyzw(t[:3, :3]))
+
+    def robosuite_lift_success(self) -> bool:
+        """lift: robosuite's own success check of its Lift task on the current state (the reference)."""
+        self._require_lift()
+        return bool(self._env._check_success())
+
+    def _require_lift(self) -> None:
+        if self._env is None:
+            raise RuntimeError('only the lift scene has the cube')
 
     def _close_env(self) -> None:
         if self._env is not None:
