@@ -1,0 +1,595 @@
+"""``evaluate``: seeded closed-loop episodes on the simulated arm, each through the whole suite as a user runs it.
+
+    ros2 run molmoact_bringup evaluate [--policy model|scripted] [--model M] [--scene lift|libero]
+                                       [--episodes N] [--seed S] [--output DIR] [--record DIR] [--gif]
+
+One ``sim_arm`` process and, in this process, the pipeline's three stage nodes (policy ``model``), the command
+sink (execution enabled) and the evaluator's own node, all in ``--namespace``. For each episode ``i`` (seed
+``S + i``): the sink is disabled (a halt: nothing queued survives), ``sim_arm/reset_episode`` places the scene
+from the seed, the sink is enabled again, and the policy runs until the simulator judges success
+(``sim_arm/task_state``: ``succeeded``) or the episode's budget (``--max-steps`` policy steps, ``--episode-timeout``
+seconds) runs out:
+
+- ``model``: one ``ExecuteInstruction`` goal (``execute``, ``--max-steps`` queries, the episode's time budget);
+  it is cancelled the moment the task succeeds;
+- ``scripted``: the expert of :mod:`.expert`, planning from the simulator's privileged state (the cube pose in
+  ``task_state``, the end-effector pose ``sim_arm/ee_pose``), publishes an ``ActionChunk`` on ``action_chunk``
+  every ``--replan-period`` seconds, which the same command sink executes.
+
+A crashed episode (an exception, the simulator gone) counts as a failure with its reason, and the run goes on
+(it stops early only when the simulator process is gone). Writes ``DIR/results.json`` (:class:`.results.EvalReport`)
+and prints a table of success rates with 95 % Wilson intervals and ``name: value unit`` figures.
+``--record DIR`` keeps each episode as ``DIR/episode_NNNN.mcap``: the topics a real arm also has (image,
+aligned depth, camera_info, joint states, end-effector pose, gripper commands, TF where installed) plus the
+task state (instruction and success flag) and the action chunks; ``--gif`` writes ``DIR/episode_NNNN.gif``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..suite import SuiteConfig, SuiteSession, wait_until
+from .expert import ExpertObservation, LiftExpert, LiftExpertConfig
+from .results import EndReason, EpisodeBudget, EpisodeClock, EpisodeResult, EvalReport, latency_summary
+
+#: Topics kept in ``--record`` files (relative to the namespace): what a real arm has, plus the task state
+#: and what the policy sent.
+RECORDED_TOPICS = ('image', 'aligned_depth', 'camera_info', 'joint_states', 'sim_arm/ee_pose',
+                   'sim_arm/camera_pose', 'tf', 'gripper_controller/commands', 'sim_arm/task_state',
+                   'action_chunk', 'trajectory_trace')
+MAX_GIF_FRAMES = 300
+DEFAULT_INSTRUCTION = 'pick up the red cube'
+
+
+def _pose_matrix(pose) -> np.ndarray:
+    """geometry_msgs/Pose -> 4x4 (ValueError for a non-finite or zero quaternion)."""
+    from transforms3d.quaternions import quat2mat
+    q = np.array([pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z], float)
+    n = float(np.linalg.norm(q))
+    if not math.isfinite(n) or n < 1e-9:
+        raise ValueError('invalid quaternion')
+    T = np.eye(4)
+    T[:3, :3] = quat2mat(q / n)
+    T[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
+    return T
+
+
+class Watcher:
+    """The evaluator node's subscriptions: the latest task state, end-effector pose and camera frame, stage
+    timings, and (optionally) raw recording of :data:`RECORDED_TOPICS`. Callbacks run on the executor thread."""
+
+    def __init__(self, node, recording=None, gif: bool = False):
+        from molmoact_msgs.msg import ActionChunk, PerceptionTokens, TaskState, TrajectoryTrace
+        from geometry_msgs.msg import PoseStamped
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        self.node = node
+        self._lock = threading.Lock()
+        self.state = None
+        self.ee_pose = None
+        self.images = 0
+        self.last_image_stamp_s = -math.inf
+        self.timings: Dict[str, List[float]] = {'perception': [], 'planning': [], 'action': [],
+                                                'observation_to_action': []}
+        self.latest_trace = None
+        self.gif = gif
+        self.frames: List[np.ndarray] = []
+        self.recording = recording
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        node.create_subscription(TaskState, 'sim_arm/task_state', self._on_state, latched)
+        node.create_subscription(PoseStamped, 'sim_arm/ee_pose', self._on_ee, 10)
+        node.create_subscription(Image, 'image', self._on_image, 10)
+        node.create_subscription(PerceptionTokens, 'perception_tokens', self._timing('perception'), 10)
+        node.create_subscription(TrajectoryTrace, 'trajectory_trace', self._on_trace, 10)
+        node.create_subscription(ActionChunk, 'action_chunk', self._on_chunk, 10)
+        self._raw = []
+        if recording is not None:
+            self._subscribe_raw()
+
+    # -- recording ------------------------------------------------------------------------------------------
+    def _subscribe_raw(self) -> None:
+        from ..demo.msgdefs import default_share_dirs, schema_text
+        from ..demo.run import message_class
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        types = {'image': 'sensor_msgs/msg/Image', 'aligned_depth': 'sensor_msgs/msg/Image',
+                 'camera_info': 'sensor_msgs/msg/CameraInfo', 'joint_states': 'sensor_msgs/msg/JointState',
+                 'sim_arm/ee_pose': 'geometry_msgs/msg/PoseStamped',
+                 'sim_arm/camera_pose': 'geometry_msgs/msg/PoseStamped', 'tf': 'tf2_msgs/msg/TFMessage',
+                 'gripper_controller/commands': 'std_msgs/msg/Float64MultiArray',
+                 'sim_arm/task_state': 'molmoact_msgs/msg/TaskState', 'action_chunk': 'molmoact_msgs/msg/ActionChunk',
+                 'trajectory_trace': 'molmoact_msgs/msg/TrajectoryTrace'}
+        share = default_share_dirs()
+        ns = self.node.get_namespace().rstrip('/')
+        for rel in RECORDED_TOPICS:
+            type_name = types[rel]
+            try:
+                cls = message_class(type_name)
+                schema = schema_text(type_name, share)
+            except Exception:  # noqa: BLE001 - e.g. tf2_msgs absent from the PyPI wheel set
+                continue
+            topic = f'{ns}/{rel}'
+            self.recording.add_topic(topic, type_name, schema)
+            qos = latched if rel == 'sim_arm/task_state' else 50
+            self._raw.append(self.node.create_subscription(
+                cls, topic, lambda data, t=topic: self.recording.write(t, data), qos, raw=True))
+
+    # -- callbacks ------------------------------------------------------------------------------------------
+    def _on_state(self, msg) -> None:
+        with self._lock:
+            self.state = msg
+
+    def _on_ee(self, msg) -> None:
+        with self._lock:
+            self.ee_pose = msg
+
+    def _on_image(self, msg) -> None:
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        with self._lock:
+            self.images += 1
+            self.last_image_stamp_s = stamp
+        if self.gif and len(self.frames) < MAX_GIF_FRAMES:
+            from molmoact_ros.ros.image import image_to_numpy
+            from molmoact_ros.ros.overlay import annotate
+            rgb = np.ascontiguousarray(np.asarray(image_to_numpy(msg))[..., :3], dtype=np.uint8)
+            trace = self.latest_trace
+            points = np.zeros((0, 2)) if trace is None else np.array([[p.u_px, p.v_px] for p in trace.points], float)
+            state = self.state
+            text = state.instruction if state is not None and state.instruction else ''
+            self.frames.append(annotate(rgb, points, text, 'model' if trace is None else int(trace.source)))
+
+    def _timing(self, kind):
+        def cb(msg):
+            self.timings[kind].append(msg.timing.total_s)
+        return cb
+
+    def _on_trace(self, msg) -> None:
+        self.latest_trace = msg
+        self.timings['planning'].append(msg.timing.total_s)
+
+    def _on_chunk(self, msg) -> None:
+        if msg.model_id == ScriptedPolicy.MODEL_ID:
+            return
+        self.timings['action'].append(msg.timing.total_s)
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        if stamp > 0:
+            self.timings['observation_to_action'].append(self.node.get_clock().now().nanoseconds * 1e-9 - stamp)
+
+    # -- what the loop reads --------------------------------------------------------------------------------
+    def snapshot(self):
+        with self._lock:
+            return self.state, self.ee_pose, self.images, self.last_image_stamp_s
+
+    def start_episode(self) -> None:
+        with self._lock:
+            for values in self.timings.values():
+                values.clear()
+            self.frames = []
+            self.latest_trace = None
+
+
+class ScriptedPolicy:
+    """The scripted expert as a publisher of ActionChunks on ``action_chunk`` (the command sink's input)."""
+
+    MODEL_ID = 'scripted_expert'
+
+    def __init__(self, node, watcher: Watcher, config: LiftExpertConfig, base_frame: str = 'panda_link0'):
+        from molmoact_msgs.msg import ActionChunk
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        self.node, self.watcher, self.base_frame = node, watcher, base_frame
+        self.expert = LiftExpert(config)
+        self.pub = node.create_publisher(ActionChunk, 'action_chunk',
+                                         QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self.chunks = 0
+        self.episode = 0
+
+    def reset(self, episode: int) -> None:
+        self.expert.reset()
+        self.chunks = 0
+        self.episode = episode
+
+    def step(self, now_s: float, instruction: str) -> bool:
+        """Publish one chunk from the newest state; False when there is no state to plan from yet."""
+        from molmoact_msgs.msg import ActionChunk, ActionStep
+        state, ee, _, _ = self.watcher.snapshot()
+        if state is None or ee is None or not state.object_poses:
+            return False
+        chunk = self.expert.act(ExpertObservation(_pose_matrix(ee.pose), _pose_matrix(state.object_poses[0])), now_s)
+        msg = ActionChunk()
+        msg.header.stamp = ee.header.stamp
+        msg.header.frame_id = ee.header.frame_id or self.base_frame
+        msg.request_id = f'scripted-{self.episode}-{self.chunks}'
+        msg.instruction = instruction
+        cfg = self.expert.config
+        for dp, dr, g in zip(chunk.translation_m, chunk.rotation_rad, chunk.gripper):
+            step = ActionStep()
+            step.translation_m.x, step.translation_m.y, step.translation_m.z = (float(v) for v in dp)
+            step.rotation_rad.x, step.rotation_rad.y, step.rotation_rad.z = (float(v) for v in dr)
+            step.gripper = float(g)
+            step.values = [float(v) for v in (*dp, *dr, g)]
+            msg.steps.append(step)
+        msg.step_period_s = cfg.step_period_s
+        msg.action_dim = 7
+        msg.rotation_convention = ActionChunk.ROTATION_RPY
+        msg.delta_frame_id = self.base_frame
+        msg.observation_pose = ee
+        msg.observation_pose_valid = True
+        msg.action_text = chunk.phase.value
+        msg.model_id = self.MODEL_ID
+        self.pub.publish(msg)
+        self.chunks += 1
+        return True
+
+
+class Evaluator:
+    """The run: one suite, N episodes (see module docstring)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.out = Path(args.output).resolve()
+        self.record_dir = Path(args.record).resolve() if args.record else None
+        self.report = EvalReport(args.policy, args.model if args.policy == 'model' else '', args.scene)
+        self.suite: Optional[SuiteSession] = None
+
+    # -- set-up ---------------------------------------------------------------------------------------------
+    def suite_config(self) -> SuiteConfig:
+        from ..demo.run import LIBERO_SINK_PARAMETERS, demo_profile, pipeline_parameters, sim_parameters
+        args = self.args
+        profile, profile_path, overrides = demo_profile(args, self.out)
+        self.profile = profile
+        self.report.settings.update(
+            robot_profile={'name': profile.name, 'file': str(profile_path), 'overrides': overrides},
+            episodes=args.episodes, seed=args.seed, max_steps=args.max_steps, episode_timeout_s=args.episode_timeout,
+            camera_rate_hz=args.camera_rate, namespace=args.namespace, structural_model=(
+                args.policy == 'model' and args.model == 'tiny'))
+        libero = None
+        if args.scene == 'libero':
+            from ..demo.run import libero_settings
+            libero = libero_settings(args)
+        sim = sim_parameters(args)
+        sim['seed'] = args.seed
+        summary: dict = {}
+        pipeline = pipeline_parameters(args, profile, libero, summary) if args.policy == 'model' else {}
+        return SuiteConfig(namespace=args.namespace, output=self.out, sim_parameters=sim,
+                           pipeline_parameters=pipeline,
+                           sink_parameters=dict(LIBERO_SINK_PARAMETERS) if libero is not None else {},
+                           profile_path=profile_path, with_pipeline=args.policy == 'model', probe_name='evaluate')
+
+    # -- the run --------------------------------------------------------------------------------------------
+    def run(self) -> EvalReport:
+        from molmoact_msgs.action import ExecuteInstruction
+        from molmoact_msgs.srv import ResetEpisode
+        from rclpy.action import ActionClient
+        from std_srvs.srv import SetBool
+
+        from .recording import EpisodeRecording
+        args = self.args
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.record_dir is not None:
+            self.record_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        self.suite = suite = SuiteSession(self.suite_config())
+        recording = EpisodeRecording() if self.record_dir is not None else None
+        try:
+            suite.start()
+            node = suite.probe
+            self.watcher = Watcher(node, recording, gif=args.gif)
+            self.policy = ScriptedPolicy(node, self.watcher, LiftExpertConfig(
+                step_period_s=self.profile.step_period_s)) if args.policy == 'scripted' else None
+            self.goal_client = ActionClient(node, ExecuteInstruction, 'execute_instruction') \
+                if args.policy == 'model' else None
+            self.reset_client = node.create_client(ResetEpisode, 'sim_arm/reset_episode')
+            self.enable_client = node.create_client(SetBool, 'command_sink/enable')
+            suite.spin()
+            suite.wait_for_sim(lambda: self.watcher.snapshot()[2] > 0 and self.watcher.snapshot()[0] is not None,
+                               args.sim_timeout)
+            suite.bring_up()
+            self.report.settings['ready_s'] = round(time.monotonic() - t0, 2)
+            if self.goal_client is not None and not self.goal_client.wait_for_server(timeout_sec=30.0):
+                raise RuntimeError('execute_instruction action server not available')
+            if not self.reset_client.wait_for_service(timeout_sec=30.0):
+                raise RuntimeError('sim_arm/reset_episode is not available (is sim_arm too old?)')
+            self._episodes(recording)
+        finally:
+            if recording is not None:
+                recording.end()
+            suite.close()
+        self.report.settings['wall_s'] = round(time.monotonic() - t0, 2)
+        self.report.write(self.out / 'results.json')
+        return self.report
+
+    def _call(self, client, request, timeout_s: float = 10.0):
+        future = client.call_async(request)
+        if not wait_until(future.done, timeout_s):
+            raise RuntimeError(f'{client.srv_name}: no response within {timeout_s:g} s')
+        return future.result()
+
+    def _enable(self, on: bool) -> None:
+        from std_srvs.srv import SetBool
+        response = self._call(self.enable_client, SetBool.Request(data=on))
+        if on and not response.success:
+            raise RuntimeError(f'the command sink refused to enable: {response.message}')
+
+    def _episodes(self, recording) -> None:
+        args = self.args
+        progress = _progress(args.episodes)
+        try:
+            for i in range(args.episodes):
+                if not self.suite.sim_alive():
+                    self._crashed(i, 'the simulator process is gone', 0.0)
+                    continue
+                result = self._episode(i, recording)
+                self.report.episodes.append(result)
+                done = self.report.episodes
+                rate = sum(e.success for e in done) / len(done)
+                progress.update(1, f'success {100 * rate:.0f}% ({sum(e.success for e in done)}/{len(done)})')
+        finally:
+            progress.close()
+
+    def _crashed(self, i: int, why: str, wall_s: float) -> None:
+        self.report.episodes.append(EpisodeResult(i, seed=self.args.seed + i, task=self.args.scene, success=False,
+                                                  end_reason=EndReason.CRASHED.value, detail=why[:500],
+                                                  wall_s=round(wall_s, 3)))
+
+    def _episode(self, i: int, recording) -> EpisodeResult:
+        from molmoact_msgs.srv import ResetEpisode
+        args = self.args
+        seed = args.seed + i
+        started = time.monotonic()
+        result = EpisodeResult(i, seed=seed, task=args.scene, success=False, end_reason=EndReason.CRASHED.value)
+        try:
+            self._enable(False)  # a halt: nothing queued from the last episode survives the reset
+            response = self._call(self.reset_client, ResetEpisode.Request(seed=seed), timeout_s=30.0)
+            if not response.success:
+                raise RuntimeError(f'reset refused: {response.message}')
+            episode_no = int(response.state.episode)
+            task = response.state.task or args.scene
+            result.task = task
+            instruction = args.instruction or response.state.instruction or DEFAULT_INSTRUCTION
+            reset_clock_s = self.suite.probe.get_clock().now().nanoseconds * 1e-9
+            # The scene after the reset: its task state, and a camera frame and end-effector pose taken after it.
+            fresh = wait_until(lambda: self._fresh(episode_no, reset_clock_s), 20.0)
+            if not fresh:
+                raise RuntimeError('no task state / camera frame / end-effector pose after the reset within 20 s')
+            self.watcher.start_episode()
+            if recording is not None:
+                result.recording = str(self.record_dir / f'episode_{i:04d}.mcap')
+                recording.begin(Path(result.recording))
+            self._enable(True)
+            clock = EpisodeClock(EpisodeBudget(args.max_steps, args.episode_timeout), time.monotonic())
+            if self.policy is not None:
+                self._run_scripted(clock, episode_no, instruction)
+            else:
+                self._run_model(clock, episode_no, instruction, result)
+            self._enable(False)
+            if recording is not None:
+                time.sleep(0.2)  # the last task state and frames reach the file
+                result.extra['recorded_messages'] = recording.end()
+            state = self.watcher.snapshot()[0]
+            result.success = clock.ended is EndReason.SUCCESS
+            result.end_reason = clock.ended.value
+            result.steps = clock.steps
+            if state is not None and int(state.episode) == episode_no:
+                result.sim_success_s = float(state.first_success_s) if state.succeeded else None
+                result.detail = result.detail or state.reason[:500]
+        except Exception as exc:  # noqa: BLE001 - a crashed episode is a failure with its reason; the run goes on
+            result.success, result.end_reason = False, EndReason.CRASHED.value
+            result.detail = f'{type(exc).__name__}: {exc}'[:500]
+            if args.verbose:
+                traceback.print_exc()
+            if recording is not None:
+                recording.end()
+        result.wall_s = round(time.monotonic() - started, 3)
+        result.stage_latency = {k: latency_summary(v) for k, v in self.watcher.timings.items() if v}
+        if args.gif and self.watcher.frames:
+            from ..demo.outputs import write_gif
+            gif_dir = self.record_dir or self.out
+            result.gif = str(gif_dir / f'episode_{i:04d}.gif')
+            write_gif(self.watcher.frames, Path(result.gif), fps=args.camera_rate)
+        return result
+
+    def _fresh(self, episode_no: int, reset_clock_s: float) -> bool:
+        state, ee, _, image_stamp = self.watcher.snapshot()
+        if state is None or int(state.episode) != episode_no or ee is None:
+            return False
+        ee_stamp = ee.header.stamp.sec + ee.header.stamp.nanosec * 1e-9
+        return image_stamp > reset_clock_s and ee_stamp > reset_clock_s
+
+    def _succeeded(self, episode_no: int) -> bool:
+        state = self.watcher.snapshot()[0]
+        return state is not None and int(state.episode) == episode_no and bool(state.succeeded)
+
+    def _run_scripted(self, clock: EpisodeClock, episode_no: int, instruction: str) -> None:
+        self.policy.reset(episode_no)
+        period = self.args.replan_period
+        next_s = time.monotonic()
+        while clock.check(time.monotonic(), self._succeeded(episode_no)) is None:
+            if not self.suite.sim_alive():
+                clock.end(EndReason.CRASHED, time.monotonic())
+                break
+            now = time.monotonic()
+            if now >= next_s:
+                if self.policy.step(now, instruction):
+                    clock.step()
+                next_s = now + period
+            time.sleep(0.02)
+
+    def _run_model(self, clock: EpisodeClock, episode_no: int, instruction: str, result: EpisodeResult) -> None:
+        args = self.args
+        if args.lockstep:
+            goal = self._run_lockstep(clock, episode_no, instruction)
+        else:
+            goal = self.suite.run_goal(self.goal_client, instruction, args.max_steps, float(args.episode_timeout),
+                                       stop=lambda: self._succeeded(episode_no))
+        clock.steps = int(goal['steps_completed'])
+        result.extra['goal'] = goal
+        if self._succeeded(episode_no):
+            clock.check(time.monotonic(), True)
+            return
+        # No success yet: give the last chunk time to run, then judge.
+        wait_until(lambda: self._succeeded(episode_no), args.settle)
+        if clock.check(time.monotonic(), self._succeeded(episode_no)) is not None:
+            return
+        outcome = goal['outcome']
+        if outcome == 'completed':
+            clock.end(EndReason.STEP_BUDGET, time.monotonic())
+        elif outcome == 'timed_out':
+            clock.end(EndReason.TIME_BUDGET, time.monotonic())
+        elif outcome == 'no_result':
+            clock.end(EndReason.NO_RESULT, time.monotonic())
+        else:
+            clock.end(EndReason.POLICY_FAILED, time.monotonic())
+            result.detail = f"goal {outcome}: {goal['reason']}"[:500]
+
+
+    def _run_lockstep(self, clock: EpisodeClock, episode_no: int, instruction: str) -> dict:
+        """The released LIBERO evaluator's loop: one query at a time, each after the previous answer's actions
+        ran and a camera frame of the result came."""
+        args = self.args
+        execution_s = args.action_horizon * self.profile.step_period_s + 2.0 / args.camera_rate + 0.2
+        goal = {'outcome': 'completed', 'reason': '', 'steps_completed': 0}
+        for _ in range(args.max_steps):
+            left = args.episode_timeout - clock.elapsed_s(time.monotonic())
+            if left < 1.0:
+                goal.update(outcome='timed_out', reason=f'the episode ran out of its {args.episode_timeout:g} s')
+                break
+            one = self.suite.run_goal(self.goal_client, instruction, 1, left, stop=lambda: self._succeeded(episode_no))
+            goal['steps_completed'] += one['steps_completed']
+            if one['outcome'] != 'completed':
+                goal.update(outcome=one['outcome'], reason=one['reason'])
+                break
+            if wait_until(lambda: self._succeeded(episode_no), execution_s):
+                break
+        return goal
+
+
+class _progress:
+    """A tqdm progress bar on stderr with the running success rate (plain lines without tqdm)."""
+
+    def __init__(self, total: int):
+        try:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, desc='episodes', unit='ep', file=sys.stderr, dynamic_ncols=True)
+        except ImportError:
+            self._bar = None
+        self._n, self._total = 0, total
+
+    def update(self, n: int, text: str) -> None:
+        self._n += n
+        if self._bar is not None:
+            self._bar.set_postfix_str(text)
+            self._bar.update(n)
+        else:
+            print(f'episodes {self._n}/{self._total}: {text}', file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def default_model() -> str:
+    """The demo's default model: ``$MOLMOACT_MODEL``, else ``tiny``."""
+    return os.environ.get('MOLMOACT_MODEL') or 'tiny'
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='Seeded closed-loop episodes on the simulated arm through the whole '
+                                'suite; success judged by the simulator. Writes OUTPUT/results.json.')
+    p.add_argument('--policy', choices=('model', 'scripted'), default='model',
+                   help='model: the pipeline with --model; scripted: the privileged-state expert (upper bound, '
+                   'demonstrator)')
+    p.add_argument('--model', default=default_model(), help='tiny, a checkpoint directory or a hub id (default: the '
+                   "demo's default model, $MOLMOACT_MODEL or tiny)")
+    p.add_argument('--scene', choices=('lift', 'libero'), default='lift')
+    p.add_argument('--episodes', type=int, default=10, help='episodes (1..1000)')
+    p.add_argument('--seed', type=int, default=None, help='seed of the first episode; episode i uses seed + i '
+                   '(lift: 1000; libero: the official initial state index, --init-state)')
+    p.add_argument('--output', type=Path, default=Path('eval_output'))
+    p.add_argument('--record', default='', help='keep each episode as DIR/episode_NNNN.mcap')
+    p.add_argument('--gif', action='store_true', help='write each episode as a GIF (in --record DIR, else --output)')
+    p.add_argument('--max-steps', type=int, default=0, help='policy steps per episode: queries (model) or chunks '
+                   '(scripted); default 40 model, 200 scripted')
+    p.add_argument('--episode-timeout', type=float, default=0.0, help='seconds per episode (default 240 model, '
+                   '60 scripted)')
+    p.add_argument('--replan-period', type=float, default=0.4, help='scripted: seconds between chunks')
+    p.add_argument('--instruction', default='', help="default: the task's own (sim_arm/task_state)")
+    p.add_argument('--namespace', default='/eval')
+    p.add_argument('--camera-rate', type=float, default=0.0, help='camera frames per second (default 5 lift, '
+                   '2 libero)')
+    p.add_argument('--width', type=int, default=0, help='image width (px; default 320 lift, 256 libero)')
+    p.add_argument('--height', type=int, default=0, help='image height (px; default 240 lift, 256 libero)')
+    p.add_argument('--sim-timeout', type=float, default=90.0, help='time limit for the simulator to start (s)')
+    p.add_argument('--settle', type=float, default=3.0, help='model: seconds after the goal for its last chunk')
+    p.add_argument('--robot-profile', default='', help='robot profile of the sink (default sim_panda / libero_panda)')
+    p.add_argument('--strict-profile', action='store_true', help='use the profile as it is (see demo --help)')
+    p.add_argument('--max-action-age', type=float, default=10.0, help='oldest chunk the sink executes, unless '
+                   '--strict-profile (s)')
+    p.add_argument('--unnorm-key', default='')
+    p.add_argument('--suite', default='libero_spatial', help='LIBERO suite of --scene libero')
+    p.add_argument('--task-id', type=int, default=0, help='LIBERO task of the suite')
+    p.add_argument('--init-state', type=int, default=0, help='LIBERO official initial state of the first episode')
+    p.add_argument('--lockstep', action=argparse.BooleanOptionalAction, default=None,
+                   help='model: one query at a time, each after the previous answer ran (default: on for libero, '
+                   'as the released LIBERO evaluator; off for lift)')
+    p.add_argument('--verbose', action='store_true', help='print tracebacks of crashed episodes')
+    args = p.parse_args(argv)
+    libero = args.scene == 'libero'
+    args.width = args.width or (256 if libero else 320)
+    args.height = args.height or (256 if libero else 240)
+    args.robot_profile = args.robot_profile or ('libero_panda' if libero else 'sim_panda')
+    args.lockstep = libero if args.lockstep is None else args.lockstep
+    args.action_horizon = 8 if libero else 1
+    args.camera_rate = args.camera_rate or (2.0 if libero else 5.0)
+    if libero:
+        # The released evaluator's budget: the suite's max environment steps (20 Hz), 8 actions per query.
+        from ..sim.libero_task import SUITES
+        suite = SUITES.get(args.suite)
+        if suite is None:
+            p.error(f'unknown LIBERO suite {args.suite!r}; one of {sorted(SUITES)}')
+        args.max_steps = args.max_steps or -(-suite.max_steps // args.action_horizon)
+        args.seed = args.init_state if args.seed is None else args.seed
+    args.seed = 1000 if args.seed is None else args.seed
+    args.max_steps = args.max_steps or (40 if args.policy == 'model' else 200)
+    args.episode_timeout = args.episode_timeout or (240.0 if args.policy == 'model' else 60.0)
+    if not 1 <= args.episodes <= 1000:
+        p.error('--episodes must be within 1..1000')
+    if not 1 <= args.max_steps <= 10000:
+        p.error('--max-steps must be within 1..10000')
+    if not 1.0 <= args.episode_timeout <= 3600.0:
+        p.error('--episode-timeout must be within 1..3600 s')
+    if not 0.05 <= args.replan_period <= 10.0:
+        p.error('--replan-period must be within 0.05..10 s')
+    if args.policy == 'scripted' and libero:
+        p.error('the scripted expert knows the lift scene only')
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    report = Evaluator(args).run()
+    print(report.table())
+    for line in report.figures():
+        print(line)
+    reasons = ', '.join(f'{k} {v}' for k, v in report.end_reasons().items())
+    print(f'evaluate: {args.policy}{" " + args.model if args.policy == "model" else ""} on {args.scene}: '
+          f'end reasons: {reasons}; results in {Path(args.output).resolve() / "results.json"}')
+    if args.policy == 'model' and args.model == 'tiny':
+        print('evaluate: model "tiny" has random weights (a structural test model): a lower bound')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
