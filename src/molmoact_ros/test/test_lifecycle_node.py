@@ -161,3 +161,14 @@ def test_transitions_across_processes(ros):
             proc.kill()
             proc.wait(timeout=10)
         obs.node.destroy_node()
+
+
+def test_error_texts_are_bounded(ros):
+    """Issue 15: an error echoing a 100 KB request id was a 100 KB line on ~/status, re-published every period."""
+    node = CounterNode('bounded')
+    try:
+        node.record_error(f'request {"x" * 100_000!r} failed')
+        assert node.errors == 1 and len(node.last_error) < 1100 and node.last_error.endswith('chars)')
+        assert node.build_status().last_error == node.last_error
+    finally:
+        node.destroy_node()

@@ -26,6 +26,7 @@ from molmoact_msgs.msg import NodeStatus
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from molmoact_ros.cores.quoting import bound
 from molmoact_ros.ros.diagnostics import status_to_diagnostics
 from molmoact_ros.ros.params import ParamSpec, declare_parameters
 
@@ -134,7 +135,12 @@ class MolmoActLifecycleNode(LifecycleNode):
         return gated
 
     def record_error(self, message: str) -> None:
-        """Count and log an error and show it on ~/status. The node keeps running."""
+        """Count and log an error and show it on ~/status. The node keeps running.
+
+        The text is bounded (:func:`~molmoact_ros.cores.quoting.bound`): an error that echoes its input
+        (a 100 KB request id) must not become a 100 KB line re-published on ~/status every period. Quote
+        input in error texts with :func:`~molmoact_ros.cores.quoting.quote`."""
+        message = bound(message)
         self.errors += 1
         self.last_error = message
         self.last_error_stamp = self.get_clock().now().to_msg()

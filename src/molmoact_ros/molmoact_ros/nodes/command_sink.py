@@ -1,7 +1,10 @@
 """The command sink: action chunks in, safe arm commands out (lifecycle node ``command_sink``).
 
-A thin ROS shell around :class:`~molmoact_ros.robot.executor.ArmExecutor` (read that module first): this
-node only converts messages, keeps the clock and publishes what :meth:`ArmExecutor.tick` returns.
+A thin ROS shell around :class:`~molmoact_ros.cores.chunk_intake.ChunkIntake` (chunk validation,
+anchoring and its retries, limit tightening, Servo keep-alive: read that module first) and the
+:class:`~molmoact_ros.robot.executor.ArmExecutor` it drives: this node converts messages
+(:func:`chunk_from_msg`), keeps the clock, publishes what the core returns and records its errors. Its
+parameters are :class:`~molmoact_ros.cores.chunk_intake.CommandSinkConfig` (read once at configure).
 
 Topics and services (relative names, so namespaces and remapping work):
 
@@ -53,7 +56,8 @@ Without ``--autostart`` the node waits unconfigured for a lifecycle manager (lau
 Ctrl-C or SIGTERM it deactivates (sending the hold), cleans up and shuts down.
 
 Extra key/values on ``/diagnostics``: action age at execution, clip counts per limit, halt counts per
-cause, plan-only and rejected chunks, tick time.
+cause, plan-only and rejected chunks (and per reason: invalid, from_future, observation_pose), the
+pending chunk and pending chunks discarded, tick time.
 """
 
 from __future__ import annotations
@@ -63,7 +67,6 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -79,28 +82,25 @@ from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from ..cores.chunk_intake import (ACTION_DIM, IK_BACKENDS, SINK_CHOICES, ChunkIn, ChunkIntake,  # noqa: F401
+                                  CommandSinkConfig, Intake, IntakeDecision, KeepAlive, ObservationPose, SinkTick,
+                                  StepIn)
 from ..reasoning.action_space import RotationConvention
-from ..robot.execution import (DeltaFrame, ExecutionQueue, InvalidChunkError, OfferResult, PoseHistory,
-                               build_timeline)
-from ..robot.executor import (ArmExecutor, GripperGoal, GripperGoalOutcome, GripperGoalTracker, HoldCommand,
-                              JointCommand, PoseCommand, SinkMode, TwistCommand)
+from ..robot.executor import (GripperGoal, GripperGoalOutcome, GripperGoalTracker, HoldCommand, JointCommand,
+                              PoseCommand, SinkMode, TwistCommand)
 from ..robot.profiles import GripperControllerType, load_profile
-from ..robot.safety import SafetyGovernor
 from ..ros.diagnostics import status_to_diagnostics
 from ..ros.gc_tuning import freeze_startup_heap
 from ..ros.params import ParamSpec
-from ..ros.transforms import matrix_to_pose, pose_msg_to_matrix
+from ..ros.transforms import matrix_to_pose
 from .base import MolmoActLifecycleNode
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-SINK_CHOICES = ('profile', 'joint_trajectory', 'servo_twist', 'servo_pose', 'none')
-#: Values of ``ik_backend`` (robot.kinematics.IkBackend; spelled out so that this module does not import Pinocchio).
-IK_BACKENDS = ('auto', 'pinocchio', 'moveit_py')
 ROTATION_FROM_MSG = {ActionChunk.ROTATION_RPY: RotationConvention.EULER_SXYZ_ROLL_PITCH_YAW,
                      ActionChunk.ROTATION_AXIS_ANGLE: RotationConvention.ROTATION_VECTOR}
-#: Values per step the sink executes: 3 translation, 3 rotation, 1 gripper.
-ACTION_DIM = 7
+#: The one default of each parameter (cores.chunk_intake.CommandSinkConfig).
+_D = CommandSinkConfig()
 
 
 def _duration(seconds: float) -> Duration:
@@ -109,52 +109,76 @@ def _duration(seconds: float) -> Duration:
     return Duration(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
 
 
+def _stamp_s(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def chunk_from_msg(msg: ActionChunk) -> ChunkIn:
+    """molmoact_msgs/ActionChunk -> the core's :class:`ChunkIn` (no validation: the core decides)."""
+    pose = None
+    if msg.observation_pose_valid:
+        p, o = msg.observation_pose.pose.position, msg.observation_pose.pose.orientation
+        pose = ObservationPose(msg.observation_pose.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
+    steps = tuple(StepIn((s.translation_m.x, s.translation_m.y, s.translation_m.z),
+                         (s.rotation_rad.x, s.rotation_rad.y, s.rotation_rad.z), s.gripper, len(s.values))
+                  for s in msg.steps)
+    c = msg.constraints
+    return ChunkIn(request_id=msg.request_id, stamp_s=_stamp_s(msg.header.stamp), steps=steps,
+                   step_period_s=msg.step_period_s, action_dim=msg.action_dim,
+                   rotation_convention=ROTATION_FROM_MSG.get(msg.rotation_convention),
+                   rotation_code=msg.rotation_convention, delta_frame_id=msg.delta_frame_id,
+                   observation_pose=pose, plan_only=c.plan_only,
+                   max_translation_m_per_step=c.max_translation_m_per_step,
+                   max_rotation_rad_per_step=c.max_rotation_rad_per_step)
+
+
 class CommandSinkNode(MolmoActLifecycleNode):
     """See the module docstring. Needs no engine (hostable in the one-process :class:`Pipeline`)."""
 
     PARAMETERS = (
-        ParamSpec('robot_profile', 'sim_panda', 'Robot profile: a name of config/robots/<name>.yaml or a path to '
-                  'a profile YAML (joints, frames, controllers, gripper mapping, safety limits).'),
-        ParamSpec('sink', 'profile', 'How the arm is commanded: profile (the profile\'s sink.mode), '
+        ParamSpec('robot_profile', _D.robot_profile, 'Robot profile: a name of config/robots/<name>.yaml or a '
+                  'path to a profile YAML (joints, frames, controllers, gripper mapping, safety limits).'),
+        ParamSpec('sink', _D.sink, 'How the arm is commanded: profile (the profile\'s sink.mode), '
                   'joint_trajectory (JointTrajectoryController via Pinocchio IK), servo_twist or servo_pose '
                   '(MoveIt Servo), none (dry run: only ~/commanded_pose).', choices=SINK_CHOICES),
-        ParamSpec('execution_enabled', False, 'Enable execution on activate (otherwise call ~/enable). '
-                  'An e-stop always needs ~/reset_e_stop and then ~/enable.'),
-        ParamSpec('control_rate_hz', 50.0, 'Rate of the control tick (gates, due steps, commands).',
+        ParamSpec('execution_enabled', _D.execution_enabled, 'Enable execution on activate (otherwise call '
+                  '~/enable). An e-stop always needs ~/reset_e_stop and then ~/enable.'),
+        ParamSpec('control_rate_hz', _D.control_rate_hz, 'Rate of the control tick (gates, due steps, commands).',
                   min_value=1.0, max_value=1000.0),
-        ParamSpec('camera_topic', 'image', 'Camera image topic watched for staleness (sensor QoS); motion halts '
-                  'when no frame arrives within the profile\'s camera_timeout_s.'),
-        ParamSpec('arm_controller', '', 'Arm controller name (its topic <arm_controller>/joint_trajectory); '
-                  'empty: the profile\'s sink.arm_controller.'),
-        ParamSpec('servo_twist_topic', '', 'MoveIt Servo twist input (geometry_msgs/TwistStamped); empty: '
-                  '<servo_node>/delta_twist_cmds with the profile\'s sink.servo_node.'),
-        ParamSpec('servo_pose_topic', '', 'MoveIt Servo pose input (geometry_msgs/PoseStamped); empty: '
-                  '<servo_node>/pose_target_cmds with the profile\'s sink.servo_node.'),
-        ParamSpec('robot_description_source', 'topic', 'Where the URDF for kinematics comes from: topic '
-                  '(robot_description, latched) or profile (the profile\'s urdf_file).',
+        ParamSpec('camera_topic', _D.camera_topic, 'Camera image topic watched for staleness (sensor QoS); '
+                  'motion halts when no frame arrives within the profile\'s camera_timeout_s.'),
+        ParamSpec('arm_controller', _D.arm_controller, 'Arm controller name (its topic '
+                  '<arm_controller>/joint_trajectory); empty: the profile\'s sink.arm_controller.'),
+        ParamSpec('servo_twist_topic', _D.servo_twist_topic, 'MoveIt Servo twist input '
+                  '(geometry_msgs/TwistStamped); empty: <servo_node>/delta_twist_cmds with the profile\'s '
+                  'sink.servo_node.'),
+        ParamSpec('servo_pose_topic', _D.servo_pose_topic, 'MoveIt Servo pose input (geometry_msgs/PoseStamped); '
+                  'empty: <servo_node>/pose_target_cmds with the profile\'s sink.servo_node.'),
+        ParamSpec('robot_description_source', _D.robot_description_source, 'Where the URDF for kinematics comes '
+                  'from: topic (robot_description, latched) or profile (the profile\'s urdf_file).',
                   choices=('topic', 'profile')),
-        ParamSpec('anchor_tolerance_s', 0.1, 'A chunk without a valid observation_pose is anchored to the FK '
-                  'pose of the joint state nearest its header stamp, at most this far from it.',
+        ParamSpec('anchor_tolerance_s', _D.anchor_tolerance_s, 'A chunk without a valid observation_pose is '
+                  'anchored to the FK pose of the joint state nearest its header stamp, at most this far from it.',
                   min_value=0.001, max_value=5.0),
-        ParamSpec('joint_state_timeout_s', 0.5, 'Joint states older than this count as no robot state.',
-                  min_value=0.01, max_value=10.0),
-        ParamSpec('hold_time_s', 0.05, 'time_from_start of the one-point hold trajectory (JTC).',
+        ParamSpec('joint_state_timeout_s', _D.joint_state_timeout_s, 'Joint states older than this count as no '
+                  'robot state.', min_value=0.01, max_value=10.0),
+        ParamSpec('hold_time_s', _D.hold_time_s, 'time_from_start of the one-point hold trajectory (JTC).',
                   min_value=0.0, max_value=1.0),
-        ParamSpec('servo_pose_keepalive_s', 0.5, 'servo_pose: the current pose target (or hold) is re-sent '
-                  'every control tick (MoveIt Servo drops pose targets older than its incoming_command_timeout) '
-                  'until the next one, for at most this long after its step\'s end.',
+        ParamSpec('servo_pose_keepalive_s', _D.servo_pose_keepalive_s, 'servo_pose: the current pose target (or '
+                  'hold) is re-sent every control tick (MoveIt Servo drops pose targets older than its '
+                  'incoming_command_timeout) until the next one, for at most this long after its step\'s end.',
                   min_value=0.0, max_value=10.0),
-        ParamSpec('ik_backend', 'auto', 'IK of the joint_trajectory sink: auto (moveit_py where importable and a '
-                  'planning group is set, else Pinocchio), pinocchio, or moveit_py (falls back to Pinocchio, '
-                  'with the reason logged, where moveit_py cannot be used).', choices=IK_BACKENDS),
-        ParamSpec('ik_planning_group', '', 'MoveIt planning group for moveit_py IK; empty: the profile\'s '
-                  'sink.moveit_planning_group.'),
-        ParamSpec('ik_timeout_s', 0.0, 'moveit_py IK timeout per step (0: the group\'s kinematics.yaml timeout).',
-                  min_value=0.0, max_value=1.0),
-        ParamSpec('moveit_py_node_name', 'molmoact_moveit_py', 'Name of the node MoveItPy starts for IK.'),
-        ParamSpec('moveit_py_params_file', '', 'ROS parameter file for MoveItPy\'s node (robot_description, '
-                  'robot_description_semantic, robot_description_kinematics); empty: MoveItPy\'s default (the '
-                  'process\'s --params-file arguments).'),
+        ParamSpec('ik_backend', _D.ik_backend, 'IK of the joint_trajectory sink: auto (moveit_py where importable '
+                  'and a planning group is set, else Pinocchio), pinocchio, or moveit_py (falls back to '
+                  'Pinocchio, with the reason logged, where moveit_py cannot be used).', choices=IK_BACKENDS),
+        ParamSpec('ik_planning_group', _D.ik_planning_group, 'MoveIt planning group for moveit_py IK; empty: the '
+                  'profile\'s sink.moveit_planning_group.'),
+        ParamSpec('ik_timeout_s', _D.ik_timeout_s, 'moveit_py IK timeout per step (0: the group\'s '
+                  'kinematics.yaml timeout).', min_value=0.0, max_value=1.0),
+        ParamSpec('moveit_py_node_name', _D.moveit_py_node_name, 'Name of the node MoveItPy starts for IK.'),
+        ParamSpec('moveit_py_params_file', _D.moveit_py_params_file, 'ROS parameter file for MoveItPy\'s node '
+                  '(robot_description, robot_description_semantic, robot_description_kinematics); empty: '
+                  'MoveItPy\'s default (the process\'s --params-file arguments).'),
     )
 
     def __init__(self, name: str = 'command_sink', *, provider=None, **kwargs):
@@ -166,21 +190,11 @@ class CommandSinkNode(MolmoActLifecycleNode):
         super().__init__(name, parameters=self.PARAMETERS, **kwargs)
 
     def _reset_state(self) -> None:
+        self.config: Optional[CommandSinkConfig] = None
         self.profile = None
         self.mode: Optional[SinkMode] = None
-        self.governor: Optional[SafetyGovernor] = None
-        self.arm_executor: Optional[ArmExecutor] = None
-        self.kinematics = None
-        self._base_limits = None
-        self._history = PoseHistory(horizon_s=5.0)
-        self._q = None                 # (stamp on our clock, q in kinematics order)
-        self._state_stamp_s = None     # header stamp of the newest joint state in the history
-        self._pending = None           # a chunk waiting for the joint state at its stamp (newest wins)
-        self._constraints = {}         # request_id -> ExecutionConstraints of queued chunks
+        self.intake: Optional[ChunkIntake] = None   # the decisions (cores/chunk_intake.py)
         self._pubs = {}
-        self._twist = None             # (TwistStamped, until_s) being re-sent
-        self._pose_target = None       # (PoseStamped, until_s) being re-sent (servo_pose)
-        self._last_gripper = None
         self._gripper_client = None    # rclpy ActionClient (control_msgs/action/GripperCommand)
         self._gripper_goal_type = None
         self._gripper_goals = None     # GripperGoalTracker
@@ -188,12 +202,18 @@ class CommandSinkNode(MolmoActLifecycleNode):
         self._gripper_results = []     # (seq, outcome, position, effort) of finished goals, newest last
         self.ik_selection = None       # robot.kinematics.IkSelection (joint_trajectory only)
         self._moveit_ik = None         # a MoveItPyIk kept across robot_description updates
-        self.plan_only_chunks = 0
-        self.rejected_chunks = 0
         self.holds_sent = 0
         self.commands_sent = 0
         self._tick_times = []
         self._tick_max_s = 0.0
+
+    # The core's state, under the names the node has always had.
+    governor = property(lambda self: self.intake.governor if self.intake else None)
+    arm_executor = property(lambda self: self.intake.executor if self.intake else None)
+    kinematics = property(lambda self: self.intake.kinematics if self.intake else None)
+    _q = property(lambda self: self.intake.last_joint_state if self.intake else None)
+    rejected_chunks = property(lambda self: self.intake.rejected_chunks if self.intake else 0)
+    plan_only_chunks = property(lambda self: self.intake.plan_only_chunks if self.intake else 0)
 
     # -- ownership of what configure creates (as StageNode does) ----------------------------------
     def _own(self, entity, destroy):
@@ -222,18 +242,15 @@ class CommandSinkNode(MolmoActLifecycleNode):
 
     def on_configure(self, state) -> TransitionCallbackReturn:
         super().on_configure(state)
+        self.config = config = CommandSinkConfig.from_params(self.params)
         try:
-            profile = load_profile(self.params['robot_profile'])
+            profile = load_profile(config.robot_profile)
         except Exception as exc:  # noqa: BLE001 - configure fails with the reason
             return self._fail(f'robot profile: {type(exc).__name__}: {exc}')
         self.profile = profile
-        # Anchor poses are kept as long as a chunk may be executed (max_action_age_s), at least 5 s.
-        self._history = PoseHistory(horizon_s=max(5.0, profile.safety.max_action_age_s
-                                                  + float(self.params['anchor_tolerance_s'])))
-        self.mode = profile.sink.mode if self.params['sink'] == 'profile' else SinkMode(self.params['sink'])
-        self._base_limits = profile.safety
-        self.governor = SafetyGovernor(profile.safety)
-        if self.params['robot_description_source'] == 'profile':
+        self.intake = ChunkIntake(config, profile)
+        self.mode = self.intake.mode
+        if config.robot_description_source == 'profile':
             try:
                 from ..robot.profiles import resolve_urdf_file
                 self._build_kinematics(resolve_urdf_file(profile).read_text(encoding='utf-8'))
@@ -241,15 +258,15 @@ class CommandSinkNode(MolmoActLifecycleNode):
                 return self._fail(f'kinematics from the profile URDF: {type(exc).__name__}: {exc}')
 
         sink = profile.sink
-        arm = self.params['arm_controller'] or sink.arm_controller
+        arm = config.arm_controller or sink.arm_controller
         if self.mode is SinkMode.JOINT_TRAJECTORY:
             self._pubs['arm'] = self._lifecycle_pub(JointTrajectory, f'{arm}/joint_trajectory', RELIABLE)
         elif self.mode is SinkMode.SERVO_TWIST:
-            self._pubs['twist'] = self._lifecycle_pub(TwistStamped, self.params['servo_twist_topic'] or
-                                                      sink.twist_topic, RELIABLE)
+            self._pubs['twist'] = self._lifecycle_pub(TwistStamped, config.servo_twist_topic or sink.twist_topic,
+                                                      RELIABLE)
         elif self.mode is SinkMode.SERVO_POSE:
-            self._pubs['pose'] = self._lifecycle_pub(PoseStamped, self.params['servo_pose_topic'] or
-                                                     sink.pose_topic, RELIABLE)
+            self._pubs['pose'] = self._lifecycle_pub(PoseStamped, config.servo_pose_topic or sink.pose_topic,
+                                                     RELIABLE)
         if self.mode is not SinkMode.NONE:
             if sink.gripper_controller_type is GripperControllerType.FORWARD:
                 self._pubs['gripper'] = self._lifecycle_pub(Float64MultiArray, sink.gripper_target, RELIABLE)
@@ -264,13 +281,13 @@ class CommandSinkNode(MolmoActLifecycleNode):
                                                         while_inactive=True), qos_profile_sensor_data)
         self._sub(String, 'robot_description', self.gate(self._on_robot_description, count_inputs=False,
                                                          while_inactive=True), LATCHED)
-        self._sub(Image, self.params['camera_topic'], self.gate(self._on_image, count_inputs=False,
-                                                                while_inactive=True), qos_profile_sensor_data)
+        self._sub(Image, config.camera_topic, self.gate(self._on_image, count_inputs=False,
+                                                        while_inactive=True), qos_profile_sensor_data)
         self._sub(Bool, 'e_stop', self.gate(self._on_e_stop, count_inputs=False, while_inactive=True), RELIABLE)
         self._own(self.create_service(SetBool, '~/enable', self._on_enable), self.destroy_service)
         self._own(self.create_service(Trigger, '~/reset_e_stop', self._on_reset_e_stop), self.destroy_service)
-        self._own(self.create_timer(1.0 / float(self.params['control_rate_hz']),
-                                    self.gate(self._tick, count_inputs=False)), self.destroy_timer)
+        self._own(self.create_timer(1.0 / config.control_rate_hz, self.gate(self._tick, count_inputs=False)),
+                  self.destroy_timer)
         # Full garbage collections of a large heap stall every callback (the control tick included): the
         # objects alive now are exempt from them from here on (molmoact_ros.ros.gc_tuning).
         freeze_startup_heap()
@@ -301,7 +318,7 @@ class CommandSinkNode(MolmoActLifecycleNode):
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         result = super().on_activate(state)
-        if result == TransitionCallbackReturn.SUCCESS and self.params['execution_enabled']:
+        if result == TransitionCallbackReturn.SUCCESS and self.config.execution_enabled:
             with self._lock:
                 self.governor.enable(self._now_s())
             self.publish_status()
@@ -310,13 +327,9 @@ class CommandSinkNode(MolmoActLifecycleNode):
     def on_deactivate(self, state) -> TransitionCallbackReturn:
         """Disable execution and send the hold while the publishers are still on, then stop publishing."""
         with self._lock:
-            if self.governor is not None:
+            if self.intake is not None:
                 now = self._now_s()
-                self.governor.deactivate(now)
-                if self.arm_executor is not None:
-                    self._publish(self.arm_executor.tick(now, joint_positions=self._measured_q(now)).command, now)
-                elif self.governor.consume_hold_request():
-                    self._publish_hold(HoldCommand(self.governor.last_halt_cause), now)
+                self._publish(self.intake.deactivate(now), now)
             self._active = False
         return super().on_deactivate(state)
 
@@ -334,58 +347,36 @@ class CommandSinkNode(MolmoActLifecycleNode):
     def _build_kinematics(self, urdf: str) -> None:
         # Pinocchio: only a node that needs it imports it
         from ..robot.kinematics import ArmKinematics, MoveItPyIk, make_ik_solver
-        profile = self.profile
+        profile, config = self.profile, self.config
         kin = ArmKinematics.from_urdf(urdf, base_frame=profile.frames.base, ee_frame=profile.frames.ee,
                                       joint_names=profile.joint_names)
         solver, selection = None, None
         if self.mode is SinkMode.JOINT_TRAJECTORY:
             # Outside the lock: starting MoveItPy takes a while (it loads the robot model and plugins).
             solver, selection = make_ik_solver(
-                self.params['ik_backend'], kin,
-                planning_group=self.params['ik_planning_group'] or profile.sink.moveit_planning_group,
-                timeout_s=float(self.params['ik_timeout_s']), node_name=self.params['moveit_py_node_name'],
-                params_file=self.params['moveit_py_params_file'], existing=self._moveit_ik)
+                config.ik_backend, kin, planning_group=config.ik_planning_group or profile.sink.moveit_planning_group,
+                timeout_s=config.ik_timeout_s, node_name=config.moveit_py_node_name,
+                params_file=config.moveit_py_params_file, existing=self._moveit_ik)
             log = self.get_logger().warning if selection.fell_back else self.get_logger().info
             log(f'IK backend: {selection.describe()}')
         with self._lock:
-            self.kinematics = kin
             self.ik_selection = selection
             if isinstance(solver, MoveItPyIk):
                 self._moveit_ik = solver
-            self._base_limits = profile.safety.with_joint_limits(kin.limits)
-            self.governor.limits = self._base_limits
-            if self.arm_executor is None:
-                self.arm_executor = ArmExecutor(mode=self.mode, governor=self.governor,
-                                            queue=ExecutionQueue(profile.safety.max_action_age_s, profile.start_mode),
-                                            gripper=profile.gripper, kinematics=kin, ik_solver=solver)
-            else:
-                self.arm_executor.kinematics = kin
-                self.arm_executor.ik_solver = solver
+            self.intake.kinematics_ready(kin, solver)
         self.get_logger().info(f'kinematics ready: {profile.frames.base} -> {profile.frames.ee}, '
                                f'{kin.dof} joints ({self.mode.value} sink)')
 
     def _on_robot_description(self, msg: String) -> None:
-        if self.params['robot_description_source'] != 'topic':
+        if self.config.robot_description_source != 'topic':
             return
         self._build_kinematics(msg.data)
 
     def _on_joint_states(self, msg: JointState) -> None:
-        kin = self.kinematics
-        if kin is None:
-            return
-        try:
-            q = kin.joint_vector(list(msg.name), list(msg.position))
-        except KeyError:
-            return  # e.g. a gripper-only joint state
-        now = self._now_s()
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        stamp = stamp if stamp > 0.0 else now
-        if not np.all(np.isfinite(q)):
-            return
         with self._lock:
-            self._q = (now, q)
-            self._history.add(stamp, kin.fk(kin.limits.clip(q)))
-            self._state_stamp_s = stamp if self._state_stamp_s is None else max(self._state_stamp_s, stamp)
+            error = self.intake.joint_state(self._now_s(), _stamp_s(msg.header.stamp), msg.name, msg.position)
+        if error:
+            self.record_error(error)
 
     def _on_image(self, msg: Image) -> None:
         with self._lock:
@@ -423,188 +414,74 @@ class CommandSinkNode(MolmoActLifecycleNode):
         self.publish_status()
         return response
 
-    def _anchor(self, msg: ActionChunk, stamp_s: float) -> np.ndarray:
-        base = self.profile.frames.base
-        if msg.observation_pose_valid:
-            frame = msg.observation_pose.header.frame_id
-            if frame and frame != base:
-                raise InvalidChunkError(f'observation_pose is in {frame!r}, not the base frame {base!r}')
-            return pose_msg_to_matrix(msg.observation_pose.pose)
-        with self._lock:
-            pose = self._history.at(stamp_s, float(self.params['anchor_tolerance_s']))
-        if pose is None:
-            newest = 'none' if self._state_stamp_s is None else f'{self._state_stamp_s:.3f}'
-            raise LookupError(f'no joint state within {self.params["anchor_tolerance_s"]} s of the chunk\'s '
-                              f'observation stamp {stamp_s:.3f} to anchor it (newest joint state: {newest})')
-        return pose
-
-    def _state_may_come(self, stamp_s: float, now: float) -> bool:
-        """Whether a joint state near ``stamp_s`` may still arrive (joint states lag the chunk)."""
-        tolerance = float(self.params['anchor_tolerance_s'])
-        newest = self._state_stamp_s
-        return ((newest is None or newest < stamp_s + tolerance)
-                and now - stamp_s <= self.profile.safety.max_action_age_s)
-
-    def _delta_frame(self, frame_id: str) -> DeltaFrame:
-        frames = self.profile.frames
-        if not frame_id:
-            return self.profile.delta_frame
-        if frame_id == frames.base:
-            return DeltaFrame.BASE
-        if frame_id == frames.ee:
-            return DeltaFrame.TOOL
-        raise InvalidChunkError(f'delta_frame_id {frame_id!r} is neither the base frame {frames.base!r} nor the '
-                                f'end-effector frame {frames.ee!r} of robot profile {self.profile.name!r}')
-
     def _on_chunk(self, msg: ActionChunk) -> None:
-        self._handle_chunk(msg, self._now_s())
+        chunk = chunk_from_msg(msg)
+        with self._lock:
+            decision = self.intake.chunk(chunk, self._now_s())
+        self._account(decision)
 
-    def _handle_chunk(self, msg: ActionChunk, now: float) -> None:
-        if self.arm_executor is None:
+    def _account(self, decision: Optional[IntakeDecision]) -> None:
+        """The node's counters and error record for the core's decision on a chunk."""
+        if decision is None:
+            return
+        if decision.intake is Intake.ACCEPTED:
+            self.requests_completed += 1
+        if decision.dropped:
             self.inputs_dropped += 1
+        if decision.intake is Intake.NOT_READY:
             self.get_logger().warning('action chunk dropped: no kinematics yet (waiting for robot_description)',
                                       throttle_duration_sec=5.0)
-            return
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        try:
-            if msg.action_dim != ACTION_DIM or any(len(s.values) not in (0, ACTION_DIM) for s in msg.steps):
-                raise InvalidChunkError(f'action_dim {msg.action_dim} (steps with {sorted({len(s.values) for s in msg.steps})} '
-                                        f'values); this sink executes {ACTION_DIM}-D actions')
-            if ROTATION_FROM_MSG.get(msg.rotation_convention) is None:
-                raise InvalidChunkError(f'unknown rotation_convention {msg.rotation_convention}')
-            # The robot profile says how this robot's checkpoint reads its rotation deltas (the engine stamps
-            # its own default on the message: it cannot know the training data's convention).
-            convention = self.profile.rotation_convention
-            if msg.constraints.plan_only:
-                with self._lock:
-                    self.plan_only_chunks += 1
-                    self.governor.model_seen(now)  # the model is alive; its chunk is not for the arm
-                return
-            timeline = build_timeline(
-                [[s.translation_m.x, s.translation_m.y, s.translation_m.z] for s in msg.steps],
-                [[s.rotation_rad.x, s.rotation_rad.y, s.rotation_rad.z] for s in msg.steps],
-                [s.gripper for s in msg.steps],
-                observation_pose=self._anchor(msg, stamp), observation_stamp_s=stamp,
-                step_period_s=msg.step_period_s, delta_frame=self._delta_frame(msg.delta_frame_id),
-                rotation_convention=convention, request_id=msg.request_id,
-                action_scale=self.profile.action_scale)
-        except InvalidChunkError as exc:
-            with self._lock:
-                self.rejected_chunks += 1
-                self.arm_executor.reject_chunk(now)
-            self.record_error(f'invalid action chunk {msg.request_id!r}: {exc}')
-            return
-        except LookupError as exc:
-            with self._lock:
-                if self._state_may_come(stamp, now):
-                    self._pending = msg  # retried on each tick until its joint state arrives
-                    return
-            self.inputs_dropped += 1
-            self.record_error(f'action chunk {msg.request_id!r} dropped: {exc}')
-            return
-        with self._lock:
-            result = self.arm_executor.submit(timeline, now)
-            if result is OfferResult.ACCEPTED:
-                self._constraints = {msg.request_id: msg.constraints}
-                self.requests_completed += 1
-            elif result is not OfferResult.HALTED:
-                # too old, out of order, expired, from the future: a pipeline problem (/diagnostics warns).
-                # Chunks refused while halted (disabled, e-stop) are expected: counted as 'chunks halted'.
-                self.inputs_dropped += 1
+        if decision.error:
+            self.record_error(decision.error)
 
     # -- the control tick -----------------------------------------------------------------------
-    def _measured_q(self, now: float):
-        if self._q is None or now - self._q[0] > float(self.params['joint_state_timeout_s']):
-            return None
-        return self._q[1]
-
-    def _apply_constraints(self) -> None:
-        """The governor's limits for the current chunk: the profile's, tightened by the chunk's constraints."""
-        limits = self._base_limits
-        timeline = self.arm_executor.queue.timeline
-        c = self._constraints.get(timeline.request_id) if timeline is not None else None
-        if c is not None:
-            t, r = float(c.max_translation_m_per_step), float(c.max_rotation_rad_per_step)
-            changes = {}
-            if math.isfinite(t) and t > 0.0 and t < limits.max_step_translation_m:
-                changes['max_step_translation_m'] = t
-            if math.isfinite(r) and r > 0.0 and r < limits.max_step_rotation_rad:
-                changes['max_step_rotation_rad'] = r
-            if changes:
-                limits = replace(limits, **changes)
-        self.governor.limits = limits
-
     def _tick(self) -> None:
         start = time.perf_counter()
         with self._lock:
             now = self._now_s()
-            if self.arm_executor is None:
-                if self.governor is not None and self.governor.gate(now) is not None \
-                        and self.governor.consume_hold_request():
-                    self._publish_hold(HoldCommand(self.governor.last_halt_cause), now)
-                return
-            if self._pending is not None:
-                pending, self._pending = self._pending, None
-                self._handle_chunk(pending, now)
-            self._apply_constraints()
-            result = self.arm_executor.tick(now, joint_positions=self._measured_q(now))
-            self._publish(result.command, now)
-            if result.command is None and self._twist is not None:
-                self._resend_twist(now)
-            if result.command is None and self._pose_target is not None:
-                self._resend_pose(now)
+            tick = self.intake.tick(now)
+            self._publish(tick, now)
+        self._account(tick.intake)
         elapsed = time.perf_counter() - start
         self._tick_times.append(elapsed)
         if len(self._tick_times) > 1000:
             del self._tick_times[:500]
         self._tick_max_s = max(self._tick_max_s, elapsed)
 
-    def _publish(self, command, now: float) -> None:
+    def _publish(self, tick: SinkTick, now: float) -> None:
+        command = tick.command
         if command is None:
+            resend = tick.resend
+            if resend is not None and resend.kind is KeepAlive.TWIST and 'twist' in self._pubs:
+                self._pubs['twist'].publish(self._twist_msg(resend.twist))
+            elif resend is not None and resend.kind is KeepAlive.ZERO_TWIST and 'twist' in self._pubs:
+                self._pubs['twist'].publish(self._zero_twist())
+            elif resend is not None and resend.kind is KeepAlive.POSE and 'pose' in self._pubs:
+                self._pubs['pose'].publish(self._pose_msg(resend.pose))
             return
         if isinstance(command, HoldCommand):
-            self._publish_hold(command, now)
+            self._publish_hold(command)
             return
         self.commands_sent += 1
         self.last_latency_s = command.age_s
         self.current_request_id = command.request_id
-        base = self.profile.frames.base
         if isinstance(command, JointCommand):
             traj = JointTrajectory(joint_names=list(command.names))
             traj.points = [JointTrajectoryPoint(positions=[float(v) for v in command.positions],
                                                 time_from_start=_duration(command.time_from_start_s))]
             self._pubs['arm'].publish(traj)
         elif isinstance(command, TwistCommand):
-            twist = TwistStamped()
-            twist.header.stamp = self.get_clock().now().to_msg()
-            twist.header.frame_id = base
-            (twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z) = map(float, command.linear_m_s)
-            (twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z) = map(float, command.angular_rad_s)
-            self._pubs['twist'].publish(twist)
-            self._twist = (twist, now + command.duration_s)
+            self._pubs['twist'].publish(self._twist_msg(command))
         elif isinstance(command, PoseCommand) and 'pose' in self._pubs:
-            target = self._pose_msg(command.pose)
-            self._pubs['pose'].publish(target)
-            self._pose_target = (target, now + command.time_from_start_s + float(self.params['servo_pose_keepalive_s']))
+            self._pubs['pose'].publish(self._pose_msg(command.pose))
         self._pubs['commanded_pose'].publish(self._pose_msg(command.pose))
-        self._publish_gripper(command.gripper, getattr(command, 'time_from_start_s', 0.1))
+        self._publish_gripper(command.gripper, tick.gripper_changed, getattr(command, 'time_from_start_s', 0.1))
 
-    def _resend_twist(self, now: float) -> None:
-        twist, until = self._twist
-        if now < until:
-            twist.header.stamp = self.get_clock().now().to_msg()
-            self._pubs['twist'].publish(twist)
-        else:  # the step's time is over: stop (Servo would time out anyway)
-            self._pubs['twist'].publish(self._zero_twist())
-            self._twist = None
-
-    def _resend_pose(self, now: float) -> None:
-        target, until = self._pose_target
-        if now <= until:
-            target.header.stamp = self.get_clock().now().to_msg()
-            self._pubs['pose'].publish(target)
-        else:  # Servo's staleness check brings it to a smooth halt at the target
-            self._pose_target = None
+    def _twist_msg(self, command: TwistCommand) -> TwistStamped:
+        twist = self._zero_twist()
+        (twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z) = map(float, command.linear_m_s)
+        (twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z) = map(float, command.angular_rad_s)
+        return twist
 
     def _zero_twist(self) -> TwistStamped:
         twist = TwistStamped()
@@ -612,10 +489,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
         twist.header.frame_id = self.profile.frames.base
         return twist
 
-    def _publish_hold(self, hold: HoldCommand, now: float) -> None:
+    def _publish_hold(self, hold: HoldCommand) -> None:
         self.holds_sent += 1
-        self._twist = None
-        self._pose_target = None
         self._halt_gripper()
         cause = hold.cause.value if hold.cause is not None else 'unknown'
         self.get_logger().info(f'halt ({cause}): holding the arm')
@@ -623,32 +498,30 @@ class CommandSinkNode(MolmoActLifecycleNode):
             traj = JointTrajectory(joint_names=list(self.profile.joint_names))
             if hold.joint_positions is not None:
                 traj.points = [JointTrajectoryPoint(positions=[float(v) for v in hold.joint_positions],
-                                                    time_from_start=_duration(float(self.params['hold_time_s'])))]
+                                                    time_from_start=_duration(self.config.hold_time_s))]
             self._pubs['arm'].publish(traj)
         if 'twist' in self._pubs:
             self._pubs['twist'].publish(self._zero_twist())
         if 'pose' in self._pubs and hold.pose is not None:
-            target = self._pose_msg(hold.pose)
-            self._pubs['pose'].publish(target)
-            self._pose_target = (target, now + float(self.params['servo_pose_keepalive_s']))
+            self._pubs['pose'].publish(self._pose_msg(hold.pose))
         if hold.pose is not None and 'commanded_pose' in self._pubs:
             self._pubs['commanded_pose'].publish(self._pose_msg(hold.pose))
 
-    def _publish_gripper(self, value: Optional[float], duration_s: float) -> None:
+    def _publish_gripper(self, value: Optional[float], changed: Optional[float], duration_s: float) -> None:
+        """GripperCommand goals (the tracker decides) or, for a topic controller, the value when it changed."""
         if self._gripper_client is not None:
             self._send_gripper_goal(value)
             return
         pub = self._pubs.get('gripper')
-        if pub is None or value is None or value == self._last_gripper:
+        if pub is None or changed is None:
             return
         sink = self.profile.sink
-        values = [float(value) * m for m in sink.gripper_joint_multipliers]
+        values = [float(changed) * m for m in sink.gripper_joint_multipliers]
         if sink.gripper_controller_type is GripperControllerType.FORWARD:
             pub.publish(Float64MultiArray(data=values))
         else:
             pub.publish(JointTrajectory(joint_names=list(sink.gripper_joint_names), points=[
                 JointTrajectoryPoint(positions=values, time_from_start=_duration(max(duration_s, 0.01)))]))
-        self._last_gripper = value
 
     # -- GripperCommand action (see robot.executor.GripperGoalTracker for what is sent when) ----------
     def _send_gripper_goal(self, value: Optional[float]) -> None:
@@ -764,6 +637,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
                            ('skipped steps', str(e.skipped_steps)), ('ik failures', str(e.ik_failures)),
                            ('ik time s', fmt(e.last_ik_time_s))]
                 values += [(f'chunks {k}', str(v)) for k, v in e.offers.items()]
+            if self.intake is not None:
+                values += self.intake.diagnostic_values()
         return values
 
     def publish_status(self) -> None:

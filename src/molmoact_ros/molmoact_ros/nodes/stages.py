@@ -483,6 +483,14 @@ class PerceptionNode(StageNode):
         self._depths.add(stamp_to_s(msg.header.stamp), msg)
 
     def _on_info(self, msg: CameraInfo):
+        """Keep a pinhole calibration; NaN / zero / skewed intrinsics or a zero size are an error (counted):
+        the trace planner could not lift a trace with them (3D lifts would silently disappear). The last
+        valid calibration stays."""
+        try:
+            CameraIntrinsics.from_k(list(msg.k), msg.width, msg.height)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f'camera_info rejected (3D trace lifts need a pinhole calibration; the last valid '
+                             f'one is kept): {exc}') from None
         self._camera_info = msg
 
     def _on_instruction(self, msg: String):
