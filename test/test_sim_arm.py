@@ -245,14 +245,20 @@ def test_sim_arm_libero_scene_publishes_the_evaluators_views_and_follows_command
                  'image_orientation:=libero_eval', 'camera_rate_hz:=4.0')
     rclpy.init()
     probe = Probe('/simlibero')
-    got = {'wrist': [], 'task': []}
+    from molmoact_msgs.msg import TaskState
+    got = {'wrist': [], 'task': [], 'state': []}
     probe.node.create_subscription(Image, 'wrist_image', got['wrist'].append, qos_profile_sensor_data)
     probe.node.create_subscription(String, 'sim_arm/task_description', got['task'].append, LATCHED)
+    probe.node.create_subscription(TaskState, 'sim_arm/task_state', got['state'].append, LATCHED)
     try:
         ready = probe.spin_until(lambda: probe.got['image'] and probe.got['depth'] and probe.got['joints']
-                                 and got['wrist'] and got['task'], 150.0, proc)
+                                 and got['wrist'] and got['task'] and got['state'], 240.0, proc)
         assert ready, {**{k: len(v) for k, v in probe.got.items()}, **{k: len(v) for k, v in got.items()}}
         assert got['task'][0].data == LIBERO_LANGUAGE
+        st = got['state'][-1]   # LIBERO's own goal check on the scene's state
+        assert (st.scene, st.instruction, st.episode, st.seed, st.success) == ('libero', LIBERO_LANGUAGE, 0, 0, False)
+        assert st.reason == 'goal not reached: on(akita_black_bowl_1, plate_1): false', st.reason
+        assert list(st.object_names) == ['akita_black_bowl_1', 'plate_1'] and st.header.frame_id == 'panda_link0'
         img, wrist = probe.got['image'][-1], got['wrist'][-1]
         for m in (img, wrist):
             assert (m.encoding, m.width, m.height, m.header.frame_id) == ('rgb8', 256, 256, OPTICAL)

@@ -25,6 +25,7 @@ Publishes (relative names; frames ``panda_link0`` = the arm's base, ``panda_hand
                                episode and its seed, and the judged objects' poses in ``panda_link0``;
                                published at once on every change of ``success`` or the episode, and with
                                every image (``camera_rate_hz``). Judged every tick, in simulation time
+                               (libero: LIBERO's own check, a round trip to its process, with every image)
 ``/clock``                     rosgraph_msgs/Clock, only with ``use_sim_time:=true`` (the simulator is then
                                the clock: every stamp is simulation time)
 =============================  ==========================================================================
@@ -46,7 +47,8 @@ Services:
   back at its home configuration, the gripper open, the follower's trajectory dropped, the simulation time
   0 and the objects placed again from ``seed`` (-1: the last seed + 1); the episode counter adds 1 and the
   response carries the new TaskState. A seed out of range is refused (``success`` false, the reason in
-  ``message``, nothing changed).
+  ``message``, nothing changed). In the libero scene the seed is the official initial state and only the
+  node's ``libero_init_state`` is available (the scene returns to it; another needs a restart).
 
 Task success (``~/task_state``): ``lift``: the cube's centre at least ``lift_height_m`` above its resting
 height (its height when the episode began) for ``hold_s`` of simulation time. robosuite's own Lift rule
@@ -95,7 +97,7 @@ from molmoact_msgs.srv import ResetEpisode
 from molmoact_ros.ros.image import numpy_to_image
 from molmoact_ros.ros.params import ParamSpec, declare_parameters
 
-from .sim.franka import BASE_FRAME, Pose
+from .sim.franka import BASE_FRAME, Pose, rotation_to_quaternion_xyzw
 from .sim.task import GoalSuccess, LiftSuccess, ObjectPose, TaskMonitor, TaskStatus
 from .sim.trajectory import JointTrajectoryCommand, TrajectoryPoint, TrajectoryRejected
 
@@ -329,11 +331,16 @@ class SimArmNode(Node):
                 f'LIBERO {task.meta["suite"]} task {task.meta["task_id"]} (initial state {task.meta["init_state"]}): '
                 f'"{task.language}"; norm-stats key of the released checkpoint: '
                 f'{self.sim.config.libero.unnorm_key or "none"}; LIBERO {task.meta["versions"]}')
+        self._libero_judge = None
+        if task is not None:
+            from .sim.libero_task import LiberoJudge
+            self._libero_judge = LiberoJudge(p['libero_suite'], p['libero_task_id'], p['libero_python'])
         self.monitor = self._make_monitor()
         self.pub_task_state = self.create_publisher(TaskState, '~/task_state', LATCHED)
         self.create_service(ResetEpisode, '~/reset_episode', self._on_reset_episode)
         first_seed = p['seed'] if task is None else int(task.meta['init_state'])
-        self._publish_task_state(self.monitor.begin(first_seed, self.sim.time_s, self._object_poses()))
+        self.monitor.begin(first_seed, self.sim.time_s, self._object_poses())
+        self._publish_task_state(self._judge(with_goal=True)[0])
         if not sc.publishes_camera_info:
             self.get_logger().info('image_orientation libero_eval: images mirrored left-right as LIBERO\'s '
                                    'evaluator feeds them; no camera_info (a mirrored view has no pinhole model)')
@@ -375,9 +382,26 @@ class SimArmNode(Node):
         if self.sim.libero_task is None:
             pose = self.sim.cube_pose()
             return {pose.name: pose}
-        return {}
+        poses = {}
+        for name, body in (self._libero_judge.objects.items() if self._libero_judge else ()):
+            t = self.sim.body_pose(body)
+            poses[name] = ObjectPose(name, tuple(float(v) for v in t[:3, 3]), rotation_to_quaternion_xyzw(t[:3, :3]))
+        return poses
 
-    def _judge(self):
+    def _judge_libero_goal(self) -> None:
+        """libero: LIBERO's own verdict on the current state (a round trip to its process: at the camera rate)."""
+        if self._libero_judge is None:
+            return
+        try:
+            result = self._libero_judge.judge(self.sim.data.qpos, self.sim.data.qvel)
+            self.monitor.rule.set(result.success, result.reason)
+        except Exception as e:  # noqa: BLE001  (the arm goes on; the state says why it is not judged)
+            self.monitor.rule.set(False, f'LIBERO success check failed: {e}')
+            self.get_logger().warning(f'LIBERO success check failed: {e}', throttle_duration_sec=5.0)
+
+    def _judge(self, with_goal: bool = False):
+        if with_goal:
+            self._judge_libero_goal()
         return self.monitor.update(self.sim.time_s, self._object_poses())
 
     def _publish_task_state(self, status: TaskStatus) -> TaskState:
@@ -401,7 +425,8 @@ class SimArmNode(Node):
             self._clock_offset_s += self.sim.time_s
         self.sim.reset(seed if self.sim.libero_task is None else None)
         self._residual_s = 0.0
-        status = self.monitor.begin(seed, self.sim.time_s, self._object_poses())
+        self.monitor.begin(seed, self.sim.time_s, self._object_poses())
+        status = self._judge(with_goal=True)[0]
         response.state = self._publish_task_state(status)
         response.success = True
         response.message = f'episode {status.episode}, seed {seed}'
@@ -463,11 +488,12 @@ class SimArmNode(Node):
             self._last_clock_s = now_s
         stamp = stamp_of(now_s)
         self._publish_state(stamp)
-        status, changed = self._judge()
+        rate = self.params['camera_rate_hz']
+        image_due = rate > 0 and (self._next_image_s is None or now_s >= self._next_image_s - 1e-9)
+        status, changed = self._judge(with_goal=image_due or rate == 0)
         if changed:
             self.pub_task_state.publish(task_state_msg(status, stamp))
-        rate = self.params['camera_rate_hz']
-        if rate > 0 and (self._next_image_s is None or now_s >= self._next_image_s - 1e-9):
+        if image_due:
             self._publish_images(stamp)
             if not changed:
                 self.pub_task_state.publish(task_state_msg(status, stamp))
@@ -511,6 +537,8 @@ class SimArmNode(Node):
             self.pub_wrist.publish(numpy_to_image(orient(self.sim.render_wrist(), o), 'rgb8', header))
 
     def destroy_node(self) -> None:
+        if self._libero_judge is not None:
+            self._libero_judge.close()
         self.sim.close()
         super().destroy_node()
 

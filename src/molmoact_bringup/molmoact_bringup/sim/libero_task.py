@@ -29,18 +29,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 __all__ = ['SUITES', 'LiberoSuite', 'LiberoTaskSpec', 'LiberoUnavailable', 'LiberoExportError', 'ExportedTask',
            'OSC_POSE_OUTPUT_MAX', 'EVAL_RESOLUTION_PX', 'EVAL_WAIT_STEPS', 'AGENT_CAMERA', 'WRIST_CAMERA',
            'EXPORTER', 'SETUP_HINT', 'libero_eval_view', 'find_libero_python', 'cache_root', 'cache_dir',
-           'export_task', 'read_export', 'load_task']
+           'export_task', 'read_export', 'load_task', 'JUDGE', 'LiberoJudge', 'GoalResult']
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,99 @@ def load_task(spec: LiberoTaskSpec, python: str = '', cache: Optional[Path] = No
                 f'{interpreter} into {folder} (first use: ~20-30 s on a CPU)')
         export_task(spec, interpreter, folder, timeout_s)
     return read_export(folder)
+
+
+#: LIBERO's own success check, run with LIBERO's Python.
+JUDGE = Path(__file__).resolve().with_name('libero_judge.py')
+
+
+@dataclass(frozen=True)
+class GoalResult:
+    """LIBERO's verdict on one state: ``success`` (its ``_check_success``: every goal predicate) and each goal
+    predicate's value, in the BDDL goal's order."""
+
+    success: bool
+    predicates: Tuple[Tuple[Tuple[str, ...], bool], ...]
+
+    @property
+    def reason(self) -> str:
+        parts = [f'{p[0]}({", ".join(p[1:])}): {"true" if v else "false"}' for p, v in self.predicates]
+        return ('goal holds: ' if self.success else 'goal not reached: ') + '; '.join(parts)
+
+
+class LiberoJudge:
+    """The task's goal judged by LIBERO itself: a helper process in LIBERO's environment (``libero_judge.py``)
+    holds the task's environment; :meth:`judge` hands it a state of the suite's simulation (the same MuJoCo
+    model: ``qpos``, ``qvel``) and returns LIBERO's verdict. ``goal`` (the BDDL goal's predicates) and
+    ``objects`` (goal object -> MuJoCo body) are known once it started. Not thread-safe."""
+
+    def __init__(self, suite: str, task_id: int, python: str = '', timeout_s: float = 180.0):
+        interpreter = find_libero_python(python)
+        env = dict(os.environ)
+        env.setdefault('MUJOCO_GL', 'osmesa')
+        if env['MUJOCO_GL'] in ('osmesa', 'egl'):
+            env.setdefault('PYOPENGL_PLATFORM', env['MUJOCO_GL'])
+        env.pop('PYTHONPATH', None)
+        self._proc = subprocess.Popen([str(interpreter), str(JUDGE), '--suite', suite, '--task-id', str(task_id)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                      text=True, env=env)
+        try:
+            ready = self._read(timeout_s)
+        except Exception:
+            self.close()
+            raise
+        if 'error' in ready or not ready.get('ready'):
+            self.close()
+            raise LiberoExportError(f'LIBERO\'s success check for {suite} task {task_id} did not start: '
+                                    f'{ready.get("error", ready)}')
+        self.goal: List[Tuple[str, ...]] = [tuple(g) for g in ready['goal']]
+        self.objects: Dict[str, str] = dict(ready['objects'])
+        self.nq, self.nv = int(ready['nq']), int(ready['nv'])
+
+    def _read(self, timeout_s: float) -> dict:
+        end = time.monotonic() + timeout_s
+        while True:
+            if self._proc.poll() is not None:
+                raise LiberoExportError(f'LIBERO\'s success check exited (code {self._proc.returncode})')
+            left = end - time.monotonic()
+            if left <= 0:
+                raise LiberoExportError(f'LIBERO\'s success check did not answer within {timeout_s:g} s')
+            ready, _, _ = select.select([self._proc.stdout], [], [], min(left, 1.0))
+            if ready:
+                line = self._proc.stdout.readline()
+                if line.strip():
+                    return json.loads(line)
+
+    def judge(self, qpos: Sequence[float], qvel: Sequence[float], timeout_s: float = 30.0) -> GoalResult:
+        """LIBERO's verdict on the state (``qpos``, ``qvel``); LiberoExportError when the helper fails."""
+        if self._proc is None:
+            raise RuntimeError('the LIBERO judge is closed')
+        req = {'qpos': np.asarray(qpos, dtype=np.float64).tolist(), 'qvel': np.asarray(qvel, dtype=np.float64).tolist()}
+        self._proc.stdin.write(json.dumps(req) + '\n')
+        self._proc.stdin.flush()
+        ans = self._read(timeout_s)
+        if 'error' in ans:
+            raise LiberoExportError(f'LIBERO\'s success check failed: {ans["error"]}')
+        return GoalResult(bool(ans['success']), tuple((g, bool(v)) for g, v in zip(self.goal, ans['predicates'])))
+
+    def close(self) -> None:
+        proc, self._proc = getattr(self, '_proc', None), None
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                proc.stdin.write('{"quit": true}\n')
+                proc.stdin.flush()
+                proc.wait(timeout=10)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> 'LiberoJudge':
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 if __name__ == '__main__':  # a manual check: export (or find) one task and print its metadata
