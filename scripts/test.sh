@@ -8,11 +8,18 @@
 # Fails when a test fails, and also when no test ran (pytest exit code 5).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Two environments of their own, installed beside the suite's while it installs (each idempotent; the demo
+# needs neither): LIBERO for the simulated arm's libero scene (.venv-libero: its robosuite 1.4 and the suite's
+# 1.5.2 cannot share one environment; ~70 s and 2.1 GB the first time), and LeRobot's dataset loader, which
+# the tests open the built datasets with (.venv-lerobot: lerobot pins a torch / torchvision pair that does not
+# fit the suite's CPU torch; ~3-4 min and ~4 GB the first time).
+"$ROOT/scripts/setup_libero.sh" &
+libero_pid=$!
+"$ROOT/scripts/setup_lerobot.sh" &
+lerobot_pid=$!
 "$ROOT/scripts/setup.sh"
-# The tests also cover the simulated arm's libero scene: LIBERO in its own venv (.venv-libero; its robosuite
-# 1.4 and the suite's 1.5.2 cannot share one environment). Idempotent; ~70 s and 2.1 GB the first time.
-# The demo does not need it (scripts/setup_libero.sh installs it for `scene:=libero`).
-"$ROOT/scripts/setup_libero.sh"
+wait "$libero_pid"
+wait "$lerobot_pid"
 # shellcheck disable=SC1091
 . "$ROOT/scripts/ros_env.sh"
 cd "$ROOT"
