@@ -527,8 +527,8 @@ def parse_args(argv=None):
     p.add_argument('--replan-period', type=float, default=0.4, help='scripted: seconds between chunks')
     p.add_argument('--instruction', default='', help="default: the task's own (sim_arm/task_state)")
     p.add_argument('--namespace', default='/eval')
-    p.add_argument('--camera-rate', type=float, default=0.0, help='camera frames per second (default 5 lift, '
-                   '2 libero)')
+    p.add_argument('--camera-rate', type=float, default=0.0, help='camera frames per second (default 10 lift: '
+                   'one per control step of sim_panda; 2 libero)')
     p.add_argument('--width', type=int, default=0, help='image width (px; default 320 lift, 256 libero)')
     p.add_argument('--height', type=int, default=0, help='image height (px; default 240 lift, 256 libero)')
     p.add_argument('--sim-timeout', type=float, default=90.0, help='time limit for the simulator to start (s)')
@@ -552,7 +552,9 @@ def parse_args(argv=None):
     args.robot_profile = args.robot_profile or ('libero_panda' if libero else 'sim_panda')
     args.lockstep = libero if args.lockstep is None else args.lockstep
     args.action_horizon = 8 if libero else 1
-    args.camera_rate = args.camera_rate or (2.0 if libero else 5.0)
+    # lift: 10 Hz, the sim_panda profile's step period, so that each recorded step has its own camera frame
+    # (build_dataset matches frames to steps); libero: the demo's 2 Hz (two views, multisampled).
+    args.camera_rate = args.camera_rate or (2.0 if libero else 10.0)
     if libero:
         # The released evaluator's budget: the suite's max environment steps (20 Hz), 8 actions per query.
         from ..sim.libero_task import SUITES

@@ -143,12 +143,13 @@ def _prepare(steps: EpisodeSteps, profile: RobotProfile, opts: BuildOptions) -> 
     state = np.array([[*T[:3, 3], *mat2euler(T[:3, :3], 'sxyz'), g]
                       for T, g in zip(steps.ee_poses[:n - 1], steps.gripper_state[:n - 1])])
     depth_u8 = np.stack([np.round(relative_depth_image(d) * 255.0).astype(np.uint8) for d in steps.depths[:n - 1]])
+    # Actions are computed over every step (chunks stay continuous); steps whose end effector is never
+    # visible again have no trace, and steps without a camera frame of their own, are not examples.
+    tr = [t if shown else [] for t, shown in zip(tr, steps.has_frame[:n - 1])]
     keep = np.array([len(t) > 0 for t in tr])
     dropped = int((~keep).sum())
-    # Actions are computed over every step (chunks stay continuous); frames whose end effector is never
-    # visible again have no trace and are not examples.
     return _Prepared(steps.name, steps.instruction, np.stack(imgs), depth_u8, tr, actions, state,
-                     steps.stamps[:n - 1], steps.succeeded), dropped
+                     steps.frame_stamps[:n - 1], steps.succeeded), dropped
 
 
 def dataset_statistics(actions: np.ndarray, episodes: int, key: str) -> dict:

@@ -1,10 +1,14 @@
 """One recorded episode -> synchronised steps at the robot profile's step period (ROS-free).
 
 Steps are laid every ``step_period_s`` from the first camera frame inside the window where every needed
-stream has samples; each step uses the camera frame nearest to its time (within the image tolerance), the
-aligned depth nearest to that frame (depth tolerance), and the joint state / poses interpolated at the
-frame's stamp (linear, rotations by slerp), which need a sample within the state tolerance. A gap beyond a
-tolerance is an :class:`~.recording.EpisodeError` naming the topic ("unsynchronized stamps").
+stream has samples. The robot's state at each step (joint state, end-effector and camera poses, gripper) is
+interpolated at the step's time (linear, rotations by slerp), which needs a sample within the state tolerance,
+so the actions between consecutive steps are exact ``step_period_s`` deltas whatever the camera does. Each step
+shows the camera frame nearest to its time and the aligned depth nearest to that frame (depth tolerance). A
+step with no frame within the image tolerance (a camera that dropped frames, e.g. a simulator rendering on a
+loaded CPU) keeps its state for the actions around it but is no example (``has_frame`` false). A gap of a
+state stream beyond its tolerance, or no step with a frame at all, is an :class:`~.recording.EpisodeError`
+naming the topic ("unsynchronized stamps").
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ class EpisodeSteps:
     """Synchronised steps of one episode (N steps)."""
 
     name: str
-    stamps: np.ndarray            # (N,) s, the camera frames' stamps
+    stamps: np.ndarray            # (N,) s, the steps' times (every step_period_s from the first frame)
+    frame_stamps: np.ndarray      # (N,) s, the stamps of the frames shown at each step
+    has_frame: np.ndarray         # (N,) bool: a frame within the image tolerance of the step's time
     images: np.ndarray            # (N, H, W, 3) uint8
     depths: np.ndarray            # (N, H, W) float32 m (NaN: no depth)
     intrinsics: CameraIntrinsics
@@ -115,22 +121,27 @@ def synchronize(raw: RawEpisode, *, step_period_s: float, sync: SyncConfig, join
     if max_steps:
         n_steps = min(n_steps, int(max_steps))
     img_tol = sync.image_tolerance(step_period_s)
-    frames = []
+    frames, has_frame, worst = [], [], 0.0
     for k in range(n_steps):
         t = t0 + k * step_period_s
         j = int(np.searchsorted(img.stamps, t))
         cands = [c for c in (j - 1, j) if 0 <= c < len(img)]
         best = min(cands, key=lambda c: abs(img.stamps[c] - t))
-        if abs(img.stamps[best] - t) > img_tol:
-            raise EpisodeError(ep, img.topic, f'unsynchronized stamps: no camera frame within {img_tol:.3f} s of '
-                               f'step {k} at {t:.3f} s (nearest {abs(img.stamps[best] - t):.3f} s away)')
+        gap = abs(img.stamps[best] - t)
+        has_frame.append(gap <= img_tol)
+        worst = max(worst, gap)
         frames.append(best)
-    stamps = img.stamps[frames]
+    has_frame = np.asarray(has_frame, dtype=bool)
+    if not has_frame.any():
+        raise EpisodeError(ep, img.topic, f'unsynchronized stamps: no camera frame within {img_tol:.3f} s of any '
+                           f'step (nearest {worst:.3f} s away)')
+    stamps = t0 + step_period_s * np.arange(n_steps)
+    frame_stamps = img.stamps[frames]
     images = np.stack([img.values[f] for f in frames])
     h, w = images.shape[1:3]
-    # Depth: the nearest frame, within the depth tolerance.
+    # Depth: the nearest to each shown frame, within the depth tolerance.
     depths = []
-    for t in stamps:
+    for t in frame_stamps:
         i0, i1, a = _bracket(raw.depths, t, float(sync.depth_tolerance_s), ep, 'depth')
         d = raw.depths.values[i0 if abs(raw.depths.stamps[i0] - t) <= abs(raw.depths.stamps[i1] - t) else i1]
         if d.shape != (h, w):
@@ -192,7 +203,7 @@ def synchronize(raw: RawEpisode, *, step_period_s: float, sync: SyncConfig, join
         command[i] = gripper_state[min(i + 1, len(stamps) - 1)]
     if not np.all(np.isfinite(command)):
         raise EpisodeError(ep, gc.topic if gc is not None else js.topic, 'gripper command is not finite')
-    return EpisodeSteps(name=ep, stamps=stamps, images=images, depths=np.stack(depths), intrinsics=intrinsics,
+    return EpisodeSteps(name=ep, stamps=stamps, frame_stamps=frame_stamps, has_frame=has_frame, images=images, depths=np.stack(depths), intrinsics=intrinsics,
                         camera_poses=camera_poses, ee_poses=ee_poses, joint_positions=joint_positions,
                         gripper_state=gripper_state, gripper_command=command, instruction=text,
                         succeeded=raw.succeeded, ee_source='fk' if use_fk else 'pose')

@@ -78,6 +78,7 @@ class EpisodeSpec:
     skip_topics: tuple = ()
     nan_pose_at: Optional[int] = None   # frame index whose ee pose is NaN
     depth_offset_s: float = 0.0         # depth stamps shifted by this
+    drop_frames_at: tuple = ()          # frame indices whose image and depth are not recorded
     joint_delta_rad: tuple = (0.35, 0.25, -0.2, -0.3, 0.2, 0.25, 0.3)
     close_gripper_at: Optional[int] = 6
     truth: dict = field(default_factory=dict)   # filled: per-frame TCP poses, camera pose, sim intrinsics
@@ -117,7 +118,11 @@ def record_sim_episode(sim, path: Path, spec: EpisodeSpec, namespace: str = '/de
             w.write('sim_arm/ee_pose', t, {'header': _header(t, 'panda_link0'), 'pose': _pose(ee)})
             w.write('sim_arm/camera_pose', t, {'header': _header(t, 'panda_link0'),
                                                'pose': _pose(sim.camera_pose().matrix)})
-            if half == 0:
+            if half == 0 and i in spec.drop_frames_at:
+                tcp.append(sim.ee_pose().matrix.copy())
+                cams.append(sim.camera_pose().matrix.copy())
+                images.append(None)
+            elif half == 0:
                 frame = sim.render()
                 h, wd = frame.rgb.shape[:2]
                 header = _header(t, cam_frame)

@@ -229,6 +229,26 @@ def test_bad_episodes_are_skipped_with_named_errors_and_the_good_ones_kept(sim, 
     assert {s['episode'] for s in meta['skipped_episodes']} == set(reasons)
 
 
+def test_a_dropped_camera_frame_costs_one_example_not_the_episode(sim, tmp_path):
+    """A camera that dropped a frame (a simulator rendering on a loaded CPU): that step is no example, the
+    episode is kept, and the actions around the gap are still the state's exact step deltas."""
+    from sim_episodes import EpisodeSpec, record_sim_episode
+    spec = record_sim_episode(sim, tmp_path / 'gap.mcap', EpisodeSpec(steps=8, drop_frames_at=(3,)))
+    raw = read_episode(tmp_path / 'gap.mcap', TopicConfig())
+    steps = synchronize(raw, step_period_s=0.1, sync=SyncConfig(), joint_names=(), gripper_joint='panda_finger_joint1',
+                        fk=None)
+    assert len(steps) == 8 and steps.has_frame.tolist() == [True, True, True, False, True, True, True, True]
+    np.testing.assert_allclose(steps.stamps - steps.stamps[0], 0.1 * np.arange(8), atol=1e-9)
+    # The state at the gap's step is interpolated at the step's time: the true TCP position there.
+    np.testing.assert_allclose(steps.ee_poses[3][:3, 3], spec.truth['tcp'][3][:3, 3], atol=2e-3)
+    report = build_dataset(BuildOptions(episodes=tmp_path / 'gap.mcap', out_dir=tmp_path / 'out', horizon=4,
+                                        train_depth_tokenizer=True, tokenizer_steps=1, progress=False),
+                           log=lambda m: None)
+    assert report.episodes == 1 and report.skipped == []
+    stamps = [row['observation.stamp_s'] for row in _rows({'dir': tmp_path / 'out'})]
+    assert len(stamps) == 6  # 7 steps with an action, minus the one without a frame
+
+
 def test_only_successful_skips_failed_episodes(sim, tmp_path):
     from sim_episodes import EpisodeSpec, record_sim_episode
     src = tmp_path / 'eps'
