@@ -12,6 +12,7 @@ from mcap_ros2.decoder import DecoderFactory
 
 ROOT = Path(__file__).resolve().parents[1]
 EVALUATE = ROOT / 'install' / 'molmoact_bringup' / 'lib' / 'molmoact_bringup' / 'evaluate'
+BUILD_DATASET = ROOT / 'install' / 'molmoact_ros' / 'lib' / 'molmoact_ros' / 'build_dataset'
 
 
 def run_evaluate(tmp_path, *args, timeout=420):
@@ -51,6 +52,18 @@ def test_scripted_expert_succeeds_and_episodes_are_recorded(tmp_path):
                       'gripper_controller/commands', 'sim_arm/task_state', 'action_chunk'):
             assert counts.get(topic, 0) >= 1, (topic, counts)
         assert succeeded
+
+    # The recorded episodes become a MolmoAct training dataset (demonstrations -> data, issue 13's recipe).
+    data = tmp_path / 'dataset'
+    proc = subprocess.run([str(BUILD_DATASET), str(rec), str(data), '--train-depth-tokenizer', '--tokenizer-steps', '2',
+                           '--only-successful', '--no-progress', '--state-tolerance', '0.3'],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'episodes: 2 episodes' in proc.stdout and 'skipped episodes: 0 episodes' in proc.stdout, proc.stdout
+    info = json.loads((data / 'meta' / 'info.json').read_text())
+    assert info['total_episodes'] == 2 and info['total_frames'] >= 10
+    stats = json.loads((data / 'dataset_statistics.json').read_text())
+    assert 'molmoact' in stats and len(stats['molmoact']['action']['q99']) == 7
 
 
 def test_tiny_model_fails_with_its_reason(tmp_path):

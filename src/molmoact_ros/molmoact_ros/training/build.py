@@ -354,17 +354,22 @@ def main(argv=None) -> int:
     p.add_argument('--instruction', help='instruction for episodes that record none')
     p.add_argument('--dataset-key', help='key of dataset_statistics.json (default: the profile\'s norm_stats_key)')
     p.add_argument('--max-image-side', type=int, default=336, help='longer side of the model image (default 336)')
+    p.add_argument('--state-tolerance', type=float, default=SyncConfig.state_tolerance_s,
+                   help='largest gap (s) between a step and the nearest joint state / pose sample (default '
+                   f'{SyncConfig.state_tolerance_s})')
     p.add_argument('--overwrite', action='store_true', help='replace OUT_DIR if it exists')
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
     try:
+        if not (math.isfinite(args.state_tolerance) and args.state_tolerance > 0):
+            raise ValueError(f'--state-tolerance must be finite and > 0, got {args.state_tolerance}')
         opts = BuildOptions(episodes=args.episodes, out_dir=args.out_dir, profile=args.profile, horizon=args.horizon,
                             topics=load_topic_config(args.topics), depth_tokenizer=args.depth_tokenizer,
                             train_depth_tokenizer=args.train_depth_tokenizer, tokenizer_steps=args.tokenizer_steps,
                             only_successful=args.only_successful, template=args.template,
                             instruction=args.instruction, dataset_key=args.dataset_key,
                             max_image_side_px=args.max_image_side, overwrite=args.overwrite,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, sync=SyncConfig(state_tolerance_s=args.state_tolerance))
         report = build_dataset(opts, log=lambda m: print(m, file=sys.stderr))
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f'build_dataset: {error}', file=sys.stderr)
