@@ -344,6 +344,33 @@ def _unwrap(obj, source: str) -> Dict[str, torch.Tensor]:
     return state
 
 
+def _read_checkpoint(path: str):
+    """The object a depth VQ-VAE checkpoint file holds (DepthCheckpointError when absent or unreadable)."""
+    if not os.path.isfile(path):
+        raise DepthCheckpointError(f'depth VQ-VAE checkpoint not found: {path} (the released file is '
+                                   'vae-final.pt in the allenai/MolmoAct-7B-D-0812 Hugging Face repo)')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (torch raises many kinds for a bad file)
+        raise DepthCheckpointError(f'{path}: cannot read the checkpoint: {exc}') from exc
+
+
+def _load_checked(model: nn.Module, expected: Mapping, needed: Mapping, source: str,
+                  device: Union[str, torch.device], dtype: torch.dtype) -> nn.Module:
+    """Load ``needed`` into ``model`` after checking each tensor's type, shape and finiteness."""
+    for key, ref in expected.items():
+        value = needed[key]
+        if not isinstance(value, torch.Tensor):
+            raise DepthCheckpointError(f'{source}: {key} is a {type(value).__name__}, not a tensor')
+        if tuple(value.shape) != tuple(ref.shape):
+            raise DepthCheckpointError(f'{source}: {key} has shape {tuple(value.shape)}, '
+                                       f'expected {tuple(ref.shape)}')
+        if not torch.isfinite(value).all():
+            raise DepthCheckpointError(f'{source}: {key} holds non-finite values')
+    model.load_state_dict({k: v.to(torch.float32) for k, v in needed.items()}, strict=True)
+    return model.to(device=device, dtype=dtype).eval()
+
+
 def load_depth_decoder(path: Union[str, os.PathLike], device: Union[str, torch.device] = 'cpu',
                        dtype: torch.dtype = torch.float32) -> DepthDecoder:
     """Build a :class:`DepthDecoder` from the released ``vae-final.pt`` (or a compatible file).
@@ -354,14 +381,7 @@ def load_depth_decoder(path: Union[str, os.PathLike], device: Union[str, torch.d
     :class:`DepthCheckpointError` naming them.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DepthCheckpointError(f'depth VQ-VAE checkpoint not found: {path} (the released file is '
-                                   'vae-final.pt in the allenai/MolmoAct-7B-D-0812 Hugging Face repo)')
-    try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # noqa: BLE001 (torch raises many kinds for a bad file)
-        raise DepthCheckpointError(f'{path}: cannot read the checkpoint: {exc}') from exc
-    return depth_decoder_from_state_dict(obj, device=device, dtype=dtype, source=path)
+    return depth_decoder_from_state_dict(_read_checkpoint(path), device=device, dtype=dtype, source=path)
 
 
 def depth_decoder_from_state_dict(obj: Mapping, device: Union[str, torch.device] = 'cpu',
@@ -385,17 +405,7 @@ def depth_decoder_from_state_dict(obj: Mapping, device: Union[str, torch.device]
             sample = ', '.join(sorted(sd)[:5]) or '(none)'
             msg.append(f'No decoder keys at all; first keys found: {sample}.')
         raise DepthCheckpointError(' '.join(msg))
-    for key, ref in expected.items():
-        value = needed[key]
-        if not isinstance(value, torch.Tensor):
-            raise DepthCheckpointError(f'{source}: {key} is a {type(value).__name__}, not a tensor')
-        if tuple(value.shape) != tuple(ref.shape):
-            raise DepthCheckpointError(f'{source}: {key} has shape {tuple(value.shape)}, '
-                                       f'expected {tuple(ref.shape)}')
-        if not torch.isfinite(value).all():
-            raise DepthCheckpointError(f'{source}: {key} holds non-finite values')
-    model.load_state_dict({k: v.to(torch.float32) for k, v in needed.items()}, strict=True)
-    return model.to(device=device, dtype=dtype).eval()
+    return _load_checked(model, expected, needed, source, device, dtype)
 
 
 def load_depth_encoder(path: Union[str, os.PathLike], device: Union[str, torch.device] = 'cpu',
@@ -406,14 +416,7 @@ def load_depth_encoder(path: Union[str, os.PathLike], device: Union[str, torch.d
     unknown ``encoder.*`` keys and shape mismatches raise :class:`DepthCheckpointError` naming them.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DepthCheckpointError(f'depth VQ-VAE checkpoint not found: {path} (the released file is '
-                                   'vae-final.pt in the allenai/MolmoAct-7B-D-0812 Hugging Face repo)')
-    try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # noqa: BLE001 (torch raises many kinds for a bad file)
-        raise DepthCheckpointError(f'{path}: cannot read the checkpoint: {exc}') from exc
-    return depth_encoder_from_state_dict(obj, device=device, dtype=dtype, source=path)
+    return depth_encoder_from_state_dict(_read_checkpoint(path), device=device, dtype=dtype, source=path)
 
 
 def depth_encoder_from_state_dict(obj: Mapping, device: Union[str, torch.device] = 'cpu',
@@ -434,17 +437,7 @@ def depth_encoder_from_state_dict(obj: Mapping, device: Union[str, torch.device]
         if unexpected:
             msg.append(f'Unexpected encoder keys ({len(unexpected)}): {", ".join(unexpected)}.')
         raise DepthCheckpointError(' '.join(msg))
-    for key, ref in expected.items():
-        value = needed[key]
-        if not isinstance(value, torch.Tensor):
-            raise DepthCheckpointError(f'{source}: {key} is a {type(value).__name__}, not a tensor')
-        if tuple(value.shape) != tuple(ref.shape):
-            raise DepthCheckpointError(f'{source}: {key} has shape {tuple(value.shape)}, '
-                                       f'expected {tuple(ref.shape)}')
-        if not torch.isfinite(value).all():
-            raise DepthCheckpointError(f'{source}: {key} holds non-finite values')
-    model.load_state_dict({k: v.to(torch.float32) for k, v in needed.items()}, strict=True)
-    return model.to(device=device, dtype=dtype).eval()
+    return _load_checked(model, expected, needed, source, device, dtype)
 
 
 __all__ = ['CODEBOOK_KEY', 'DepthCheckpointError', 'DepthDecoder', 'DepthEncoder', 'load_depth_encoder',
