@@ -64,6 +64,22 @@ print('RESULT ' + json.dumps(out))
 '''
 
 
+EPISODE_STATES = (1, 2)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def libero_episode_starts():
+    """LIBERO's own episode starts of EPISODE_STATES, computed in a process of its own from the module's start
+    on (it builds an environment and hard-resets it per episode, ~30 s: in parallel with the other tests)."""
+    proc = start_libero(EPISODE_START, TASK.suite, TASK.task_id, TASK.wait_steps, *EPISODE_STATES)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
 @pytest.fixture(scope='module')
 def sim():
     with PandaSim(SimConfig(scene='libero', libero=TASK, camera='agentview', image_width_px=32,
@@ -84,14 +100,18 @@ def free_qadr(sim, body):
     return int(sim.model.jnt_qposadr[j]), int(sim.model.jnt_dofadr[j])
 
 
-def run_libero(script, *args):
+def start_libero(script, *args):
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
     env.setdefault('MUJOCO_GL', 'osmesa')
     env.setdefault('PYOPENGL_PLATFORM', env['MUJOCO_GL'])
-    proc = subprocess.run([str(find_libero_python()), '-c', script, *map(str, args)],
-                          capture_output=True, text=True, timeout=400, env=env)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith('RESULT ')), None)
-    assert line is not None, proc.stderr[-3000:]
+    return subprocess.Popen([str(find_libero_python()), '-c', script, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def libero_result(proc, timeout_s=400):
+    stdout, stderr = proc.communicate(timeout=timeout_s)
+    line = next((ln for ln in stdout.splitlines() if ln.startswith('RESULT ')), None)
+    assert line is not None, stderr[-3000:]
     return json.loads(line[len('RESULT '):])
 
 
@@ -165,15 +185,15 @@ def object_poses(sim):
     return out
 
 
-def test_a_reset_to_initial_state_k_is_libero_own_episode_start(sim):
+def test_a_reset_to_initial_state_k_is_libero_own_episode_start(sim, libero_episode_starts):
     """reset(k) against LIBERO's own environment after reset(), set_init_state(init_states[k]) and the 10
     wait steps (a separate process, a hard reset per episode as the released evaluator does). Both run the
     same LIBERO code on the same MuJoCo build, so the export reproduces it to the bit here; the tolerance
     (1e-6 m, 1e-6 in the quaternion) leaves room only for floating-point differences of another CPU over
     the 250 physics steps of the wait, and is >1000x below the objects' differences between initial states
     (cm) and LIBERO's goal predicates (mm)."""
-    states = (1, 2)
-    theirs = run_libero(EPISODE_START, TASK.suite, TASK.task_id, TASK.wait_steps, *states)
+    states = EPISODE_STATES
+    theirs = libero_result(libero_episode_starts)
     m = sim.model
     before = object_poses(sim)
     assert len(before) >= 5                       # the bowls, the plate, the ramekin, the cookie box, ...
