@@ -10,8 +10,8 @@ evaluator does and writes the compiled MJCF plus the settled state of every offi
 state LIBERO's environment holds after ``set_init_state`` and the evaluator's wait steps);
 :class:`~.panda_sim.PandaSim` loads that MJCF into the suite's MuJoCo and steps it like its own scene (joint
 trajectories, gripper, cameras), and starts an episode from any of those states by copying it in. Exports are
-cached (``cache_root()``): the first build of a task takes ~1 min on a CPU (~1 s of it per initial state), later
-ones ~4 s.
+cached (``cache_root()``): the first build of a task takes 1-2.5 min on a CPU (~1-2 s of it per initial state:
+50 per task), later ones ~4 s.
 
 Facts of the released evaluator (allenai/molmoact ``experiments/libero/run_libero_eval.py`` and
 ``libero_utils.py``, commit 622ad08), which a user running a LIBERO checkpoint through the suite needs:
@@ -164,7 +164,7 @@ def cache_dir(spec: LiberoTaskSpec, python: Path, root: Optional[Path] = None) -
     return (cache_root() if root is None else Path(root)) / name
 
 
-def export_task(spec: LiberoTaskSpec, python: Path, output: Path, timeout_s: float = 300.0) -> Path:
+def export_task(spec: LiberoTaskSpec, python: Path, output: Path, timeout_s: float = 600.0) -> Path:
     """Run the exporter with LIBERO's ``python`` into ``output``; LiberoExportError (with its error output)
     when it fails."""
     env = dict(os.environ)
@@ -246,7 +246,7 @@ def read_export(path: Path) -> ExportedTask:
 
 
 def load_task(spec: LiberoTaskSpec, python: str = '', cache: Optional[Path] = None,
-              timeout_s: float = 300.0, log=None) -> ExportedTask:
+              timeout_s: float = 600.0, log=None) -> ExportedTask:
     """The exported ``spec``: from the cache, else exported now with LIBERO's interpreter (found by
     :func:`find_libero_python`). LiberoUnavailable / LiberoExportError with the reason otherwise."""
     interpreter = find_libero_python(python)
@@ -254,7 +254,7 @@ def load_task(spec: LiberoTaskSpec, python: str = '', cache: Optional[Path] = No
     if not (folder / 'meta.json').is_file():
         if log is not None:
             log(f'exporting LIBERO {spec.suite} task {spec.task_id} (initial state {spec.init_state}) with '
-                f'{interpreter} into {folder} (first use: ~20-30 s on a CPU)')
+                f'{interpreter} into {folder} (first use: 1-2.5 min on a CPU, every initial state settled)')
         export_task(spec, interpreter, folder, timeout_s)
     return read_export(folder)
 
