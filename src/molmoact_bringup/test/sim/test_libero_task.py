@@ -212,8 +212,9 @@ def test_a_reset_to_initial_state_k_is_libero_own_episode_start(sim, libero_epis
             assert np.abs(quat - ref.xquat[b]).max() < 1e-6, (k, body, quat, ref.xquat[b])
         # The whole state too: the arm and gripper as LIBERO leaves them (that arm pose is then held).
         assert np.abs(sim.data.qpos - ref.qpos).max() < 1e-6 and np.abs(sim.data.qvel - ref.qvel).max() < 1e-6
-        print(f'initial state {k}: reset {reset_s * 1e3:.2f} ms; max |object position - LIBERO| '
-              f'{max(np.abs(p - ref.xpos[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, b)]).max() for b, (p, _) in ours.items()):.3g} m, '
+        worst = max(np.abs(p - ref.xpos[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, b)]).max()
+                    for b, (p, _) in ours.items())
+        print(f'initial state {k}: reset {reset_s * 1e3:.2f} ms; max |object position - LIBERO| {worst:.3g} m, '
               f'|qpos - LIBERO| {np.abs(sim.data.qpos - ref.qpos).max():.3g}')
         # Not the same scene as state 0: some object is placed elsewhere by > 5 mm.
         assert max(np.abs(ours[b][0] - before[b][0]).max() for b in ours) > 5e-3, k
