@@ -240,12 +240,14 @@ LIBERO_LANGUAGE = 'pick up the black bowl between the plate and the ramekin and 
 
 def test_sim_arm_libero_scene_publishes_the_evaluators_views_and_follows_commands():
     """scene:=libero (LIBERO from .venv-libero, scripts/setup_libero.sh): libero_spatial task 0 with the
-    released evaluator's views (agentview + wrist, 256x256, libero_eval orientation: no camera_info)."""
+    released evaluator's views (agentview + wrist, 256x256, libero_eval orientation: no camera_info);
+    ~/reset_episode to other official initial states."""
     proc = start('/simlibero', 'scene:=libero', 'libero_suite:=libero_spatial', 'libero_task_id:=0',
                  'image_orientation:=libero_eval', 'camera_rate_hz:=4.0')
     rclpy.init()
     probe = Probe('/simlibero')
     from molmoact_msgs.msg import TaskState
+    from molmoact_msgs.srv import ResetEpisode
     got = {'wrist': [], 'task': [], 'state': []}
     probe.node.create_subscription(Image, 'wrist_image', got['wrist'].append, qos_profile_sensor_data)
     probe.node.create_subscription(String, 'sim_arm/task_description', got['task'].append, LATCHED)
@@ -268,6 +270,29 @@ def test_sim_arm_libero_scene_publishes_the_evaluators_views_and_follows_command
         assert not probe.got['info']  # a mirrored view has no pinhole model: no camera_info
         js = probe.got['joints'][-1]
         assert list(js.name) == ARM + ['panda_finger_joint1', 'panda_finger_joint2']
+        # Episodes from the task's other official initial states, without a restart (the released evaluator's
+        # episode i: state i); past the last one is refused and the node goes on.
+        client = probe.node.create_client(ResetEpisode, 'sim_arm/reset_episode')
+
+        def reset(seed):
+            future = client.call_async(ResetEpisode.Request(seed=seed))
+            assert probe.spin_until(future.done, 20.0, proc), 'no answer from ~/reset_episode'
+            return future.result()
+
+        def bowl(state):
+            p = state.object_poses[list(state.object_names).index('akita_black_bowl_1')].position
+            return np.array([p.x, p.y, p.z])
+
+        assert probe.spin_until(client.service_is_ready, 10.0, proc)
+        answer = reset(3)
+        assert answer.success and answer.message == 'episode 1, seed 3', answer.message
+        assert (answer.state.episode, answer.state.seed, answer.state.success) == (1, 3, False)
+        assert np.linalg.norm(bowl(answer.state) - bowl(st)) > 5e-3      # another initial state: elsewhere
+        answer = reset(-1)
+        assert answer.success and (answer.state.episode, answer.state.seed) == (2, 4), answer.message
+        bad = reset(50)
+        assert not bad.success and (bad.state.episode, bad.state.seed) == (2, 4), bad.message
+        assert bad.message == 'reset refused: official initial state 50 out of range [0, 49]', bad.message
         # The arm follows a trajectory in this scene too.
         target = probe.arm() + np.array([0.2, 0.0, 0.0, 0.1, 0.0, 0.0, 0.0])
         probe.trajectory.publish(trajectory(ARM, target, 1.0))

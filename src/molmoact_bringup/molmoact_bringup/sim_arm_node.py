@@ -47,8 +47,12 @@ Services:
   back at its home configuration, the gripper open, the follower's trajectory dropped, the simulation time
   0 and the objects placed again from ``seed`` (-1: the last seed + 1); the episode counter adds 1 and the
   response carries the new TaskState. A seed out of range is refused (``success`` false, the reason in
-  ``message``, nothing changed). In the libero scene the seed is the official initial state and only the
-  node's ``libero_init_state`` is available (the scene returns to it; another needs a restart).
+  ``message``, nothing changed). In the libero scene the seed is the task's official initial state,
+  0..n-1 (LIBERO's 50 per task; -1: the next, refused after the last one), as the released LIBERO evaluator
+  starts episode i from initial state i: the whole scene becomes the state LIBERO's environment holds after
+  ``set_init_state`` of it and the evaluator's 10 no-op wait steps (objects settled, the arm and gripper as
+  LIBERO leaves them, that arm pose then held), copied from the export, which carries every initial state
+  settled that way (no LIBERO call, no restart; the first episode is ``libero_init_state``).
 
 Task success (``~/task_state``): ``lift``: the cube's centre at least ``lift_height_m`` above its resting
 height (its height when the episode began) for ``hold_s`` of simulation time. robosuite's own Lift rule
@@ -121,7 +125,8 @@ PARAMS = (
     ParamSpec('libero_suite', 'libero_spatial', 'LIBERO suite of the libero scene (libero_spatial, libero_object, '
               'libero_goal, libero_10, libero_90, ...)', read_only=True),
     ParamSpec('libero_task_id', 0, 'Task of the suite (0-based, the suite\'s order)', 0, 999, read_only=True),
-    ParamSpec('libero_init_state', 0, 'Official initial state of the task (index)', 0, 999, read_only=True),
+    ParamSpec('libero_init_state', 0, 'Official initial state of the first episode (index; ~/reset_episode '
+              'picks the next ones)', 0, 999, read_only=True),
     ParamSpec('libero_python', '', 'Python of LIBERO\'s environment (empty: $MOLMOACT_LIBERO_PYTHON, else '
               '.venv-libero of the workspace)', read_only=True),
     ParamSpec('image_width', 0, 'Rendered image width (px; 0: the scene\'s, 320 lift, 256 libero)', 0, 1920,
@@ -375,8 +380,8 @@ class SimArmNode(Node):
         if task is None:
             rule = LiftSuccess('cube', self.params['lift_height_m'], self.params['hold_s'])
             return TaskMonitor('lift', 'lift', LIFT_INSTRUCTION, rule)
-        n = int(task.meta['n_init_states'])
-        return TaskMonitor('libero', str(task.meta['task_name']), task.language, GoalSuccess(), max_seed=n - 1)
+        return TaskMonitor('libero', str(task.meta['task_name']), task.language, GoalSuccess(),
+                           max_seed=task.n_init_states - 1, seed_name='official initial state')
 
     def _object_poses(self) -> dict:
         if self.sim.libero_task is None:
@@ -412,10 +417,7 @@ class SimArmNode(Node):
     def _on_reset_episode(self, request: ResetEpisode.Request, response: ResetEpisode.Response):
         status = self.monitor.status
         try:
-            seed = self.monitor.next_seed(int(request.seed))
-            if self.sim.libero_task is not None and seed != self.monitor.seed:
-                raise ValueError(f'the libero scene resets to its initial state {self.monitor.seed} only '
-                                 f'(libero_init_state; another initial state needs a restart), not {seed}')
+            seed = self.monitor.next_seed(int(request.seed))   # libero: an initial state of the task
         except ValueError as e:
             response.success, response.message = False, f'reset refused: {e}'
             response.state = task_state_msg(status, stamp_of(self.clock_s()))
@@ -423,7 +425,7 @@ class SimArmNode(Node):
             return response
         if self.sim_time:
             self._clock_offset_s += self.sim.time_s
-        self.sim.reset(seed if self.sim.libero_task is None else None)
+        self.sim.reset(seed)
         self._residual_s = 0.0
         self.monitor.begin(seed, self.sim.time_s, self._object_poses())
         status = self._judge(with_goal=True)[0]

@@ -453,7 +453,8 @@ def parse_args(argv=None):
                    'libero, off for lift)')
     p.add_argument('--namespace', default='/demo')
     p.add_argument('--timeout', type=float, default=240.0, help='time limit of the goal (s)')
-    p.add_argument('--sim-timeout', type=float, default=90.0, help='time limit for the simulator to start (s)')
+    p.add_argument('--sim-timeout', type=float, default=0.0, help='time limit for the simulator to start (s; '
+                   'default 90 lift, 300 libero: its first export settles all 50 initial states, 1-2.5 min)')
     p.add_argument('--settle', type=float, default=1.5, help='seconds recorded after the last step')
     p.add_argument('--width', type=int, default=0, help='image width (px; default 320 lift, 256 libero)')
     p.add_argument('--height', type=int, default=0, help='image height (px; default 240 lift, 256 libero)')
@@ -471,6 +472,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     libero = args.scene == 'libero'
     args.width = args.width or (256 if libero else 320)
+    args.sim_timeout = args.sim_timeout or (300.0 if libero else 90.0)
     args.height = args.height or (256 if libero else 240)
     args.robot_profile = args.robot_profile or ('libero_panda' if libero else 'sim_panda')
     args.lockstep = libero if args.lockstep is None else args.lockstep

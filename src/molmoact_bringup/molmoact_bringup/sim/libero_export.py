@@ -14,6 +14,11 @@ open so that the objects settle), and writes to ``--output``:
 - ``state.npz``: ``qpos``, ``qvel``, ``act``, ``mocap_pos``, ``mocap_quat`` after the wait steps, and the
   environment's own camera observations at that state (``agentview_image``, ``wrist_image``: robosuite's
   OpenGL row order, ``--resolution`` square) so that the suite's renderer can be checked against them;
+  and every official initial state of the task, so that the simulated arm starts an episode from any of
+  them without LIBERO: ``init_states`` (LIBERO's own rows, flattened MuJoCo states: time, qpos, qvel) and
+  ``states_qpos``, ``states_qvel``, ``states_act``, ``states_mocap_pos``, ``states_mocap_quat`` (row k: what
+  LIBERO's environment holds after the released evaluator's ``reset()``, ``set_init_state(init_states[k])``
+  and the wait steps; see :func:`settle_all`);
 - ``meta.json``: suite, task id and name, the language instruction, BDDL file, the versions of LIBERO,
   robosuite and MuJoCo, the cameras, the controller's settings, and the export's timings.
 
@@ -38,6 +43,34 @@ def _version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return ''
+
+
+def settle_all(env, init_states, wait_steps: int, no_op) -> dict:
+    """Every initial state as the released evaluator starts an episode from it (``env.reset()``,
+    ``env.set_init_state(state)``, ``wait_steps`` no-op steps), without its cost: the environment is reset
+    softly (``mj_resetData`` instead of rebuilding the model and the renderer: ~10 s a state on a CPU) and its
+    observables are switched off (the camera images are rendered at every step otherwise). A hard reset also
+    makes a new gripper model, whose ``current_action`` (the gripper's command, ramped by 0.01 per step) starts
+    at 0: it is zeroed here. ``export`` checks that this reproduces a fresh environment exactly. Changes the
+    environment for good: call it last."""
+    import numpy as np
+
+    inner = env.env
+    for name in list(inner._observables):
+        inner.modify_observable(name, 'enabled', False)
+    inner.hard_reset = False
+    d = env.sim.data._data
+    out = {k: [] for k in ('qpos', 'qvel', 'act', 'mocap_pos', 'mocap_quat')}
+    for state in init_states:
+        env.reset()
+        for robot in inner.robots:
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)
+        env.set_init_state(state)
+        for _ in range(wait_steps):
+            env.step(no_op)
+        for key in out:
+            out[key].append(getattr(d, key).copy())
+    return {key: np.asarray(rows) for key, rows in out.items()}
 
 
 def export(args) -> dict:
@@ -75,6 +108,16 @@ def export(args) -> dict:
         t_built = time.monotonic() - t0
         sim = env.sim
         m, d = sim.model._model, sim.data._data
+        xml = sim.model.get_xml()
+        first = {k: getattr(d, k).copy() for k in ('qpos', 'qvel', 'act', 'mocap_pos', 'mocap_quat')}
+        states = settle_all(env, init_states, args.wait_steps, no_op)
+        # The fast path must reproduce the official one (a fresh environment's first episode) exactly.
+        for key, value in first.items():
+            if not np.array_equal(states[key][args.init_state], value):
+                raise SystemExit(f'libero_export: initial state {args.init_state} settled after a soft reset '
+                                 f'differs from a fresh environment in {key} (did LIBERO or robosuite change '
+                                 f'its reset?)')
+        t_states = time.monotonic() - t0
         cameras = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(m.ncam)]
         inner = env.env
         robot = inner.robots[0]
@@ -87,11 +130,11 @@ def export(args) -> dict:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix='.export-', dir=out.parent))
-        (tmp / 'scene.xml').write_text(sim.model.get_xml())
-        np.savez_compressed(tmp / 'state.npz', qpos=d.qpos.copy(), qvel=d.qvel.copy(), act=d.act.copy(),
-                            mocap_pos=d.mocap_pos.copy(), mocap_quat=d.mocap_quat.copy(),
+        (tmp / 'scene.xml').write_text(xml)
+        np.savez_compressed(tmp / 'state.npz', **first,
                             agentview_image=np.asarray(obs['agentview_image']),
-                            wrist_image=np.asarray(obs['robot0_eye_in_hand_image']))
+                            wrist_image=np.asarray(obs['robot0_eye_in_hand_image']),
+                            init_states=init_states, **{f'states_{k}': v for k, v in states.items()})
         meta = {
             'suite': args.suite, 'task_id': args.task_id, 'task_name': task.name, 'language': task.language,
             'n_tasks': suite.n_tasks, 'init_state': args.init_state, 'n_init_states': int(len(init_states)),
@@ -102,7 +145,8 @@ def export(args) -> dict:
                          'robosuite': robosuite.__version__, 'mujoco': mujoco.__version__,
                          'numpy': np.__version__, 'python': sys.version.split()[0]},
             'python': sys.executable,
-            'timings_s': {'import': round(t_import, 2), 'build_and_settle': round(t_built - t_import, 2)},
+            'timings_s': {'import': round(t_import, 2), 'build_and_settle': round(t_built - t_import, 2),
+                          'settle_all_states': round(t_states - t_built, 2)},
         }
         (tmp / 'meta.json').write_text(json.dumps(meta, indent=2) + '\n')
         if out.exists():

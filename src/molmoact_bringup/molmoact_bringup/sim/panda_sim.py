@@ -405,7 +405,9 @@ class PandaSim:
         self._base_body = _require_id(m, B, _RS_BASE_BODY)
         self._link7_body = _require_id(m, B, _RS_LINK7_BODY)
         self.cube_randomization = CubeRandomization(config.cube_xy_range_m, config.cube_yaw_range_rad)
-        self.seed = int(config.seed)          # the seed of the current episode's placement (lift)
+        # The seed of the current episode: lift, its cube placement; libero, its official initial state.
+        self.seed = int(config.seed) if self.libero_task is None else self.libero_task.check_init_state(
+            int(config.libero.init_state))
         self.cube_placement: Optional[CubePlacement] = None
         if self._env is not None:  # lift: the cube (a free body) and the table top it rests on
             self._cube_body = _require_id(m, B, LIFT_CUBE_BODY)
@@ -432,8 +434,9 @@ class PandaSim:
             cam_ids.append(cam_id)
         cam_id = cam_ids[0]
         self._cam_id = cam_id
-        if self.libero_task is not None:  # the task's settled arm pose is the initial one
-            self._initial_arm_rad = tuple(float(v) for v in self.libero_task.state['qpos'][self._arm_qadr])
+        if self.libero_task is not None:  # the initial state's settled arm pose (reset sets it per state)
+            qpos = self.libero_task.initial_state(self.seed)['qpos']
+            self._initial_arm_rad = tuple(float(v) for v in qpos[self._arm_qadr])
         else:
             self._initial_arm_rad = tuple(config.initial_positions_rad)
         self._acc = np.zeros(m.nv)
@@ -468,22 +471,31 @@ class PandaSim:
     # ------------------------------------------------------------------ lifecycle
 
     def reset(self, seed: Optional[int] = None) -> None:
-        """Put the arm at ``initial_positions_rad`` with the gripper open, place the objects and set the
-        simulation time to 0; any trajectory is dropped.
+        """Put the arm at its initial pose (lift: ``initial_positions_rad``) with the gripper open, place the
+        objects and set the simulation time to 0; any trajectory is dropped.
 
         ``lift``: the cube is placed from ``seed`` (default: the current episode's, at first
         ``SimConfig.seed``) by :class:`~.task.CubeRandomization` (``cube_xy_range_m`` around the table's centre,
-        ``cube_yaw_range_rad``), resting on the table top; the same seed gives the same scene. The libero
-        scene returns to the task's exported state (its initial state, settled; ``seed`` does not apply)."""
+        ``cube_yaw_range_rad``), resting on the table top; the same seed gives the same scene.
+
+        ``libero``: ``seed`` is the task's official initial state (default: the current episode's, at first
+        ``LiberoTaskSpec.init_state``): the whole MuJoCo state becomes the one LIBERO's environment holds after
+        the released evaluator's ``reset()``, ``set_init_state`` of that state and its no-op wait steps
+        (objects settled, the arm where LIBERO's controller left it: that pose is then the one held), as the
+        export stored it (no LIBERO call: ~1 ms). ValueError for a state the task does not have (nothing
+        changes)."""
         m, d = self._model, self._data
         if self.libero_task is not None:
-            st = self.libero_task.state
+            seed = self.seed if seed is None else self.libero_task.check_init_state(seed)
+            st = self.libero_task.initial_state(seed)
             mujoco.mj_resetData(m, d)
             d.qpos[:], d.qvel[:] = st['qpos'], st['qvel']
             if m.na:
                 d.act[:] = st['act']
             if m.nmocap:
                 d.mocap_pos[:], d.mocap_quat[:] = st['mocap_pos'], st['mocap_quat']
+            self.seed = seed
+            self._initial_arm_rad = tuple(float(v) for v in st['qpos'][self._arm_qadr])
         else:
             seed = self.seed if seed is None else check_seed(seed)
             self._env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state

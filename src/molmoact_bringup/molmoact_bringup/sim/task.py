@@ -19,8 +19,9 @@ so it is unit- and property-testable without MuJoCo or ROS:
   states); the converse does not hold between 0.04 m and ~0.061 m above the table top.
 - :class:`GoalSuccess`: a rule decided elsewhere (the ``libero`` scene's goal predicates): it is handed the
   verdict and its reason and adds nothing but the bookkeeping.
-- :class:`TaskMonitor`: the episode (number, seed, ``-1`` = the last seed + 1), ``succeeded`` / the time of
-  the first success, change detection (what must be published at once) and the bounded reason.
+- :class:`TaskMonitor`: the episode (number, seed, ``-1`` = the last seed + 1; the ``libero`` scene's seeds
+  are the task's official initial states 0..n-1), ``succeeded`` / the time of the first success, change
+  detection (what must be published at once) and the bounded reason.
 
 Times are seconds of simulation time since the episode's reset, passed in by the caller; "not yet" is
 ``None`` (never 0: a time of 0 is a real time, the episode's start).
@@ -54,13 +55,14 @@ def bound_reason(text: str, limit: int = MAX_REASON_CHARS) -> str:
     return text[:max(0, limit - 3)] + '...'
 
 
-def check_seed(seed, low: int = 0, high: int = MAX_SEED) -> int:
-    """``seed`` as an int in [low, high]; ValueError saying why otherwise (bool, float, out of range)."""
+def check_seed(seed, low: int = 0, high: int = MAX_SEED, what: str = 'seed') -> int:
+    """``seed`` as an int in [low, high]; ValueError saying why otherwise (bool, float, out of range), the
+    seed called ``what`` (e.g. 'official initial state')."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f'a seed must be an integer, got {seed!r}')
+        raise ValueError(f'{what} must be an integer, got {seed!r}')
     seed = int(seed)
     if not low <= seed <= high:
-        raise ValueError(f'seed {seed} out of range [{low}, {high}]')
+        raise ValueError(f'{what} {seed} out of range [{low}, {high}]')
     return seed
 
 
@@ -224,12 +226,15 @@ class TaskMonitor:
     ``update(time_s, poses)`` judges and returns the status and whether ``success`` or the episode changed
     since the last status handed out (what the node publishes at once). ``next_seed(-1)`` is the last seed
     + 1; other seeds are checked against [min_seed, max_seed] (ValueError with the reason; nothing changes).
+    ``seed_name`` is what a seed is in the reasons (the libero scene: 'official initial state', whose range
+    is the task's 0..n-1: -1 after the last one is refused, as is any index past it).
     """
 
     def __init__(self, scene: str, task: str, instruction: str, rule: SuccessRule, *, min_seed: int = 0,
-                 max_seed: int = MAX_SEED):
+                 max_seed: int = MAX_SEED, seed_name: str = 'seed'):
         if not min_seed <= max_seed:
             raise ValueError(f'min_seed {min_seed} > max_seed {max_seed}')
+        self.seed_name = str(seed_name)
         self.scene, self.task, self.instruction = str(scene), str(task), str(instruction)
         self.rule = rule
         self.min_seed, self.max_seed = int(min_seed), int(max_seed)
@@ -244,20 +249,21 @@ class TaskMonitor:
     def next_seed(self, requested: int = -1) -> int:
         """The seed an episode asked for with ``requested`` gets: -1 = the last + 1 (the first episode's
         seed when none ran yet is an error: give one); else ``requested`` if in range. ValueError otherwise."""
+        what = self.seed_name
         if isinstance(requested, bool) or not isinstance(requested, (int, np.integer)):
-            raise ValueError(f'a seed must be an integer, got {requested!r}')
+            raise ValueError(f'{what} must be an integer, got {requested!r}')
         if int(requested) == -1:
             if self.seed is None:
-                raise ValueError('no episode yet: the first episode needs an explicit seed')
+                raise ValueError(f'no episode yet: the first episode needs an explicit {what}')
             if self.seed + 1 > self.max_seed:
-                raise ValueError(f'the next seed {self.seed + 1} is out of range [{self.min_seed}, '
-                                 f'{self.max_seed}]')
+                raise ValueError(f'the next {what} {self.seed + 1} is out of range [{self.min_seed}, '
+                                 f'{self.max_seed}] (-1 after the last one)')
             return self.seed + 1
-        return check_seed(requested, self.min_seed, self.max_seed)
+        return check_seed(requested, self.min_seed, self.max_seed, what)
 
     def begin(self, seed: int, time_s: float, poses: Mapping[str, ObjectPose]) -> TaskStatus:
         """Start a new episode with ``seed`` at ``time_s`` (the objects at ``poses``) and judge it once."""
-        seed = check_seed(seed, self.min_seed, self.max_seed)
+        seed = check_seed(seed, self.min_seed, self.max_seed, self.seed_name)
         _check_time(time_s)
         self.rule.start(poses)
         self.episode = 0 if self.episode is None else self.episode + 1

@@ -1,11 +1,14 @@
 """The libero scene's success: the task's BDDL goal judged by LIBERO (libero_judge.py in .venv-libero) on the
 suite's MuJoCo states, checked against LIBERO's own ``_check_success`` reached the official way (a fresh
 environment, ``set_init_state`` of the flattened state) on the same states: initial, the bowl on the
-plate (settled by the physics), held above it, beside it."""
+plate (settled by the physics), held above it, beside it. And the episodes' initial states: a reset to
+official initial state k is the scene LIBERO's own environment holds after the released evaluator's
+``reset()``, ``set_init_state(init_states[k])`` and its 10 no-op wait steps."""
 
 import json
 import os
 import subprocess
+import time
 
 import mujoco
 import numpy as np
@@ -37,6 +40,46 @@ print('RESULT ' + json.dumps(out))
 '''
 
 
+# The released evaluator's episode start, in LIBERO's own environment: reset, set_init_state, wait steps.
+EPISODE_START = r'''
+import json, os, sys
+import numpy as np
+from libero.libero import benchmark, get_libero_path
+from libero.libero.envs import OffScreenRenderEnv
+suite, task_id, wait = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+bench = benchmark.get_benchmark_dict()[suite]()
+task, init_states = bench.get_task(task_id), bench.get_task_init_states(task_id)
+env = OffScreenRenderEnv(bddl_file_name=os.path.join(get_libero_path('bddl_files'), task.problem_folder,
+                         task.bddl_file), camera_heights=16, camera_widths=16)
+env.seed(0)
+out = {}
+for k in sys.argv[4:]:
+    env.reset()
+    env.set_init_state(init_states[int(k)])
+    for _ in range(wait):
+        env.step([0.0] * 6 + [-1.0])
+    out[k] = {'qpos': env.sim.data.qpos.tolist(), 'qvel': env.sim.data.qvel.tolist()}
+env.close()
+print('RESULT ' + json.dumps(out))
+'''
+
+
+EPISODE_STATES = (1, 2)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def libero_episode_starts():
+    """LIBERO's own episode starts of EPISODE_STATES, computed in a process of its own from the module's start
+    on (it builds an environment and hard-resets it per episode, ~30 s: in parallel with the other tests)."""
+    proc = start_libero(EPISODE_START, TASK.suite, TASK.task_id, TASK.wait_steps, *EPISODE_STATES)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
 @pytest.fixture(scope='module')
 def sim():
     with PandaSim(SimConfig(scene='libero', libero=TASK, camera='agentview', image_width_px=32,
@@ -55,6 +98,21 @@ def free_qadr(sim, body):
     j = int(sim.model.body_jntadr[b])
     assert sim.model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE
     return int(sim.model.jnt_qposadr[j]), int(sim.model.jnt_dofadr[j])
+
+
+def start_libero(script, *args):
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    env.setdefault('MUJOCO_GL', 'osmesa')
+    env.setdefault('PYOPENGL_PLATFORM', env['MUJOCO_GL'])
+    return subprocess.Popen([str(find_libero_python()), '-c', script, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def libero_result(proc, timeout_s=400):
+    stdout, stderr = proc.communicate(timeout=timeout_s)
+    line = next((ln for ln in stdout.splitlines() if ln.startswith('RESULT ')), None)
+    assert line is not None, stderr[-3000:]
+    return json.loads(line[len('RESULT '):])
 
 
 def reference_check(states, tmp_path):
@@ -115,3 +173,56 @@ def test_a_bad_state_is_an_error_and_the_judge_goes_on(judge):
     with pytest.raises(LiberoExportError, match='qpos/qvel must have'):
         judge.judge([0.0] * 3, [0.0] * 3)
     assert judge.judge(np.zeros(judge.nq), np.zeros(judge.nv)).predicates[0][0] == judge.goal[0]
+
+
+def object_poses(sim):
+    """Every free body's position (m) and quaternion (w, x, y, z) in the world: the task's objects."""
+    m, d = sim.model, sim.data
+    out = {}
+    for j in np.flatnonzero(m.jnt_type == mujoco.mjtJoint.mjJNT_FREE):
+        body = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_BODY, int(m.jnt_bodyid[j]))
+        out[body] = (d.xpos[m.jnt_bodyid[j]].copy(), d.xquat[m.jnt_bodyid[j]].copy())
+    return out
+
+
+def test_a_reset_to_initial_state_k_is_libero_own_episode_start(sim, libero_episode_starts):
+    """reset(k) against LIBERO's own environment after reset(), set_init_state(init_states[k]) and the 10
+    wait steps (a separate process, a hard reset per episode as the released evaluator does). Both run the
+    same LIBERO code on the same MuJoCo build, so the export reproduces it to the bit here; the tolerance
+    (1e-6 m, 1e-6 in the quaternion) leaves room only for floating-point differences of another CPU over
+    the 250 physics steps of the wait, and is >1000x below the objects' differences between initial states
+    (cm) and LIBERO's goal predicates (mm)."""
+    states = EPISODE_STATES
+    theirs = libero_result(libero_episode_starts)
+    m = sim.model
+    before = object_poses(sim)
+    assert len(before) >= 5                       # the bowls, the plate, the ramekin, the cookie box, ...
+    ref = mujoco.MjData(m)
+    for k in states:
+        t0 = time.perf_counter()
+        sim.reset(k)
+        reset_s = time.perf_counter() - t0
+        assert sim.seed == k and sim.time_s == 0.0 and reset_s < 0.5, (sim.seed, sim.time_s, reset_s)
+        ref.qpos[:], ref.qvel[:] = theirs[str(k)]['qpos'], theirs[str(k)]['qvel']
+        mujoco.mj_forward(m, ref)
+        ours = object_poses(sim)
+        for body, (pos, quat) in ours.items():
+            b = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, body)
+            assert np.abs(pos - ref.xpos[b]).max() < 1e-6, (k, body, pos, ref.xpos[b])
+            assert np.abs(quat - ref.xquat[b]).max() < 1e-6, (k, body, quat, ref.xquat[b])
+        # The whole state too: the arm and gripper as LIBERO leaves them (that arm pose is then held).
+        assert np.abs(sim.data.qpos - ref.qpos).max() < 1e-6 and np.abs(sim.data.qvel - ref.qvel).max() < 1e-6
+        worst = max(np.abs(p - ref.xpos[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, b)]).max()
+                    for b, (p, _) in ours.items())
+        print(f'initial state {k}: reset {reset_s * 1e3:.2f} ms; max |object position - LIBERO| {worst:.3g} m, '
+              f'|qpos - LIBERO| {np.abs(sim.data.qpos - ref.qpos).max():.3g}')
+        # Not the same scene as state 0: some object is placed elsewhere by > 5 mm.
+        assert max(np.abs(ours[b][0] - before[b][0]).max() for b in ours) > 5e-3, k
+        # Settled in the suite's MuJoCo too: 0.2 s later nothing has moved by 2 mm.
+        sim.step_for(0.2)
+        assert max(np.abs(p - ours[b][0]).max() for b, (p, _) in object_poses(sim).items()) < 2e-3
+    with pytest.raises(ValueError, match=r'libero_spatial task 0 has official initial states 0\.\.49, not 50'):
+        sim.reset(50)
+    assert sim.seed == 2                          # refused: nothing changed
+    sim.reset(0)
+    assert np.array_equal(sim.data.qpos, sim.libero_task.state['qpos'])

@@ -141,6 +141,34 @@ def test_seed_range_of_a_task_with_few_initial_states():
     assert (mon.episode, mon.seed) == (0, 49)
 
 
+def test_libero_seeds_are_the_tasks_official_initial_states():
+    """The libero scene's bookkeeping: a seed is an initial state 0..n-1, -1 the next one; past the last one
+    (by -1 or by index) and any other bad value are refused with a reason naming the initial state, and
+    nothing changes."""
+    mon = TaskMonitor('libero', 't', '', GoalSuccess(), max_seed=49, seed_name='official initial state')
+    with pytest.raises(ValueError, match='first episode needs an explicit official initial state'):
+        mon.next_seed(-1)
+    s = mon.begin(0, 0.0, {})
+    assert (s.episode, s.seed, s.success) == (0, 0, False)
+    for episode in range(1, 4):                      # the evaluator's episode i: initial state i
+        seed = mon.next_seed(-1)
+        s = mon.begin(seed, 0.0, {})
+        assert (s.episode, s.seed, s.success) == (episode, episode, False)
+    s = mon.begin(mon.next_seed(49), 0.0, {})
+    assert (s.episode, s.seed) == (4, 49)
+    for bad, reason in ((-1, r'the next official initial state 50 is out of range \[0, 49\] \(-1 after the last'),
+                        (50, r'^official initial state 50 out of range \[0, 49\]$'),
+                        (-2, r'^official initial state -2 out of range'),
+                        (1.0, '^official initial state must be an integer, got 1.0'),
+                        (True, 'must be an integer')):
+        with pytest.raises(ValueError, match=reason):
+            mon.next_seed(bad)
+        assert (mon.episode, mon.seed) == (4, 49)
+    with pytest.raises(ValueError, match='official initial state 50 out of range'):
+        mon.begin(50, 0.0, {})
+    assert (mon.episode, mon.seed, mon.status.seed) == (4, 49, 49)
+
+
 def test_time_must_not_go_back_within_an_episode():
     mon = lift_monitor()
     mon.update(1.0, cube(REST_Z))
