@@ -431,6 +431,20 @@ def run(args) -> dict:
     return summary
 
 
+def apply_scene_defaults(args, lift_camera_rate_hz: float) -> bool:
+    """Fill the scene-dependent defaults (0 / '' / None) of the demo's and the evaluator's arguments: image
+    size, simulator start-up limit (a first LIBERO export settles every initial state: minutes), robot
+    profile, lockstep queries and camera rate. True for the libero scene."""
+    libero = args.scene == 'libero'
+    args.width = args.width or (256 if libero else 320)
+    args.height = args.height or (256 if libero else 240)
+    args.sim_timeout = args.sim_timeout or (300.0 if libero else 90.0)
+    args.robot_profile = args.robot_profile or ('libero_panda' if libero else 'sim_panda')
+    args.lockstep = libero if args.lockstep is None else args.lockstep
+    args.camera_rate = args.camera_rate or (2.0 if libero else lift_camera_rate_hz)
+    return libero
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='MolmoAct on the simulated arm, offline: sim + pipeline + command '
                                 'sink, recorded to MCAP, GIF, PNG and summary.json.')
@@ -470,13 +484,7 @@ def parse_args(argv=None):
                    'the sink executes, unless --strict-profile')
     p.add_argument('--unnorm-key', default='', help='norm-stats key of a real checkpoint (default: its only key)')
     args = p.parse_args(argv)
-    libero = args.scene == 'libero'
-    args.width = args.width or (256 if libero else 320)
-    args.sim_timeout = args.sim_timeout or (300.0 if libero else 90.0)
-    args.height = args.height or (256 if libero else 240)
-    args.robot_profile = args.robot_profile or ('libero_panda' if libero else 'sim_panda')
-    args.lockstep = libero if args.lockstep is None else args.lockstep
-    args.camera_rate = args.camera_rate or (2.0 if libero else 5.0)
+    libero = apply_scene_defaults(args, lift_camera_rate_hz=5.0)
     if not libero:
         args.instruction = args.instruction or 'pick up the red cube'
     if not 1 <= args.steps <= 50:

@@ -547,16 +547,11 @@ def parse_args(argv=None):
                    'as the released LIBERO evaluator; off for lift)')
     p.add_argument('--verbose', action='store_true', help='print tracebacks of crashed episodes')
     args = p.parse_args(argv)
-    libero = args.scene == 'libero'
-    args.width = args.width or (256 if libero else 320)
-    args.sim_timeout = args.sim_timeout or (300.0 if libero else 90.0)
-    args.height = args.height or (256 if libero else 240)
-    args.robot_profile = args.robot_profile or ('libero_panda' if libero else 'sim_panda')
-    args.lockstep = libero if args.lockstep is None else args.lockstep
-    args.action_horizon = 8 if libero else 1
+    from ..demo.run import apply_scene_defaults
     # lift: 10 Hz, the sim_panda profile's step period, so that each recorded step has its own camera frame
     # (build_dataset matches frames to steps); libero: the demo's 2 Hz (two views, multisampled).
-    args.camera_rate = args.camera_rate or (2.0 if libero else 10.0)
+    libero = apply_scene_defaults(args, lift_camera_rate_hz=10.0)
+    args.action_horizon = 8 if libero else 1
     if libero:
         # The released evaluator's budget: the suite's max environment steps (20 Hz), 8 actions per query.
         from ..sim.libero_task import SUITES
