@@ -22,6 +22,7 @@ setup(
     entry_points={
         'console_scripts': [
             'build_tiny_model = molmoact_ros.model.tiny:main',
+            'build_dataset = molmoact_ros.training.build:main',
             'pipeline = molmoact_ros.nodes.entry:pipeline_main',
             'perception_node = molmoact_ros.nodes.entry:perception_main',
             'trace_planner_node = molmoact_ros.nodes.entry:planner_main',

@@ -8,12 +8,25 @@ dimension 512). They describe Depth-Anything-V2 *relative* depth, min-max normal
 * :func:`depth_code_image` is a 320x320 grey image of the raw codes (``code * 2``, nearest-neighbour
   upscaled) for when no decoder checkpoint is configured. Code indices are not ordered by depth, so this
   image only shows the layout of the codes, not depth.
+* :class:`DepthEncoder` is the encoder half with the released state-dict names (``encoder.*`` and the
+  codebook ``_vq_vae._embedding``): a (normalised relative) depth image -> 100 codes, the way MolmoAct's data
+  pipeline tokenised depth (:func:`relative_depth_image` turns a metric depth map into its input);
+  :func:`load_depth_encoder` reads the released ``vae-final.pt``.
 * :class:`DepthDecoder` is the decoder half of the VQ-VAE with the released state-dict names
   (``_vq_vae._embedding`` and ``decoder.*``); :func:`load_depth_decoder` reads the released
   ``vae-final.pt`` (``{'weights': state_dict}``, keys possibly prefixed ``module.``), ignoring the encoder
   and the EMA buffers. ``DepthDecoder.decode`` returns relative depth in [0, 1], min-max normalised as the
   reference ``scripts/reconstruct_from_tokens.py`` does before saving; :func:`to_uint8` converts it as
   that script's image writer does.
+
+Encoder layout (the mirror of the decoder; 1 channel in, ``use_norm=False`` so the input is the image in
+[0, 1] as ``ToTensor`` gives it)::
+
+    encoder.0   Conv 4x4 s2 p1 1->16, ReLU                                  (160x160)
+    encoder.2/4/6/8 Conv 4x4 s2 p1 doubling channels, ReLU                   (80, 40, 20, 10; 256 ch)
+    encoder.10/11 residual blocks (256 ch, as in the decoder)
+    encoder.12  Conv 1x1 256->512 (codebook_dim)
+    nearest codebook row (squared Euclidean distance, first minimum on ties) -> code index
 
 Decoder layout (released config: hidden_dim 16, downsample_ratio 32, 2 residual blocks, 1 channel,
 ``use_norm=False``, regression objective, so the output is the last conv's raw value, no sigmoid, clamp or
@@ -200,6 +213,115 @@ class DepthDecoder(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------
+# Encoder
+
+
+def relative_depth_image(depth_m: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
+    """A metric depth map -> the encoder's input: (size, size) float32 relative inverse depth in [0, 1].
+
+    MolmoAct tokenised Depth-Anything-V2 output: relative *inverse* depth (larger = nearer), min-max
+    normalised per image to uint8 0..255, resized to 320x320 and scaled to [0, 1]. From an aligned metric
+    depth map (metres along the optical axis) the same kind of image is ``1 / z``, min-max normalised per
+    image and quantised to uint8 the same way; pixels without depth (0, negative, NaN or +inf: nothing hit)
+    count as the farthest (0). The resize is bilinear (OpenCV ``INTER_AREA`` when shrinking). A map with
+    one depth only gives all zeros.
+    """
+    z = np.asarray(depth_m, dtype=np.float64)
+    if z.ndim != 2 or z.size == 0:
+        raise ValueError(f'depth map must be a non-empty (H, W) array, got shape {z.shape}')
+    valid = np.isfinite(z) & (z > 0)
+    inv = np.zeros_like(z)
+    inv[valid] = 1.0 / z[valid]
+    lo = float(inv[valid].min()) if valid.any() else 0.0
+    hi = float(inv.max())
+    if not valid.any() or hi - lo <= 0:
+        grey = np.zeros(z.shape, dtype=np.uint8)
+    else:
+        # Pixels without depth go to 0 with the farthest valid ones (min-max over the valid pixels).
+        scaled = np.where(valid, (inv - lo) / (hi - lo), 0.0)
+        grey = np.clip(np.floor(scaled * 255.0 + 0.5), 0, 255).astype(np.uint8)
+    if grey.shape != (size, size):
+        import cv2  # opencv-python-headless: a runtime dependency of the suite
+        shrink = grey.shape[0] >= size and grey.shape[1] >= size
+        grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return grey.astype(np.float32) / 255.0
+
+
+class DepthEncoder(nn.Module):
+    """Convolutional encoder + nearest-codebook quantiser of MolmoAct's depth VQ-VAE (released state-dict
+    names ``encoder.*`` and ``_vq_vae._embedding``). The sizes are parameters so that a smaller tokenizer of
+    the same code layout (10x10 codes out of 128 for a 320x320 input) can be built and trained with it
+    (``molmoact_ros.training.depth_tokenizer``); the defaults are the released ones.
+
+    ``forward(images)`` maps (B, 1, S, S) images in [0, 1] to the (B, codebook_dim, S/r, S/r) latents;
+    :meth:`codes` quantises them; :meth:`encode` is the validated single-image entry point.
+    """
+
+    def __init__(self, num_tokens: int = NUM_TOKENS, codebook_dim: int = CODEBOOK_DIM,
+                 hidden_dim: int = HIDDEN_DIM, downsample_ratio: int = DOWNSAMPLE_RATIO,
+                 num_resnet_blocks: int = NUM_RESNET_BLOCKS, channels: int = CHANNELS,
+                 image_size: int = IMAGE_SIZE) -> None:
+        super().__init__()
+        n_down = int(round(np.log2(downsample_ratio)))
+        if 2 ** n_down != downsample_ratio or n_down < 1:
+            raise ValueError(f'downsample_ratio must be a power of two >= 2, got {downsample_ratio}')
+        if image_size % downsample_ratio:
+            raise ValueError(f'image_size {image_size} is not a multiple of downsample_ratio {downsample_ratio}')
+        self.num_tokens = num_tokens
+        self.image_size = image_size
+        self.grid_size = image_size // downsample_ratio
+        self._vq_vae = _Codebook(num_tokens, codebook_dim)
+        dim = hidden_dim
+        layers: list = [nn.Conv2d(channels, dim, 4, stride=2, padding=1), nn.ReLU()]
+        for _ in range(n_down - 1):
+            layers += [nn.Conv2d(dim, dim * 2, 4, stride=2, padding=1), nn.ReLU()]
+            dim *= 2
+        layers += [_ResBlock(dim) for _ in range(num_resnet_blocks)]
+        layers.append(nn.Conv2d(dim, codebook_dim, 1))
+        self.encoder = nn.Sequential(*layers)
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self._vq_vae._embedding.device
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images)
+
+    def quantize(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, D, H, W) latents -> (B, H, W) long indices of the nearest codebook rows (squared distance)."""
+        flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+        book = self._vq_vae._embedding.to(flat.dtype)
+        distances = (flat.pow(2).sum(1, keepdim=True) + book.pow(2).sum(1) - 2.0 * flat @ book.t())
+        idx = torch.argmin(distances, dim=1)
+        return idx.view(latents.shape[0], latents.shape[2], latents.shape[3])
+
+    def codes(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S) images in [0, 1] -> (B, grid, grid) code indices."""
+        return self.quantize(self(images))
+
+    def encode_batch(self, images: np.ndarray) -> np.ndarray:
+        """(B, S, S) float images in [0, 1] -> (B, grid*grid) uint8 codes, row-major."""
+        arr = np.asarray(images, dtype=np.float32)
+        if arr.ndim != 3 or arr.shape[1:] != (self.image_size, self.image_size):
+            raise ValueError(f'expected (B, {self.image_size}, {self.image_size}) images, got {arr.shape}')
+        if not np.all(np.isfinite(arr)):
+            raise ValueError('depth images hold non-finite values')
+        x = torch.from_numpy(arr).unsqueeze(1).to(self.device, self._vq_vae._embedding.dtype)
+        with torch.inference_mode():
+            idx = self.codes(x)
+        return idx.reshape(arr.shape[0], -1).cpu().numpy().astype(np.uint8)
+
+    def encode(self, image01: np.ndarray) -> np.ndarray:
+        """One (S, S) image in [0, 1] (:func:`relative_depth_image`) -> its 100 codes (uint8, row-major)."""
+        return self.encode_batch(np.asarray(image01)[None])[0]
+
+    def encode_depth_m(self, depth_m: np.ndarray) -> np.ndarray:
+        """A metric depth map -> its 100 codes (:func:`relative_depth_image` then :meth:`encode`)."""
+        return self.encode(relative_depth_image(depth_m, self.image_size))
+
+
+# --------------------------------------------------------------------------------------------------------
 # Loading
 
 
@@ -276,6 +398,56 @@ def depth_decoder_from_state_dict(obj: Mapping, device: Union[str, torch.device]
     return model.to(device=device, dtype=dtype).eval()
 
 
-__all__ = ['CODEBOOK_KEY', 'DepthCheckpointError', 'DepthDecoder', 'GRID_SIZE', 'IMAGE_SIZE', 'NUM_CODES',
+def load_depth_encoder(path: Union[str, os.PathLike], device: Union[str, torch.device] = 'cpu',
+                       dtype: torch.dtype = torch.float32) -> DepthEncoder:
+    """Build a :class:`DepthEncoder` from the released ``vae-final.pt`` (layouts as :func:`load_depth_decoder`).
+
+    Decoder weights and the quantiser's EMA statistics are ignored. Missing encoder / codebook keys,
+    unknown ``encoder.*`` keys and shape mismatches raise :class:`DepthCheckpointError` naming them.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DepthCheckpointError(f'depth VQ-VAE checkpoint not found: {path} (the released file is '
+                                   'vae-final.pt in the allenai/MolmoAct-7B-D-0812 Hugging Face repo)')
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (torch raises many kinds for a bad file)
+        raise DepthCheckpointError(f'{path}: cannot read the checkpoint: {exc}') from exc
+    return depth_encoder_from_state_dict(obj, device=device, dtype=dtype, source=path)
+
+
+def depth_encoder_from_state_dict(obj: Mapping, device: Union[str, torch.device] = 'cpu',
+                                  dtype: torch.dtype = torch.float32, source: str = '<state dict>',
+                                  model: 'DepthEncoder | None' = None) -> DepthEncoder:
+    """:func:`load_depth_encoder` for an already loaded checkpoint object; ``model`` (default: the released
+    sizes) is the encoder to fill."""
+    sd = _unwrap(obj, source)
+    model = DepthEncoder() if model is None else model
+    expected = model.state_dict()
+    needed = {k: v for k, v in sd.items() if k.startswith('encoder.') or k == CODEBOOK_KEY}
+    missing = sorted(set(expected) - set(needed))
+    unexpected = sorted(set(needed) - set(expected))
+    if missing or unexpected:
+        msg = [f'{source}: the checkpoint does not match the MolmoAct depth VQ-VAE encoder.']
+        if missing:
+            msg.append(f'Missing keys ({len(missing)}): {", ".join(missing)}.')
+        if unexpected:
+            msg.append(f'Unexpected encoder keys ({len(unexpected)}): {", ".join(unexpected)}.')
+        raise DepthCheckpointError(' '.join(msg))
+    for key, ref in expected.items():
+        value = needed[key]
+        if not isinstance(value, torch.Tensor):
+            raise DepthCheckpointError(f'{source}: {key} is a {type(value).__name__}, not a tensor')
+        if tuple(value.shape) != tuple(ref.shape):
+            raise DepthCheckpointError(f'{source}: {key} has shape {tuple(value.shape)}, '
+                                       f'expected {tuple(ref.shape)}')
+        if not torch.isfinite(value).all():
+            raise DepthCheckpointError(f'{source}: {key} holds non-finite values')
+    model.load_state_dict({k: v.to(torch.float32) for k, v in needed.items()}, strict=True)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+__all__ = ['CODEBOOK_KEY', 'DepthCheckpointError', 'DepthDecoder', 'DepthEncoder', 'load_depth_encoder',
+           'depth_encoder_from_state_dict', 'relative_depth_image', 'GRID_SIZE', 'IMAGE_SIZE', 'NUM_CODES',
            'NUM_TOKENS', 'codes_to_grid', 'depth_code_image', 'depth_decoder_from_state_dict',
            'load_depth_decoder', 'to_uint8']

@@ -1,0 +1,253 @@
+"""The demonstrations -> MolmoAct dataset builder on small simulated episodes."""
+
+import json
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from molmoact_ros.reasoning import grammar
+from molmoact_ros.reasoning.action_space import NormStatsTable
+from molmoact_ros.robot.execution import build_timeline
+from molmoact_ros.robot.geometry import model_space_to_model_pixels
+from molmoact_ros.robot.profiles import load_profile
+from molmoact_ros.training import labels
+from molmoact_ros.training.build import BuildOptions, build_dataset
+from molmoact_ros.training.config import SyncConfig, TopicConfig
+from molmoact_ros.training.episode import synchronize
+from molmoact_ros.training.recording import EpisodeError, read_episode
+
+
+def _rows(dataset):
+    return pq.read_table(dataset['dir'] / 'data/chunk-000/file-000.parquet').to_pylist()
+
+
+# --- trace projection ------------------------------------------------------------------------------
+
+def _mujoco_pixel(sim, p_world):
+    """Where MuJoCo's own camera model puts a world point (pixel centres at integers): camera -z forward,
+    y up, focal length from the camera's vertical field of view; independent of the suite's camera code."""
+    m, d = sim.model, sim.data
+    cam = sim._cam_id
+    R = d.cam_xmat[cam].reshape(3, 3)
+    x, y, z = R.T @ (np.asarray(p_world) - d.cam_xpos[cam])
+    h, w = sim.config.image_height_px, sim.config.image_width_px
+    f = (h / 2.0) / math.tan(math.radians(m.cam_fovy[cam]) / 2.0)
+    return np.array([(w - 1) / 2.0 + f * x / -z, (h - 1) / 2.0 - f * y / -z])
+
+
+def test_trace_projection_agrees_with_the_rendered_end_effector(sim, episodes):
+    """The TCP projected through the recorded camera_info + camera pose (the builder's path) lands within
+    1 px (320x240) of where MuJoCo's camera renders the TCP, on every frame of a recorded episode; and the
+    gripper's geoms are drawn around that pixel in the segmentation render."""
+    from molmoact_bringup.sim.panda_sim import PandaSim  # noqa: F401  (sim fixture type)
+    spec = episodes['specs'][0]
+    raw = read_episode(episodes['dir'] / 'ep0.mcap', TopicConfig())
+    steps = synchronize(raw, step_period_s=0.1, sync=SyncConfig(), joint_names=(), gripper_joint='panda_finger_joint1',
+                        fk=None)
+    w, h = steps.intrinsics.width, steps.intrinsics.height
+    assert (w, h) == (320, 240)
+    worst = 0.0
+    # Re-drive the sim to each frame's state to ask MuJoCo where the TCP is.
+    from sim_episodes import EpisodeSpec, record_sim_episode  # noqa: F401
+    for i in range(len(steps)):
+        ms = labels.project_points(steps.ee_poses[i, :3, 3][None], steps.camera_poses[i], steps.intrinsics, w, h, np.eye(3))
+        px = model_space_to_model_pixels(ms, w, h)[0]
+        tcp_base = spec.truth['tcp'][i]
+        base_world = np.linalg.inv(sim._base_from_world())
+        ref = _mujoco_pixel(sim, (base_world @ tcp_base)[:3, 3])
+        worst = max(worst, float(np.max(np.abs(px - ref))))
+    assert worst <= 1.0, f'projected TCP is {worst:.3f} px from MuJoCo\'s camera'
+    # The rounded 0..255 trace point maps back to within one model-space step of the pixel.
+    trace = labels.traces(steps.ee_poses[:, :3, 3], steps.camera_poses, steps.intrinsics, w, h, np.eye(3))
+    assert all(1 <= len(t) <= 5 for t in trace)
+    # Segmentation: some gripper geom is rendered within 6 px of the projected TCP on the last frame.
+    seg = sim.render_segmentation()
+    gripper = sim.geom_ids_of_bodies([n for n in (sim.model.body(i).name for i in range(sim.model.nbody))
+                                      if 'gripper0' in n or 'finger' in n])
+    ms = labels.project_points(sim.ee_pose().matrix[:3, 3][None], sim.camera_pose().matrix, sim.intrinsics, w, h,
+                               np.eye(3))
+    u, v = np.round(model_space_to_model_pixels(ms, w, h)[0]).astype(int)
+    window = seg[max(v - 6, 0):v + 7, max(u - 6, 0):u + 7]
+    assert np.isin(window, gripper).any()
+
+
+def test_trace_follows_molmoacts_line_subsampling():
+    pts = [(i, 2 * i) for i in range(12)]
+    assert labels.subsample_line(pts[:3]) == pts[:3]
+    assert labels.subsample_line(pts) == [pts[j] for j in (0, 2, 5, 8, 11)]  # int(linspace(0, 11, 5))
+    assert labels.subsample_line([None, (1, 1), None, (2, 2)]) == [(1, 1), (2, 2)]
+    assert labels.subsample_line([None, None]) == []
+
+
+# --- actions ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('frame', ['base', 'tool'])
+@pytest.mark.parametrize('convention', ['euler_sxyz_roll_pitch_yaw', 'rotation_vector'])
+def test_delta_extraction_round_trips_through_build_timeline(frame, convention):
+    from transforms3d.euler import euler2mat
+    rng = np.random.default_rng(3)
+    poses = [np.eye(4)]
+    poses[0][:3, 3] = [0.4, 0.1, 0.3]
+    for _ in range(9):
+        step = np.eye(4)
+        step[:3, :3] = euler2mat(*rng.uniform(-0.2, 0.2, 3))
+        step[:3, 3] = rng.uniform(-0.03, 0.03, 3)
+        poses.append(poses[-1] @ step)
+    poses = np.stack(poses)
+    d = labels.ee_deltas(poses, frame, convention)
+    tl = build_timeline(d[:, :3], d[:, 3:], np.zeros(len(d)), observation_pose=poses[0], observation_stamp_s=0.0,
+                        step_period_s=0.1, delta_frame=frame, rotation_convention=convention)
+    np.testing.assert_allclose(tl.poses, poses[1:], atol=1e-9)
+
+
+def test_recorded_actions_round_trip_and_gripper_maps_back(dataset, episodes):
+    profile = load_profile('sim_panda')
+    raw = read_episode(episodes['dir'] / 'ep1.mcap', TopicConfig())
+    steps = synchronize(raw, step_period_s=0.1, sync=SyncConfig(), joint_names=profile.joint_names,
+                        gripper_joint='panda_finger_joint1', fk=None)
+    d = labels.ee_deltas(steps.ee_poses, profile.delta_frame, profile.rotation_convention)
+    tl = build_timeline(d[:, :3], d[:, 3:], np.zeros(len(d)), observation_pose=steps.ee_poses[0],
+                        observation_stamp_s=0.0, step_period_s=0.1, delta_frame=profile.delta_frame,
+                        rotation_convention=profile.rotation_convention)
+    np.testing.assert_allclose(tl.poses, steps.ee_poses[1:], atol=1e-9)
+    for command in (0.0, 0.04, 0.001, 0.039):
+        raw_value = labels.gripper_raw_value(command, profile.gripper)
+        from molmoact_ros.reasoning.action_space import bins_to_normalized, normalized_to_bins
+        centre = float(bins_to_normalized(normalized_to_bins(raw_value)))
+        assert profile.gripper(centre) == (0.04 if command > 0.02 else 0.0)
+    # The recorded gripper closes at frame 6: the action of step 5 (-> 6) is already "closed".
+    rows = [r for r in _rows(dataset) if r['episode_index'] == 1]
+    assert [r['action'][6] for r in rows[:5]] == [1.0] * 5 and rows[5]['action'][6] == 0.0
+
+
+def test_chunks_repeat_the_last_action_at_the_end():
+    a = np.arange(5)[:, None] * np.ones((1, 7))
+    chunks, pad = labels.action_chunks(a, 3)
+    assert chunks[:, :, 0].tolist() == [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 4], [4, 4, 4]]
+    assert pad.tolist() == [0, 0, 0, 1, 2]
+
+
+# --- the dataset -----------------------------------------------------------------------------------
+
+def test_every_answer_parses_back_to_its_codes_trace_and_bins(dataset):
+    rows = _rows(dataset)
+    meta = json.loads((dataset['dir'] / 'meta/molmoact.json').read_text())
+    h = meta['horizon']
+    assert len(rows) == dataset['report'].examples == 22  # 2 episodes x (12 frames - 1)
+    for r in rows:
+        parsed = grammar.parse_answer(r['molmoact.answer'], 7, horizon=h)
+        assert not parsed.errors, parsed.errors
+        assert list(parsed.depth.codes) == r['molmoact.depth_codes']
+        n = r['molmoact.trace_length']
+        want = tuple(tuple(r['molmoact.trace'][2 * j:2 * j + 2]) for j in range(n))
+        assert [t.points for t in parsed.traces] == [want, want]  # finetune template: left and right
+        assert np.asarray(parsed.actions.bins).reshape(-1).tolist() == r['molmoact.action_bins']
+        assert all(0 <= c <= 127 for c in r['molmoact.depth_codes']) and len(r['molmoact.depth_codes']) == 100
+        assert r['molmoact.prompt'].startswith('The task is lift the red cube.')
+    assert meta['depth_tokenizer']['kind'] == 'trained'
+    assert (dataset['dir'] / 'meta/depth_tokenizer.pt').is_file()
+
+
+def test_norm_stats_hand_checked(dataset):
+    """q01 / q99 of dataset_statistics.json are the 1st / 99th percentiles of the per-step actions (linear
+    interpolation between order statistics, worked out here by hand), the suite loads the file, and one
+    example's bins are its chunk normalised with them."""
+    rows = _rows(dataset)
+    a = np.array([r['action'] for r in rows], dtype=np.float64)
+    # Per-step actions of an episode also include the frames that are not examples: none here.
+    path = dataset['dir'] / 'dataset_statistics.json'
+    stats = NormStatsTable.from_json_file(path).select('molmoact')
+    data = json.loads(path.read_text())['molmoact']
+    assert data['num_transitions'] == 22 and data['num_trajectories'] == 2
+    assert list(stats.mask) == [True] * 6 + [False]
+    for dim in range(7):
+        s = sorted(a[:, dim])
+        for q, got in ((0.01, stats.q01[dim]), (0.99, stats.q99[dim])):
+            pos = q * (len(s) - 1)
+            lo = int(math.floor(pos))
+            want = s[lo] + (pos - lo) * (s[min(lo + 1, len(s) - 1)] - s[lo])
+            assert got == pytest.approx(want, abs=1e-6)  # actions were stored as float32
+    r = rows[2]
+    chunk = np.array(r['molmoact.action_chunk']).reshape(-1, 7)
+    for t, row in enumerate(chunk):
+        for dim in range(6):
+            n = 2 * (row[dim] - stats.q01[dim]) / (stats.q99[dim] - stats.q01[dim] + 1e-8) - 1
+            n = min(max(n, -1.0), 1.0)
+            edges = np.linspace(-1, 1, 256)
+            want_bin = min(int(np.digitize(n, edges)) - 1, 254)
+            assert abs(r['molmoact.action_bins'][t * 7 + dim] - want_bin) <= 1  # float32 storage at a bin edge
+        assert r['molmoact.action_bins'][t * 7 + 6] == (254 if row[6] == 1.0 else 127)
+
+
+def test_lerobot_layout(dataset):
+    root = dataset['dir']
+    info = json.loads((root / 'meta/info.json').read_text())
+    assert info['codebase_version'] == 'v3.0' and info['fps'] == 10 and info['total_frames'] == 22
+    for rel in ('meta/stats.json', 'meta/tasks.parquet', 'meta/episodes/chunk-000/file-000.parquet',
+                'data/chunk-000/file-000.parquet'):
+        assert (root / rel).is_file(), rel
+    eps = pq.read_table(root / 'meta/episodes/chunk-000/file-000.parquet').to_pylist()
+    assert [(e['dataset_from_index'], e['dataset_to_index']) for e in eps] == [(0, 11), (11, 22)]
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+def test_bad_episodes_are_skipped_with_named_errors_and_the_good_ones_kept(sim, episodes, tmp_path):
+    from sim_episodes import EpisodeSpec, record_sim_episode
+    src = tmp_path / 'eps'
+    src.mkdir()
+    (src / 'good.mcap').write_bytes((episodes['dir'] / 'ep0.mcap').read_bytes())
+    record_sim_episode(sim, src / 'no_info.mcap', EpisodeSpec(steps=3, skip_topics=('camera_info',)))
+    record_sim_episode(sim, src / 'late_depth.mcap', EpisodeSpec(steps=3, depth_offset_s=0.05))
+    record_sim_episode(sim, src / 'nan_pose.mcap', EpisodeSpec(steps=4, nan_pose_at=2))
+    record_sim_episode(sim, src / 'short.mcap', EpisodeSpec(steps=4))
+    cases = {'no_info': ('camera_info', 'missing'), 'late_depth': ('/demo/aligned_depth', 'unsynchronized'),
+             'nan_pose': ('/demo/sim_arm/ee_pose', 'not finite')}
+    for name, (topic, word) in cases.items():
+        with pytest.raises(EpisodeError) as err:
+            raw = read_episode(src / f'{name}.mcap', TopicConfig())
+            synchronize(raw, step_period_s=0.1, sync=SyncConfig(), joint_names=(), gripper_joint='panda_finger_joint1',
+                        fk=None)
+        assert err.value.episode == name and err.value.topic == topic and word in err.value.reason, str(err.value)
+        assert name in str(err.value) and topic in str(err.value)
+    out = tmp_path / 'out'
+    (tmp_path / 'out').mkdir()
+    (out / 'keep.txt').write_text('an earlier dataset')
+    with pytest.raises(FileExistsError):
+        build_dataset(BuildOptions(episodes=src, out_dir=out, horizon=4, depth_tokenizer=None,
+                                   train_depth_tokenizer=True, progress=False))
+    assert (out / 'keep.txt').read_text() == 'an earlier dataset'
+    report = build_dataset(BuildOptions(episodes=src, out_dir=out, horizon=4, train_depth_tokenizer=True,
+                                        tokenizer_steps=2, overwrite=True, progress=False), log=lambda m: None)
+    assert report.episodes == 1 and report.examples == 11
+    reasons = {s['episode']: s for s in report.skipped}
+    assert set(reasons) == {'no_info', 'late_depth', 'nan_pose', 'short'}
+    assert 'shorter' in reasons['short']['reason'] or 'too short' in reasons['short']['reason']
+    meta = json.loads((out / 'meta/molmoact.json').read_text())
+    assert {s['episode'] for s in meta['skipped_episodes']} == set(reasons)
+
+
+def test_only_successful_skips_failed_episodes(sim, tmp_path):
+    from sim_episodes import EpisodeSpec, record_sim_episode
+    src = tmp_path / 'eps'
+    src.mkdir()
+    record_sim_episode(sim, src / 'ok.mcap', EpisodeSpec(steps=6, succeeded=True))
+    record_sim_episode(sim, src / 'failed.mcap', EpisodeSpec(steps=6, succeeded=False, seed=3))
+    report = build_dataset(BuildOptions(episodes=src, out_dir=tmp_path / 'out', horizon=4, train_depth_tokenizer=True,
+                                        tokenizer_steps=1, only_successful=True, progress=False), log=lambda m: None)
+    assert report.episodes == 1
+    assert report.skipped == [{'episode': 'failed', 'topic': '/demo/sim_arm/task_state',
+                               'reason': 'not successful (task state says succeeded=false)'}]
+
+
+def test_topic_config_from_yaml(tmp_path):
+    from molmoact_ros.training.config import ConfigError, load_topic_config
+    p = tmp_path / 't.yaml'
+    p.write_text('namespace: /arm1\nimage: camera/color/image_raw\ntf: tf_static\n')
+    cfg = load_topic_config(p)
+    assert cfg.namespace == '/arm1' and cfg.image == 'camera/color/image_raw' and cfg.tf == ('tf_static',)
+    p.write_text('imgae: x\n')
+    with pytest.raises(ConfigError, match='imgae'):
+        load_topic_config(p)
