@@ -54,6 +54,7 @@ from ..model.modeling import MolmoActForActionReasoning
 from ..model.processing import MolmoActProcessor
 from ..model.tokenizer import ADDITIONAL_VOCAB_SIZE, ENDOFTEXT_ID, IMAGE_PATCH_ID, LLM_VOCAB_SIZE, build_molmoact_tokenizer
 from .data import IGNORE_INDEX, REASONING, TRAJECTORY, TrainingDataset, collate_batch, encode_example
+from .compact import filler_rows
 from .metrics import PartMetrics, TokenBytes
 from .vocab_rows import VocabRows, gather_answer_states, ids_in
 
@@ -236,6 +237,11 @@ class Trainer:
         if source == 'scratch':
             model = MolmoActForActionReasoning(small_config(c.spec))
             processor = small_processor(c.spec)
+            # Embedding rows from a seeded fp16 filler: rows training never touches stay equal to it, so the
+            # compact export (compact.py) stores only the touched ones.
+            with torch.no_grad():
+                emb = model.model.transformer.wte.embedding
+                emb.copy_(filler_rows(emb.shape, c.seed).float())
         else:
             if source == 'tiny':
                 from ..nodes.engine_provider import resolve_model
@@ -481,6 +487,8 @@ class Trainer:
         (directory / 'molmoact_training.json').write_text(json.dumps({
             'trained_by': 'molmoact_ros.training.train', 'steps': self.step, 'dataset': str(self.dataset.root),
             'dataset_key': self.dataset.key, 'config': self.config.to_json(),
+            'filler_seed': self.config.seed if self.config.base == 'scratch' else None,
+            'tokenizer': 'build_molmoact_tokenizer' if self.config.base == 'scratch' else 'base checkpoint',
             'last_eval': self.evals[-1] if self.evals else None}, indent=2) + '\n')
         return directory
 
