@@ -200,12 +200,12 @@ def test_lora_trains_and_merges(trained, dataset, tmp_path):
     pytest.importorskip('peft')
     _, _, out = trained
     cfg = _config(dataset, tmp_path / 'lora', base=str(out / 'model'), loss='answer', lora_rank=4, lora_alpha=8,
-                  steps=12, lr=2e-2, checkpoint_every=0, trajectory_fraction=0.0, held_out_fraction=0.0)
+                  steps=8, lr=3e-2, checkpoint_every=0, trajectory_fraction=1.0, held_out_fraction=0.0)
     trainer = Trainer(cfg, log=lambda m: None)
     trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert trainable and all('lora_' in n for n in trainable)
     trainer.train_rows = trainer.train_rows[:2]  # one fixed batch
-    _, batch = trainer.make_batch(trainer.train_rows, [REASONING, REASONING])
+    _, batch = trainer.make_batch(trainer.train_rows, [TRAJECTORY, TRAJECTORY])
     with torch.no_grad():
         before = float(trainer.loss_on(batch))
     trainer.run()
