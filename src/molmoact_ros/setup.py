@@ -23,6 +23,7 @@ setup(
         'console_scripts': [
             'build_tiny_model = molmoact_ros.model.tiny:main',
             'build_dataset = molmoact_ros.training.build:main',
+            'train_molmoact = molmoact_ros.training.train:main',
             'pipeline = molmoact_ros.nodes.entry:pipeline_main',
             'perception_node = molmoact_ros.nodes.entry:perception_main',
             'trace_planner_node = molmoact_ros.nodes.entry:planner_main',

@@ -448,7 +448,7 @@ class MolmoActPreTrainedModel(PreTrainedModel):
     config_class = MolmoActConfig
     base_model_prefix = 'model'
     main_input_name = 'input_ids'
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _no_split_modules = ['MolmoActDecoderLayer', 'MolmoActViTBlock']
     _skip_keys_device_placement = ['cache', 'past_key_values']
     _supports_sdpa = True
@@ -490,6 +490,9 @@ class MolmoActForActionReasoning(MolmoActPreTrainedModel, GenerationMixin):
         self.model = MolmoActModel(config)
         self.lm_head = nn.Linear(llm.hidden_size, llm.vocab_size, bias=False)
         self.rotary = MolmoActRotaryEmbedding(llm.head_dim, llm.rope_theta)
+        # Set by ``gradient_checkpointing_enable()`` (transformers): decoder blocks are recomputed in the
+        # backward pass while training (no KV cache then).
+        self.gradient_checkpointing = False
         self.post_init()
 
     # -- embeddings ----------------------------------------------------------------------------
@@ -573,7 +576,12 @@ class MolmoActForActionReasoning(MolmoActPreTrainedModel, GenerationMixin):
         for block in self.model.transformer.blocks:
             if hidden_states is not None:
                 hidden_states.append(x)
-            x, weights = block(x, cos, sin, mask, cache, eager)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                if cache is not None and use_cache:
+                    raise ValueError('gradient checkpointing needs use_cache=False while training')
+                x, weights = self._gradient_checkpointing_func(block.__call__, x, cos, sin, mask, None, eager)
+            else:
+                x, weights = block(x, cos, sin, mask, cache, eager)
             if attentions is not None:
                 attentions.append(weights)
         x = self.model.transformer.ln_f(x)
