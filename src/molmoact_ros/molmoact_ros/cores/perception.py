@@ -155,6 +155,11 @@ class PerceptionCore:
     def model_image(self, rgb: np.ndarray):
         return model_image(rgb, self.config.image)
 
+    def follow(self, config: PerceptionConfig) -> None:
+        """Take new model-image and goal settings (parameters set while running); the intake keeps its own."""
+        self.config = PerceptionConfig(config.image, self.config.intake, config.goals)
+        self.goals.bounds = config.goals
+
     def reset(self, reason: str = 'the perception node was cleaned up') -> None:
         """Forget frames and the rate limit's history; a running goal fails with ``reason``."""
         self.intake.reset()

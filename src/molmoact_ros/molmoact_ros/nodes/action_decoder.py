@@ -86,6 +86,7 @@ class ActionDecoderNode(StageNode):
 
     def _multi_rate_tick(self):
         """Act on the newest frame (if new) with the newest trace whose perception message was seen."""
+        self._follow_parameters()
         step = self.core.tick(self.get_clock().now().nanoseconds * 1e-9)
         if step is None:
             return
@@ -109,7 +110,12 @@ class ActionDecoderNode(StageNode):
             self._pub.publish(msg)
             self.core.multi_rate_chunks += 1
 
+    def _follow_parameters(self) -> None:
+        """Parameters set while active apply from the next chunk on (as they always have)."""
+        self.core.config = ActionDecodingConfig.from_params(self.params)
+
     def _act(self, msg: TrajectoryTrace):
+        self._follow_parameters()
         started = self.get_clock().now().to_msg()
         engine = self.engine
         with engine.turn('act'):  # no other stage evicts the request between the check and the act

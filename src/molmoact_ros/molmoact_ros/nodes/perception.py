@@ -178,6 +178,7 @@ class PerceptionNode(StageNode):
     def _run_goal(self, handle):
         """Step the goal (core.goals) until it ends, publishing its feedback; then end it as told."""
         g, result = handle.request, ExecuteInstruction.Result()
+        self.core.follow(PerceptionConfig.from_params(self.params))  # parameters set while running apply
         try:
             spec = self.core.goals.resolve(g.instruction, g.max_steps, g.timeout_s, g.execute,
                                            g.max_translation_m_per_step, g.max_rotation_rad_per_step)
@@ -229,6 +230,7 @@ class PerceptionNode(StageNode):
 
     def _infer(self, msg: Image, instruction: str, goal=None):
         started = self.get_clock().now().to_msg()
+        self.core.follow(PerceptionConfig.from_params(self.params))  # parameters set while running apply
         # Side inputs are matched now, before the (slow) inference lets their buffers move on.
         depth = self._depths.nearest(stamp_to_s(msg.header.stamp)) if self._depths is not None else None
         rgb = to_rgb8(msg)

@@ -116,15 +116,18 @@ class TracePlannerNode(StageNode):
                                               msg.model_to_source, msg))
         with self.working(msg.request_id) as ok:
             if ok:
-                started = self.get_clock().now().to_msg()
-                with self.engine.turn('plan'):  # no other stage evicts the request between check and plan
-                    if msg.request_id not in self.engine.sessions:  # another process ran perception, or evicted
-                        self.engine.resume(observation_from_msg(msg), msg.instruction, msg.answer_text, 'depth',
-                                           msg.request_id)
-                    result = self.engine.plan(msg.request_id)
-                self.core.planned(msg.request_id)
-                self.publish_trace(trace_result_msg(result, msg, self.engine.model_id, started), msg)
-                self.requests_completed += 1
+                self._plan(msg)
+
+    def _plan(self, msg: PerceptionTokens):
+        started = self.get_clock().now().to_msg()
+        with self.engine.turn('plan'):  # no other stage evicts the request between the check and the plan
+            if msg.request_id not in self.engine.sessions:  # another process ran perception, or it was evicted
+                self.engine.resume(observation_from_msg(msg), msg.instruction, msg.answer_text, 'depth',
+                                   msg.request_id)
+            result = self.engine.plan(msg.request_id)
+        self.core.planned(msg.request_id)
+        self.publish_trace(trace_result_msg(result, msg, self.engine.model_id, started), msg)
+        self.requests_completed += 1
 
     # -- edits: service, topic, clicked points ------------------------------------------------------------
     def apply_edit(self, request_id: str, points_model, source: int) -> TrajectoryTrace:
@@ -198,10 +201,22 @@ class TracePlannerNode(StageNode):
         self._publish_edit(request_id, self.core.to_model_space(request_id, points_px, True),
                            TrajectoryTrace.SOURCE_EDITED)
 
+    def _follow_parameters(self) -> None:
+        """Parameters set while active apply from the next trace on (as they always have); a malformed
+        camera pose keeps the previous settings and is reported."""
+        config = TracePlanningConfig.from_params(self.params)
+        try:
+            config.camera_pose  # noqa: B018 - validates the text
+        except ValueError as exc:
+            self.record_error(f'camera_pose_in_table_frame: {exc}')
+            return
+        self.core.config = config
+
     # -- publishing ---------------------------------------------------------------------------------------
     def publish_trace(self, trace: TrajectoryTrace, perception: PerceptionTokens) -> None:
         """Lift the trace to 3D where it can be (core), publish it, its markers and the annotated image."""
         uv = np.array([[p.u_px, p.v_px] for p in trace.points], dtype=np.float64)
+        self._follow_parameters()
         intrinsics, depth, config = _intrinsics(perception), perception.aligned_depth, self.core.config
         depth_m = depth_to_meters(depth) if intrinsics is not None and depth.width and depth.height else None
         header = perception.header
