@@ -46,12 +46,13 @@ def overhead(steps: int, tiny_dir: Path, layout: str, executor_threads: int = 1)
     import rclpy
     from molmoact_msgs.msg import ActionChunk, PerceptionTokens, TrajectoryTrace
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import String
 
     from molmoact_ros.model.tiny import is_tiny_checkpoint, save_tiny_checkpoint
     from molmoact_ros.ros.image import numpy_to_image
+    from molmoact_ros.ros.topics import LATCHED
 
     os.environ['MOLMOACT_TINY_DIR'] = str(tiny_dir)
     if not is_tiny_checkpoint(tiny_dir):
@@ -89,8 +90,7 @@ def overhead(steps: int, tiny_dir: Path, layout: str, executor_threads: int = 1)
     probe.create_subscription(TrajectoryTrace, 'trajectory_trace', on_stage, 10)
     camera = probe.create_publisher(Image, 'image', qos_profile_sensor_data)
     info = probe.create_publisher(CameraInfo, 'camera_info', qos_profile_sensor_data)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    instruction = probe.create_publisher(String, 'instruction', latched)
+    instruction = probe.create_publisher(String, 'instruction', LATCHED)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(4)]
     results = []
@@ -193,10 +193,11 @@ def memory(steps: int, model_dir: str):
 
     import rclpy
     from molmoact_msgs.msg import ActionChunk
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
+    from molmoact_ros.ros.topics import LATCHED
     from molmoact_ros.ros.image import numpy_to_image
 
     exe = ROOT / 'install' / 'molmoact_ros' / 'lib' / 'molmoact_ros' / 'pipeline'
@@ -208,8 +209,7 @@ def memory(steps: int, model_dir: str):
     got = []
     node.create_subscription(ActionChunk, 'action_chunk', got.append, 10)
     camera = node.create_publisher(Image, 'image', qos_profile_sensor_data)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    node.create_publisher(String, 'instruction', latched).publish(String(data='put the red block in the bowl'))
+    node.create_publisher(String, 'instruction', LATCHED).publish(String(data='put the red block in the bowl'))
     rng = np.random.default_rng(0)
     deadline = time.monotonic() + 1800
     try:

@@ -25,7 +25,7 @@ from geometry_msgs.msg import PoseStamped, TwistStamped, Vector3
 from molmoact_msgs.msg import ActionChunk, ActionStep, NodeStatus
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
@@ -46,7 +46,7 @@ URDF = (ROOT / 'src' / 'molmoact_bringup' / 'urdf' / 'panda.urdf').read_text()
 PROFILE = ROOT / 'config' / 'robots' / 'sim_panda.yaml'
 ARM = [f'panda_joint{i}' for i in range(1, 8)]
 Q0 = [0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785]
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from molmoact_ros.ros.topics import LATCHED
 KIN = ArmKinematics.from_urdf(URDF, base_frame='panda_link0', ee_frame='panda_hand_tcp', joint_names=ARM)
 # The profile's own camera timeout. A shorter one (0.3 s) halted a servo test mid-chunk in CI: the loaded
 # 2-core machine stalled the harness's 20 Hz camera for longer than that (a correct stale-camera halt).

@@ -10,14 +10,14 @@ from geometry_msgs.msg import PointStamped
 from molmoact_msgs.action import ExecuteInstruction
 from molmoact_msgs.msg import ActionChunk, NodeStatus, PerceptionTokens, TrajectoryTrace
 from rclpy.action import ActionClient
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import Marker, MarkerArray
 
 from molmoact_ros.nodes.pipeline import Pipeline
 from molmoact_ros.ros.image import numpy_to_image
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from molmoact_ros.ros.topics import LATCHED
 LIMIT_S = 120.0
 CAMERA = 'cam_optical'
 # Camera 1 m above the table, looking straight down (optical z = -base z), optical x = base x.

@@ -11,14 +11,17 @@ import yaml
 from molmoact_ros.nodes.base import BASE_PARAMETERS
 from molmoact_ros.nodes.command_sink import CommandSinkNode
 from molmoact_ros.nodes.engine_provider import ENGINE_PARAMETERS
-from molmoact_ros.nodes.stages import STAGE_PARAMETERS, ActionDecoderNode, PerceptionNode, TracePlannerNode
-from molmoact_ros.ros.launch_args import TOPICS
+from molmoact_ros.nodes.action_decoder import ActionDecoderNode
+from molmoact_ros.nodes.perception import PerceptionNode
+from molmoact_ros.nodes.stage_base import STAGE_PARAMETERS
+from molmoact_ros.nodes.trace_planner import TracePlannerNode
+from molmoact_ros.ros import topics as T
+from molmoact_ros.ros.launch_args import INPUT_REMAPS, LAUNCH_ARGUMENTS, TOPICS
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / 'launch' / 'molmoact.launch.py'
 PARAMS = ROOT / 'config' / 'molmoact_params.yaml'
 RVIZ = ROOT / 'config' / 'molmoact.rviz'
-STAGES_SRC = ROOT / 'src' / 'molmoact_ros' / 'molmoact_ros' / 'nodes' / 'stages.py'
 
 SHARED = {p.name: p for p in (*BASE_PARAMETERS, *ENGINE_PARAMETERS, *STAGE_PARAMETERS)}
 NODE_TABLES = {'perception': {**SHARED, **{p.name: p for p in PerceptionNode.PARAMETERS}},
@@ -137,10 +140,16 @@ def test_rviz_config_displays_and_topics():
 
 
 def test_topic_table_matches_the_nodes():
-    source = STAGES_SRC.read_text()
-    used = set(re.findall(r"(?:create_)?(?:lifecycle_publisher|subscription)\(\s*\w+,\s*'([a-z_]+)'", source))
-    assert used, 'no topics found in stages.py'
-    assert used <= set(TOPICS), used - set(TOPICS)
-    for topic, publisher in TOPICS.items():
-        if publisher in ('perception', 'action_decoder') or (publisher == '' and topic not in ('wrist_image', 'aligned_depth')):
-            assert topic in used, topic
+    """The launch file's topic table, its input remaps and its argument defaults come from ros/topics.py, the
+    module the nodes subscribe and publish with (tests/test_topics.py checks the nodes' wiring against it)."""
+    assert TOPICS is T.TOPICS
+    for node, io in T.NODE_TOPICS.items():
+        for topic in io['publishes']:
+            assert TOPICS[topic] == node, topic
+        assert set(io['subscribes']) <= set(TOPICS), node
+    assert {topic for topic, publisher in TOPICS.items() if publisher == ''} <= {
+        t for io in T.NODE_TOPICS.values() for t in io['subscribes']}
+    defaults = {a.name: a.default for a in LAUNCH_ARGUMENTS}
+    for arg_name, (topic, _nodes) in INPUT_REMAPS.items():
+        assert topic in TOPICS and not topic.startswith('/')
+        assert defaults[arg_name].lstrip('/') == topic, arg_name

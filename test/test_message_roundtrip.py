@@ -11,13 +11,11 @@ import rclpy
 from geometry_msgs.msg import Point32
 from molmoact_msgs.msg import ActionChunk, PerceptionTokens, TrajectoryTrace
 from molmoact_msgs.srv import EditTrace
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 from suite_helpers import samples
 
 HERE = Path(__file__).resolve().parent
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from molmoact_ros.ros.topics import LATCHED
 LIMIT_S = 30.0
 
 

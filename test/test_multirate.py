@@ -9,14 +9,14 @@ import pytest
 import rclpy
 import rclpy.parameter
 from molmoact_msgs.msg import ActionChunk, TrajectoryTrace
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from molmoact_ros.nodes.pipeline import Pipeline
 from molmoact_ros.ros.image import numpy_to_image
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from molmoact_ros.ros.topics import LATCHED
 #: The tiny model decodes at about 20 tokens/s on this project's loaded 2-core CPU machines: a drawn act
 #: (~40 tokens) takes 2-3.5 s there, so the configured rate is one chunk per 4 s.
 RATE_HZ = 0.25

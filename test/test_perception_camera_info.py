@@ -10,7 +10,7 @@ import types
 import pytest
 from sensor_msgs.msg import CameraInfo
 
-from molmoact_ros.nodes.stages import PerceptionNode
+from molmoact_ros.nodes.perception import PerceptionNode
 
 GOOD_K = [600.0, 0.0, 319.5, 0.0, 600.0, 239.5, 0.0, 0.0, 1.0]
 

@@ -12,7 +12,7 @@ import rclpy.parameter
 from geometry_msgs.msg import Point32
 from molmoact_msgs.msg import ActionChunk, NodeStatus, PerceptionTokens, TrajectoryTrace
 from molmoact_msgs.srv import EditTrace
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
@@ -21,7 +21,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from molmoact_ros.nodes.pipeline import Pipeline
 from molmoact_ros.ros.image import numpy_to_image
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from molmoact_ros.ros.topics import LATCHED
 LIMIT_S = 120.0
 
 
@@ -246,7 +246,7 @@ def test_bad_inputs_are_reported_and_the_nodes_keep_running(pipeline):
             assert wait_for(lambda: perception.errors > errors, timeout=10), bad[:10]
             assert 'instruction rejected' in perception.last_error
         instruction.publish(String(data='pick up the cup'))
-        assert wait_for(lambda: perception._instruction == 'pick up the cup', timeout=10)
+        assert wait_for(lambda: perception.core.instruction == 'pick up the cup', timeout=10)
         bad_images = []
         yuv = numpy_to_image(np.zeros((8, 8, 3), np.uint8), 'rgb8')
         yuv.encoding = 'yuv422'

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from molmoact_msgs.msg import ActionChunk, PerceptionTokens, TrajectoryTrace
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -19,7 +19,7 @@ from molmoact_ros.ros.image import numpy_to_image
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / 'install' / 'molmoact_ros' / 'lib' / 'molmoact_ros'
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from molmoact_ros.ros.topics import LATCHED
 LIMIT_S = 120.0
 
 

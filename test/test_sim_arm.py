@@ -15,7 +15,7 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import PoseStamped
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
@@ -26,7 +26,7 @@ from molmoact_ros.robot.geometry import CameraIntrinsics
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = ROOT / 'install' / 'molmoact_bringup' / 'lib' / 'molmoact_bringup' / 'sim_arm'
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from molmoact_ros.ros.topics import LATCHED
 ARM = [f'panda_joint{i}' for i in range(1, 8)]
 OPTICAL = 'sim_camera_color_optical_frame'
 

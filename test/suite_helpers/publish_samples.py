@@ -7,13 +7,11 @@ import time
 import rclpy
 from molmoact_msgs.msg import ActionChunk, PerceptionTokens, TrajectoryTrace
 from molmoact_msgs.srv import EditTrace
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
 from suite_helpers import samples
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from molmoact_ros.ros.topics import LATCHED
 
 
 def main(limit_s: float) -> int:

@@ -90,7 +90,7 @@ from geometry_msgs.msg import Pose as PoseMsg, PoseStamped, TransformStamped
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header, String
@@ -100,6 +100,7 @@ from molmoact_msgs.msg import TaskState
 from molmoact_msgs.srv import ResetEpisode
 from molmoact_ros.ros.image import numpy_to_image
 from molmoact_ros.ros.params import ParamSpec, declare_parameters
+from molmoact_ros.ros.topics import LATCHED
 
 from .sim.franka import BASE_FRAME, Pose, rotation_to_quaternion_xyzw
 from .sim.task import GoalSuccess, LiftSuccess, ObjectPose, TaskMonitor, TaskStatus
@@ -178,7 +179,6 @@ PARAMS = (
               read_only=True),
 )
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 SENSOR = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)  # reliable serves best-effort readers too
 STATE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 TF = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)

@@ -236,7 +236,7 @@ def sim_parameters(args) -> Dict[str, object]:
 LIBERO_SINK_PARAMETERS = {'joint_state_timeout_s': 2.0, 'anchor_tolerance_s': 0.5}
 
 #: Perception and engine parameters of a LIBERO checkpoint (the released evaluator's, see libero_panda.yaml
-#: and molmoact_ros.nodes.stages.PerceptionNode): both views, JPEG at 95, the 90 % centre crop, 8 actions.
+#: and molmoact_ros.nodes.perception.PerceptionNode): both views, JPEG at 95, the 90 % centre crop, 8 actions.
 LIBERO_PIPELINE_PARAMETERS = {'use_wrist_image': True, 'jpeg_quality': 95, 'center_crop_area_fraction': 0.9,
                               'action_horizon': 8, 'max_image_side_px': 256, 'prompt_variant': 'multi_view'}
 
@@ -351,10 +351,9 @@ def run(args) -> dict:
         client = ActionClient(probe, ExecuteInstruction, 'execute_instruction')
         task_text: List[str] = []
         if libero is not None:
-            from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
             from std_msgs.msg import String
-            latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+            from molmoact_ros.ros.topics import LATCHED as latched
             probe.create_subscription(String, 'sim_arm/task_description', lambda m: task_text.append(m.data),
                                       latched)
         suite.spin()

@@ -71,8 +71,9 @@ class Watcher:
     def __init__(self, node, recording=None, gif: bool = False):
         from molmoact_msgs.msg import ActionChunk, PerceptionTokens, TaskState, TrajectoryTrace
         from geometry_msgs.msg import PoseStamped
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
+
+        from molmoact_ros.ros.topics import LATCHED
 
         self.node = node
         self._lock = threading.Lock()
@@ -86,9 +87,7 @@ class Watcher:
         self.gif = gif
         self.frames: List[np.ndarray] = []
         self.recording = recording
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        node.create_subscription(TaskState, 'sim_arm/task_state', self._on_state, latched)
+        node.create_subscription(TaskState, 'sim_arm/task_state', self._on_state, LATCHED)
         node.create_subscription(PoseStamped, 'sim_arm/ee_pose', self._on_ee, 10)
         node.create_subscription(Image, 'image', self._on_image, 10)
         node.create_subscription(PerceptionTokens, 'perception_tokens', self._timing('perception'), 10)
@@ -102,9 +101,7 @@ class Watcher:
     def _subscribe_raw(self) -> None:
         from ..demo.msgdefs import default_share_dirs, schema_text
         from ..demo.run import message_class
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        from molmoact_ros.ros.topics import LATCHED as latched
         types = {'image': 'sensor_msgs/msg/Image', 'aligned_depth': 'sensor_msgs/msg/Image',
                  'camera_info': 'sensor_msgs/msg/CameraInfo', 'joint_states': 'sensor_msgs/msg/JointState',
                  'sim_arm/ee_pose': 'geometry_msgs/msg/PoseStamped',
@@ -188,11 +185,11 @@ class ScriptedPolicy:
 
     def __init__(self, node, watcher: Watcher, config: LiftExpertConfig, base_frame: str = 'panda_link0'):
         from molmoact_msgs.msg import ActionChunk
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        from molmoact_ros.ros.topics import ACTION_CHUNK, RELIABLE
         self.node, self.watcher, self.base_frame = node, watcher, base_frame
         self.expert = LiftExpert(config)
-        self.pub = node.create_publisher(ActionChunk, 'action_chunk',
-                                         QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self.pub = node.create_publisher(ActionChunk, ACTION_CHUNK, RELIABLE)
         self.chunks = 0
         self.episode = 0
 

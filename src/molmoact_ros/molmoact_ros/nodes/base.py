@@ -8,7 +8,12 @@ What every node of the pipeline shares, following the ros2/demos ``lifecycle_py`
 * input gating: rclpy manages only lifecycle *publishers*; subscriptions and timers keep firing while a
   node is inactive, so callbacks must check :attr:`is_active` (or use :meth:`gate`);
 * errors recorded with :meth:`record_error` (counted, logged once, shown on the status) instead of
-  exceptions escaping into the executor: bad input never kills a node.
+  exceptions escaping into the executor: bad input never kills a node;
+* ownership of what configure creates (:meth:`lifecycle_publisher`, :meth:`subscription`, :meth:`service`,
+  :meth:`timer`, :meth:`own`): destroyed in reverse order by cleanup, shutdown and a failed configure
+  (:meth:`release_resources`), after which :meth:`_reset` forgets the per-configure state;
+* the failure path of every transition: :meth:`fail_transition` releases what was made, returns the node to
+  unconfigured, records the reason and returns FAILURE.
 
 Subclasses override the ``on_*`` transitions and call ``super()`` first on configure/activate and last
 on deactivate/cleanup/shutdown.
@@ -24,11 +29,11 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State
 from molmoact_msgs.msg import NodeStatus
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from molmoact_ros.cores.quoting import bound
 from molmoact_ros.ros.diagnostics import status_to_diagnostics
 from molmoact_ros.ros.params import ParamSpec, declare_parameters
+from molmoact_ros.ros.topics import DIAGNOSTICS, LATCHED, STATUS
 
 BASE_PARAMETERS = (
     ParamSpec('status_period_s', 1.0,
@@ -37,8 +42,7 @@ BASE_PARAMETERS = (
 )
 
 # Latched so that a monitor (or a test) that subscribes late still receives the current status.
-STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+STATUS_QOS = LATCHED
 
 
 class LiveParameters(Mapping):
@@ -73,6 +77,7 @@ class MolmoActLifecycleNode(LifecycleNode):
         self._diagnostics_pub = None
         self._previous_status = None
         self._active = False
+        self._owned = []  # (entity, destroy) made in configure, destroyed in reverse by release_resources
         self._state_id = State.PRIMARY_STATE_UNCONFIGURED
         self._state_label = 'unconfigured'
         self.reset_counters()
@@ -84,9 +89,9 @@ class MolmoActLifecycleNode(LifecycleNode):
         declare_parameters(self, (*BASE_PARAMETERS, *parameters))
         self.params = LiveParameters(self)
         # ~/status is a plain publisher, not a lifecycle one: it reports in every state.
-        self._status_pub = self.create_publisher(NodeStatus, '~/status', STATUS_QOS)
+        self._status_pub = self.create_publisher(NodeStatus, STATUS, STATUS_QOS)
         # The standard diagnostics topic (absolute by convention; the diagnostic aggregator reads it).
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         self._status_timer = self.create_timer(float(self.params['status_period_s']), self.publish_status)
         self.publish_status()
 
@@ -184,6 +189,49 @@ class MolmoActLifecycleNode(LifecycleNode):
         self._state_label = label
         self.publish_status()
 
+    # -- what configure makes, and its release --------------------------------------------------
+    def own(self, entity, destroy: Callable):
+        """Keep ``entity`` until :meth:`release_resources`, which calls ``destroy(entity)``."""
+        self._owned.append((entity, destroy))
+        return entity
+
+    _own = own  # the name the nodes have always used
+
+    def lifecycle_publisher(self, msg_type, topic, qos):
+        return self.own(self.create_lifecycle_publisher(msg_type, topic, qos), self.destroy_lifecycle_publisher)
+
+    def subscription(self, msg_type, topic, callback, qos, **kwargs):
+        return self.own(self.create_subscription(msg_type, topic, callback, qos, **kwargs), self.destroy_subscription)
+
+    def service(self, srv_type, name, callback, **kwargs):
+        return self.own(self.create_service(srv_type, name, callback, **kwargs), self.destroy_service)
+
+    def timer(self, period_s, callback, **kwargs):
+        return self.own(self.create_timer(period_s, callback, **kwargs), self.destroy_timer)
+
+    def _teardown(self) -> None:
+        for entity, destroy in reversed(self._owned):
+            destroy(entity)
+        self._owned = []
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget the state made in configure (subclasses; called after the owned entities are destroyed)."""
+
+    def release_resources(self) -> None:
+        """Destroy what configure made (cleanup, shutdown, a failed configure). Subclasses that hold more
+        (an engine) extend it."""
+        self._teardown()
+
+    def fail_transition(self, message: str) -> TransitionCallbackReturn:
+        """The failure path of a transition (a failed configure): release what it made, go back to
+        unconfigured, record why, and return FAILURE (the node stays usable: configure may be retried)."""
+        self._active = False
+        self.release_resources()
+        self._state_id, self._state_label = State.PRIMARY_STATE_UNCONFIGURED, 'unconfigured'
+        self.record_error(message)
+        return TransitionCallbackReturn.FAILURE
+
     # -- transitions ----------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Reset counters and errors. Subclasses then load resources (engine, publishers)."""
@@ -212,12 +260,14 @@ class MolmoActLifecycleNode(LifecycleNode):
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release what configure created; the node returns to unconfigured."""
         self._active = False
+        self.release_resources()
         self._set_state(State.PRIMARY_STATE_UNCONFIGURED, 'unconfigured')
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release everything; the node is finalized and accepts no further transitions."""
         self._active = False
+        self.release_resources()
         self._set_state(State.PRIMARY_STATE_FINALIZED, 'finalized')
         self._destroy_status()
         return TransitionCallbackReturn.SUCCESS

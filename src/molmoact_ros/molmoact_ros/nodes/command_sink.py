@@ -73,10 +73,8 @@ import numpy as np
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from lifecycle_msgs.msg import State
 from molmoact_msgs.msg import ActionChunk
 from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
@@ -92,11 +90,11 @@ from ..robot.profiles import GripperControllerType, load_profile
 from ..ros.diagnostics import status_to_diagnostics
 from ..ros.gc_tuning import freeze_startup_heap
 from ..ros.params import ParamSpec
+from ..ros import topics as T
+from ..ros.topics import LATCHED, RELIABLE, SENSOR
 from ..ros.transforms import matrix_to_pose
 from .base import MolmoActLifecycleNode
 
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 ROTATION_FROM_MSG = {ActionChunk.ROTATION_RPY: RotationConvention.EULER_SXYZ_ROLL_PITCH_YAW,
                      ActionChunk.ROTATION_AXIS_ANGLE: RotationConvention.ROTATION_VECTOR}
 #: The one default of each parameter (cores.chunk_intake.CommandSinkConfig).
@@ -185,11 +183,10 @@ class CommandSinkNode(MolmoActLifecycleNode):
         # ``provider`` is accepted (and ignored) so that the one-process Pipeline can host the sink:
         # the sink never touches the engine.
         self._lock = threading.RLock()
-        self._owned = []
-        self._reset_state()
+        self._reset()
         super().__init__(name, parameters=self.PARAMETERS, **kwargs)
 
-    def _reset_state(self) -> None:
+    def _reset(self) -> None:
         self.config: Optional[CommandSinkConfig] = None
         self.profile = None
         self.mode: Optional[SinkMode] = None
@@ -215,16 +212,10 @@ class CommandSinkNode(MolmoActLifecycleNode):
     rejected_chunks = property(lambda self: self.intake.rejected_chunks if self.intake else 0)
     plan_only_chunks = property(lambda self: self.intake.plan_only_chunks if self.intake else 0)
 
-    # -- ownership of what configure creates (as StageNode does) ----------------------------------
-    def _own(self, entity, destroy):
-        self._owned.append((entity, destroy))
-        return entity
-
-    def _teardown(self) -> None:
-        for entity, destroy in reversed(self._owned):
-            destroy(entity)
-        self._owned = []
-        self._reset_state()
+    def release_resources(self) -> None:
+        """Destroy what configure made (base node), under the sink's lock."""
+        with self._lock:
+            super().release_resources()
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -234,19 +225,13 @@ class CommandSinkNode(MolmoActLifecycleNode):
         return bool(gov is not None and gov.enabled and not gov.e_stopped)
 
     # -- transitions ----------------------------------------------------------------------------
-    def _fail(self, message: str) -> TransitionCallbackReturn:
-        self._teardown()
-        self._state_id, self._state_label = State.PRIMARY_STATE_UNCONFIGURED, 'unconfigured'
-        self.record_error(message)
-        return TransitionCallbackReturn.FAILURE
-
     def on_configure(self, state) -> TransitionCallbackReturn:
         super().on_configure(state)
         self.config = config = CommandSinkConfig.from_params(self.params)
         try:
             profile = load_profile(config.robot_profile)
         except Exception as exc:  # noqa: BLE001 - configure fails with the reason
-            return self._fail(f'robot profile: {type(exc).__name__}: {exc}')
+            return self.fail_transition(f'robot profile: {type(exc).__name__}: {exc}')
         self.profile = profile
         self.intake = ChunkIntake(config, profile)
         self.mode = self.intake.mode
@@ -255,39 +240,38 @@ class CommandSinkNode(MolmoActLifecycleNode):
                 from ..robot.profiles import resolve_urdf_file
                 self._build_kinematics(resolve_urdf_file(profile).read_text(encoding='utf-8'))
             except Exception as exc:  # noqa: BLE001
-                return self._fail(f'kinematics from the profile URDF: {type(exc).__name__}: {exc}')
+                return self.fail_transition(f'kinematics from the profile URDF: {type(exc).__name__}: {exc}')
 
         sink = profile.sink
         arm = config.arm_controller or sink.arm_controller
         if self.mode is SinkMode.JOINT_TRAJECTORY:
-            self._pubs['arm'] = self._lifecycle_pub(JointTrajectory, f'{arm}/joint_trajectory', RELIABLE)
+            self._pubs['arm'] = self.lifecycle_publisher(JointTrajectory, f'{arm}/joint_trajectory', RELIABLE)
         elif self.mode is SinkMode.SERVO_TWIST:
-            self._pubs['twist'] = self._lifecycle_pub(TwistStamped, config.servo_twist_topic or sink.twist_topic,
+            self._pubs['twist'] = self.lifecycle_publisher(TwistStamped, config.servo_twist_topic or sink.twist_topic,
                                                       RELIABLE)
         elif self.mode is SinkMode.SERVO_POSE:
-            self._pubs['pose'] = self._lifecycle_pub(PoseStamped, config.servo_pose_topic or sink.pose_topic,
+            self._pubs['pose'] = self.lifecycle_publisher(PoseStamped, config.servo_pose_topic or sink.pose_topic,
                                                      RELIABLE)
         if self.mode is not SinkMode.NONE:
             if sink.gripper_controller_type is GripperControllerType.FORWARD:
-                self._pubs['gripper'] = self._lifecycle_pub(Float64MultiArray, sink.gripper_target, RELIABLE)
+                self._pubs['gripper'] = self.lifecycle_publisher(Float64MultiArray, sink.gripper_target, RELIABLE)
             elif sink.gripper_controller_type is GripperControllerType.JTC:
-                self._pubs['gripper'] = self._lifecycle_pub(JointTrajectory, sink.gripper_target, RELIABLE)
+                self._pubs['gripper'] = self.lifecycle_publisher(JointTrajectory, sink.gripper_target, RELIABLE)
             elif sink.gripper_controller_type is GripperControllerType.GRIPPER_ACTION:
                 self._make_gripper_client(sink)
-        self._pubs['commanded_pose'] = self._lifecycle_pub(PoseStamped, '~/commanded_pose', RELIABLE)
+        self._pubs['commanded_pose'] = self.lifecycle_publisher(PoseStamped, T.COMMANDED_POSE, RELIABLE)
 
-        self._sub(ActionChunk, 'action_chunk', self.gate(self._on_chunk), RELIABLE)
-        self._sub(JointState, 'joint_states', self.gate(self._on_joint_states, count_inputs=False,
-                                                        while_inactive=True), qos_profile_sensor_data)
-        self._sub(String, 'robot_description', self.gate(self._on_robot_description, count_inputs=False,
+        self.subscription(ActionChunk, T.ACTION_CHUNK, self.gate(self._on_chunk), RELIABLE)
+        self.subscription(JointState, T.JOINT_STATES, self.gate(self._on_joint_states, count_inputs=False,
+                                                        while_inactive=True), SENSOR)
+        self.subscription(String, T.ROBOT_DESCRIPTION, self.gate(self._on_robot_description, count_inputs=False,
                                                          while_inactive=True), LATCHED)
-        self._sub(Image, config.camera_topic, self.gate(self._on_image, count_inputs=False,
-                                                        while_inactive=True), qos_profile_sensor_data)
-        self._sub(Bool, 'e_stop', self.gate(self._on_e_stop, count_inputs=False, while_inactive=True), RELIABLE)
-        self._own(self.create_service(SetBool, '~/enable', self._on_enable), self.destroy_service)
-        self._own(self.create_service(Trigger, '~/reset_e_stop', self._on_reset_e_stop), self.destroy_service)
-        self._own(self.create_timer(1.0 / config.control_rate_hz, self.gate(self._tick, count_inputs=False)),
-                  self.destroy_timer)
+        self.subscription(Image, config.camera_topic, self.gate(self._on_image, count_inputs=False,
+                                                        while_inactive=True), SENSOR)
+        self.subscription(Bool, T.E_STOP, self.gate(self._on_e_stop, count_inputs=False, while_inactive=True), RELIABLE)
+        self.service(SetBool, T.ENABLE, self._on_enable)
+        self.service(Trigger, T.RESET_E_STOP, self._on_reset_e_stop)
+        self.timer(1.0 / config.control_rate_hz, self.gate(self._tick, count_inputs=False))
         # Full garbage collections of a large heap stall every callback (the control tick included): the
         # objects alive now are exempt from them from here on (molmoact_ros.ros.gc_tuning).
         freeze_startup_heap()
@@ -310,12 +294,6 @@ class CommandSinkNode(MolmoActLifecycleNode):
         self.get_logger().info(f'gripper: GripperCommand goals to {sink.gripper_target} '
                                f'(max_effort {sink.gripper_max_effort})')
 
-    def _lifecycle_pub(self, msg_type, topic, qos):
-        return self._own(self.create_lifecycle_publisher(msg_type, topic, qos), self.destroy_lifecycle_publisher)
-
-    def _sub(self, msg_type, topic, callback, qos):
-        return self._own(self.create_subscription(msg_type, topic, callback, qos), self.destroy_subscription)
-
     def on_activate(self, state) -> TransitionCallbackReturn:
         result = super().on_activate(state)
         if result == TransitionCallbackReturn.SUCCESS and self.config.execution_enabled:
@@ -332,16 +310,6 @@ class CommandSinkNode(MolmoActLifecycleNode):
                 self._publish(self.intake.deactivate(now), now)
             self._active = False
         return super().on_deactivate(state)
-
-    def on_cleanup(self, state) -> TransitionCallbackReturn:
-        with self._lock:
-            self._teardown()
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state) -> TransitionCallbackReturn:
-        with self._lock:
-            self._teardown()
-        return super().on_shutdown(state)
 
     # -- inputs ---------------------------------------------------------------------------------
     def _build_kinematics(self, urdf: str) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
+from ..reasoning.sessions import RETAINED_REQUESTS
 from ..ros.params import ParamSpec
 
 TINY = 'tiny'
@@ -36,8 +37,8 @@ ENGINE_PARAMETERS = (
               min_value=1, max_value=512, read_only=True),
     ParamSpec('steering_mode', 'drawn', 'How edited traces condition the actions: drawn (trained mode) or prefix.',
               choices=('drawn', 'prefix'), read_only=True),
-    ParamSpec('retained_requests', 2, 'How many of the newest requests keep their KV cache after their chunk, so '
-              'a trace edit acts at once; an edit to an older request first rebuilds it from its PerceptionTokens '
+    ParamSpec('retained_requests', RETAINED_REQUESTS, 'How many of the newest requests keep their KV cache '
+              'after their chunk, so a trace edit acts at once; an edit to an older request first rebuilds it from its PerceptionTokens '
               '(one prefill). Each retained request holds one KV cache in memory (tens of MB for the 7B in bf16).',
               min_value=1, max_value=64, read_only=True),
 )

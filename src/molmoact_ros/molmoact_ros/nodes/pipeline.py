@@ -29,7 +29,9 @@ from ..ros.lifecycle import LifecycleClient, LifecycleError, bring_up, walk
 from ..ros.memory import limit_malloc_arenas
 from .engine_provider import EngineProvider
 from .command_sink import CommandSinkNode
-from .stages import ActionDecoderNode, PerceptionNode, TracePlannerNode
+from .action_decoder import ActionDecoderNode
+from .perception import PerceptionNode
+from .trace_planner import TracePlannerNode
 
 #: Nodes the runner can host. The command sink needs no engine (it never acquires one).
 STAGES = {'perception': PerceptionNode, 'trace_planner': TracePlannerNode, 'action_decoder': ActionDecoderNode,

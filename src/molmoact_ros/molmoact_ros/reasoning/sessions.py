@@ -61,11 +61,16 @@ class Session:
         return cache_bytes(self.cache)
 
 
+#: How many of the newest requests keep their KV cache: the one default of ``SessionLimits.max_sessions`` and
+#: of the nodes' ``retained_requests`` parameter (each retained request holds one KV cache in memory).
+RETAINED_REQUESTS = 2
+
+
 @dataclass(frozen=True)
 class SessionLimits:
     """Bounds on live requests."""
 
-    max_sessions: int = 4
+    max_sessions: int = RETAINED_REQUESTS
     max_age_s: float = 120.0
     max_cache_bytes: int = 8 * 2**30
 

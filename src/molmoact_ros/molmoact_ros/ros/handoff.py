@@ -1,6 +1,6 @@
 """In-process stage handoff: worker threads, local delivery of messages, and duplicate suppression.
 
-ROS-free plumbing for the stage nodes (:mod:`molmoact_ros.nodes.stages`), in the spirit of rclcpp's
+ROS-free plumbing for the stage nodes (:mod:`molmoact_ros.nodes.stage_base`), in the spirit of rclcpp's
 intra-process communication:
 
 * :class:`StageWorker`: each stage node runs its model work on a thread of its own, fed by its

@@ -26,6 +26,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..nodes.engine_provider import ENGINE_PARAMETERS
 from ..robot.profiles import ProfileError, load_profile
+from . import topics as T
+from .topics import TOPICS  # noqa: F401 - re-exported (the pipeline's topics -> publishing node)
 
 __all__ = [
     'LaunchArgument', 'LaunchArgumentError', 'LaunchConfig', 'NodeDescription', 'LAUNCH_ARGUMENTS', 'LAYOUTS',
@@ -52,22 +54,14 @@ SINK_NODE: Tuple[str, str] = ('command_sink', 'command_sink')
 #: Values of the sink launch argument (the sink node's ``sink`` parameter).
 SINK_CHOICES: Tuple[str, ...] = ('profile', 'joint_trajectory', 'servo_twist', 'servo_pose', 'none')
 
-#: The pipeline's topics (relative names, resolved in the launch namespace) -> publishing node
-#: ('' for inputs from outside the pipeline).
-TOPICS: Dict[str, str] = {
-    'image': '', 'camera_info': '', 'wrist_image': '', 'aligned_depth': '', 'instruction': '', 'edited_trace': '',
-    'clicked_point': '', 'perception_tokens': 'perception', 'depth_image': 'perception', 'trajectory_trace': 'trace_planner', 'action_chunk': 'action_decoder',
-    'trace_markers': 'trace_planner', 'trace_image': 'trace_planner',
-}
-
 #: launch argument -> (the node's relative input topic, the nodes that subscribe to it).
 INPUT_REMAPS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
-    'camera_image_topic': ('image', ('perception', 'rviz2', 'command_sink')),
-    'camera_info_topic': ('camera_info', ('perception',)),
-    'wrist_image_topic': ('wrist_image', ('perception',)),
-    'aligned_depth_topic': ('aligned_depth', ('perception',)),
-    'instruction_topic': ('instruction', ('perception',)),
-    'clicked_point_topic': ('clicked_point', ('trace_planner',)),
+    'camera_image_topic': (T.IMAGE, ('perception', 'rviz2', 'command_sink')),
+    'camera_info_topic': (T.CAMERA_INFO, ('perception',)),
+    'wrist_image_topic': (T.WRIST_IMAGE, ('perception',)),
+    'aligned_depth_topic': (T.ALIGNED_DEPTH, ('perception',)),
+    'instruction_topic': (T.INSTRUCTION, ('perception',)),
+    'clicked_point_topic': (T.CLICKED_POINT, ('trace_planner',)),
 }
 
 
@@ -95,13 +89,13 @@ LAUNCH_ARGUMENTS: Tuple[LaunchArgument, ...] = (
     LaunchArgument('quantization', 'none', 'bitsandbytes quantization of the LLM. Overrides params_file.',
                    QUANTIZATIONS),
     LaunchArgument('namespace', '', 'Namespace of every node (empty: the enclosing namespace).'),
-    LaunchArgument('camera_image_topic', 'image', 'Camera image topic (sensor_msgs/Image) fed to perception.'),
-    LaunchArgument('camera_info_topic', 'camera_info', 'CameraInfo topic of the camera image.'),
-    LaunchArgument('wrist_image_topic', 'wrist_image', 'Wrist camera image topic (used when use_wrist_image).'),
-    LaunchArgument('aligned_depth_topic', 'aligned_depth', 'Depth image aligned with the camera image (used when '
+    LaunchArgument('camera_image_topic', T.IMAGE, 'Camera image topic (sensor_msgs/Image) fed to perception.'),
+    LaunchArgument('camera_info_topic', T.CAMERA_INFO, 'CameraInfo topic of the camera image.'),
+    LaunchArgument('wrist_image_topic', T.WRIST_IMAGE, 'Wrist camera image topic (used when use_wrist_image).'),
+    LaunchArgument('aligned_depth_topic', T.ALIGNED_DEPTH, 'Depth image aligned with the camera image (used when '
                    'use_aligned_depth).'),
-    LaunchArgument('instruction_topic', 'instruction', 'Instruction topic (std_msgs/String, latched).'),
-    LaunchArgument('clicked_point_topic', '/clicked_point', 'Topic of RViz\'s Publish Point tool '
+    LaunchArgument('instruction_topic', T.INSTRUCTION, 'Instruction topic (std_msgs/String, latched).'),
+    LaunchArgument('clicked_point_topic', '/' + T.CLICKED_POINT, 'Topic of RViz\'s Publish Point tool '
                    '(geometry_msgs/PointStamped): clicked points become an edited trace.'),
     LaunchArgument('params_file', '', 'Node parameters YAML (empty: the installed config/molmoact_params.yaml).'),
     LaunchArgument('use_sim_time', 'false', 'Use /clock (simulation time) in every node.', ('true', 'false')),

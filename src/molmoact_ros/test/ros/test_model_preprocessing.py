@@ -3,14 +3,14 @@ the perception node's model -> source pixel mapping once a crop is in the chain:
 image maps back onto the source pixel it came from."""
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from molmoact_ros.nodes.stages import PerceptionNode
+from molmoact_ros.cores.perception import ModelImageConfig
+from molmoact_ros.cores.perception import model_image as core_model_image
 from molmoact_ros.robot.geometry import (apply_affine, center_crop_affine, center_crop_box,
                                          model_pixels_to_model_space, model_trace_to_source_pixels)
 from molmoact_ros.ros.image import ImageFormatError, center_crop_resize, jpeg_round_trip
@@ -53,10 +53,8 @@ def test_jpeg_round_trip_is_lossy_but_close_and_checks_its_input():
 
 
 def model_image(params, rgb):
-    """PerceptionNode._model_image with the node's own code, outside ROS (only ``params`` is read)."""
-    node = SimpleNamespace(params=dict(params))
-    node._resize = lambda image: PerceptionNode._resize(node, image)
-    return PerceptionNode._model_image(node, rgb)
+    """The perception node's model image: its core (cores/perception.py) with these node parameters."""
+    return core_model_image(rgb, ModelImageConfig(**params))
 
 
 def _dot_image(w, h, u, v):
