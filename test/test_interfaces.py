@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from molmoact_msgs.action import ExecuteInstruction
 from molmoact_msgs.msg import (ActionChunk, ActionStep, ExecutionConstraints, NodeStatus, PerceptionTokens,
-                               StageTiming, TracePoint, TrajectoryTrace)
-from molmoact_msgs.srv import EditTrace
+                               StageTiming, TaskState, TracePoint, TrajectoryTrace)
+from molmoact_msgs.srv import EditTrace, ResetEpisode
 
 PKG = Path(__file__).resolve().parents[1] / 'src' / 'molmoact_msgs'
 INTERFACE_FILES = sorted(p for d in ('msg', 'srv', 'action') for p in (PKG / d).iterdir())
@@ -16,12 +16,14 @@ FIELD = re.compile(r'^(?P<type>[A-Za-z_][\w/]*(\[\d*\])?)\s+(?P<name>[A-Za-z_]\w
 
 
 def test_every_interface_file_is_built_and_importable():
-    built = {ActionChunk, ActionStep, ExecutionConstraints, NodeStatus, PerceptionTokens, StageTiming, TracePoint, TrajectoryTrace}
+    built = {ActionChunk, ActionStep, ExecutionConstraints, NodeStatus, PerceptionTokens, StageTiming, TaskState,
+             TracePoint, TrajectoryTrace}
     names = {p.stem for p in INTERFACE_FILES}
-    assert names == {t.__name__ for t in built} | {'EditTrace', 'ExecuteInstruction'}
+    assert names == {t.__name__ for t in built} | {'EditTrace', 'ExecuteInstruction', 'ResetEpisode'}
     for typ in built:
         typ()  # default-constructible
     EditTrace.Request(), EditTrace.Response()
+    ResetEpisode.Request(), ResetEpisode.Response()
     ExecuteInstruction.Goal(), ExecuteInstruction.Result(), ExecuteInstruction.Feedback()
 
 
