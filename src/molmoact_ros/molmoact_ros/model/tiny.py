@@ -60,22 +60,35 @@ class TinySpec:
     mlp: int = 128
 
 
-def tiny_config(spec: TinySpec = TinySpec()) -> MolmoActConfig:
+def molmoact_config(spec, norm_stats: dict, image_size: Optional[int] = None,
+                    max_position_embeddings: Optional[int] = None) -> MolmoActConfig:
+    """A MolmoAct config of ``spec``'s sizes (``vit_width``, ``vit_layers``, ``vit_heads``, ``llm_width``,
+    ``llm_layers``, ``llm_heads``, ``llm_kv_heads``, ``mlp``) with the real vocabulary; ``image_size``: the
+    ViT's square input (default: the released 378 px, 27x27 positions)."""
     vit_head = spec.vit_width // spec.vit_heads
+    vit = dict(hidden_size=spec.vit_width, intermediate_size=2 * spec.vit_width, num_hidden_layers=spec.vit_layers,
+               num_attention_heads=spec.vit_heads, num_key_value_heads=spec.vit_heads, head_dim=vit_head,
+               image_num_pos=729)
+    if image_size:
+        vit.update(image_default_input_size=(image_size, image_size), image_num_pos=(image_size // 14) ** 2)
+    llm = dict(hidden_size=spec.llm_width, num_attention_heads=spec.llm_heads, num_key_value_heads=spec.llm_kv_heads,
+               head_dim=spec.llm_width // spec.llm_heads, vocab_size=LLM_VOCAB_SIZE,
+               additional_vocab_size=ADDITIONAL_VOCAB_SIZE, num_hidden_layers=spec.llm_layers,
+               intermediate_size=spec.mlp)
+    if max_position_embeddings:
+        llm['max_position_embeddings'] = max_position_embeddings
     return MolmoActConfig(
-        vit_config=dict(hidden_size=spec.vit_width, intermediate_size=2 * spec.vit_width,
-                        num_hidden_layers=spec.vit_layers, num_attention_heads=spec.vit_heads,
-                        num_key_value_heads=spec.vit_heads, head_dim=vit_head, image_num_pos=729),
+        vit_config=vit,
         adapter_config=dict(vit_layers=(-1, -3), hidden_size=spec.vit_width, num_attention_heads=spec.vit_heads,
                             num_key_value_heads=spec.vit_heads, head_dim=vit_head, intermediate_size=spec.mlp,
                             text_hidden_size=spec.llm_width),
-        llm_config=dict(hidden_size=spec.llm_width, num_attention_heads=spec.llm_heads,
-                        num_key_value_heads=spec.llm_kv_heads, head_dim=spec.llm_width // spec.llm_heads,
-                        vocab_size=LLM_VOCAB_SIZE, additional_vocab_size=ADDITIONAL_VOCAB_SIZE,
-                        num_hidden_layers=spec.llm_layers, intermediate_size=spec.mlp),
-        image_patch_id=IMAGE_PATCH_ID, norm_stats=TINY_NORM_STATS,
+        llm_config=llm, image_patch_id=IMAGE_PATCH_ID, norm_stats=norm_stats,
         architectures=['MolmoActForActionReasoning'], bos_token_id=ENDOFTEXT_ID, eos_token_id=ENDOFTEXT_ID,
         pad_token_id=ENDOFTEXT_ID)
+
+
+def tiny_config(spec: TinySpec = TinySpec()) -> MolmoActConfig:
+    return molmoact_config(spec, TINY_NORM_STATS)
 
 
 def build_tiny_model(seed: int = 0, spec: TinySpec = TinySpec()) -> MolmoActForActionReasoning:

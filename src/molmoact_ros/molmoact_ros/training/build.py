@@ -152,6 +152,25 @@ def _prepare(steps: EpisodeSteps, profile: RobotProfile, opts: BuildOptions) -> 
                      steps.frame_stamps[:n - 1], steps.succeeded), dropped
 
 
+def molmoact_features(height: int, width: int, horizon: int) -> dict:
+    """The dataset's LeRobot features: the observation (model image, TCP state, stamp), the step's action and
+    MolmoAct's fields (the H-step chunk and its bins, depth codes, trace, answer and prompt text)."""
+    return {
+        'observation.image': {'dtype': 'image', 'shape': [height, width, 3], 'names': ['height', 'width', 'channel']},
+        'observation.state': {'dtype': 'float32', 'shape': [7], 'names': STATE_NAMES},
+        'observation.stamp_s': {'dtype': 'float64', 'shape': [1], 'names': None},
+        'action': {'dtype': 'float32', 'shape': [7], 'names': ACTION_NAMES},
+        'molmoact.action_chunk': {'dtype': 'float32', 'shape': [horizon * 7], 'names': None},
+        'molmoact.action_bins': {'dtype': 'int64', 'shape': [horizon * 7], 'names': None},
+        'molmoact.chunk_padding': {'dtype': 'int64', 'shape': [1], 'names': None},
+        'molmoact.depth_codes': {'dtype': 'int64', 'shape': [100], 'names': None},
+        'molmoact.trace': {'dtype': 'int64', 'shape': [2 * grammar.MAX_TRACE_POINTS], 'names': None},
+        'molmoact.trace_length': {'dtype': 'int64', 'shape': [1], 'names': None},
+        'molmoact.answer': {'dtype': 'string', 'shape': [1], 'names': None},
+        'molmoact.prompt': {'dtype': 'string', 'shape': [1], 'names': None},
+    }
+
+
 def dataset_statistics(actions: np.ndarray, episodes: int, key: str) -> dict:
     """The OpenVLA ``dataset_statistics.json`` of per-step actions (N, 7): the suite's norm-stats format;
     the gripper (last) dimension is not normalised (mask false), as MolmoAct's fine-tune stats have it."""
@@ -254,20 +273,7 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
     stats = NormStats.from_action_dict(stats_dict[key]['action'], key=key)
     h = opts.horizon
     mh, mw = prepared[0].images.shape[1:3]
-    features = {
-        'observation.image': {'dtype': 'image', 'shape': [mh, mw, 3], 'names': ['height', 'width', 'channel']},
-        'observation.state': {'dtype': 'float32', 'shape': [7], 'names': STATE_NAMES},
-        'observation.stamp_s': {'dtype': 'float64', 'shape': [1], 'names': None},
-        'action': {'dtype': 'float32', 'shape': [7], 'names': ACTION_NAMES},
-        'molmoact.action_chunk': {'dtype': 'float32', 'shape': [h * 7], 'names': None},
-        'molmoact.action_bins': {'dtype': 'int64', 'shape': [h * 7], 'names': None},
-        'molmoact.chunk_padding': {'dtype': 'int64', 'shape': [1], 'names': None},
-        'molmoact.depth_codes': {'dtype': 'int64', 'shape': [100], 'names': None},
-        'molmoact.trace': {'dtype': 'int64', 'shape': [2 * grammar.MAX_TRACE_POINTS], 'names': None},
-        'molmoact.trace_length': {'dtype': 'int64', 'shape': [1], 'names': None},
-        'molmoact.answer': {'dtype': 'string', 'shape': [1], 'names': None},
-        'molmoact.prompt': {'dtype': 'string', 'shape': [1], 'names': None},
-    }
+    features = molmoact_features(mh, mw, h)
     writer = LeRobotWriter(work, fps=_fps(profile.step_period_s), features=features, robot_type=profile.name)
     examples = 0
     for prep in _progress(prepared, len(prepared), 'writing', opts.progress):

@@ -18,7 +18,7 @@ import numpy as np
 from ..model.processing import PromptVariant, build_prompt
 from ..reasoning import grammar
 from ..reasoning.action_space import NormStats, normalize_bounds_q99, normalized_to_bins
-from .build import ACTION_NAMES, STATE_NAMES, dataset_statistics
+from .build import dataset_statistics, molmoact_features
 from .labels import action_chunks, answer_text, subsample_line
 from .lerobot_format import LeRobotWriter
 
@@ -58,20 +58,7 @@ def write_synthetic_dataset(out: Path, episodes: int = 3, steps: int = 10, horiz
     all_actions = np.concatenate([e[3] for e in eps])
     stats_dict = dataset_statistics(all_actions, episodes, key)
     stats = NormStats.from_action_dict(stats_dict[key]['action'], key=key)
-    features = {
-        'observation.image': {'dtype': 'image', 'shape': [height, width, 3], 'names': ['height', 'width', 'channel']},
-        'observation.state': {'dtype': 'float32', 'shape': [7], 'names': STATE_NAMES},
-        'observation.stamp_s': {'dtype': 'float64', 'shape': [1], 'names': None},
-        'action': {'dtype': 'float32', 'shape': [7], 'names': ACTION_NAMES},
-        'molmoact.action_chunk': {'dtype': 'float32', 'shape': [horizon * 7], 'names': None},
-        'molmoact.action_bins': {'dtype': 'int64', 'shape': [horizon * 7], 'names': None},
-        'molmoact.chunk_padding': {'dtype': 'int64', 'shape': [1], 'names': None},
-        'molmoact.depth_codes': {'dtype': 'int64', 'shape': [100], 'names': None},
-        'molmoact.trace': {'dtype': 'int64', 'shape': [2 * grammar.MAX_TRACE_POINTS], 'names': None},
-        'molmoact.trace_length': {'dtype': 'int64', 'shape': [1], 'names': None},
-        'molmoact.answer': {'dtype': 'string', 'shape': [1], 'names': None},
-        'molmoact.prompt': {'dtype': 'string', 'shape': [1], 'names': None},
-    }
+    features = molmoact_features(height, width, horizon)
     out.mkdir(parents=True, exist_ok=True)
     writer = LeRobotWriter(out, fps=10, features=features, robot_type='synthetic')
     prompt = build_prompt(instruction, PromptVariant.MULTI_VIEW)

@@ -52,7 +52,8 @@ from ..model.configuration import MolmoActConfig
 from ..model.image_processing import MolmoActImageProcessor
 from ..model.modeling import MolmoActForActionReasoning
 from ..model.processing import MolmoActProcessor
-from ..model.tokenizer import ADDITIONAL_VOCAB_SIZE, ENDOFTEXT_ID, IMAGE_PATCH_ID, LLM_VOCAB_SIZE, build_molmoact_tokenizer
+from ..model.tiny import molmoact_config
+from ..model.tokenizer import ENDOFTEXT_ID, build_molmoact_tokenizer
 from .data import IGNORE_INDEX, REASONING, TRAJECTORY, TrainingDataset, collate_batch, encode_example
 from .compact import filler_rows
 from .metrics import PartMetrics, TokenBytes
@@ -85,22 +86,7 @@ class ModelSpec:
 
 
 def small_config(spec: ModelSpec = ModelSpec(), norm_stats: Optional[dict] = None) -> MolmoActConfig:
-    vit_head = spec.vit_width // spec.vit_heads
-    patches = spec.image_size // 14
-    return MolmoActConfig(
-        vit_config=dict(hidden_size=spec.vit_width, intermediate_size=2 * spec.vit_width,
-                        num_hidden_layers=spec.vit_layers, num_attention_heads=spec.vit_heads,
-                        num_key_value_heads=spec.vit_heads, head_dim=vit_head,
-                        image_default_input_size=(spec.image_size, spec.image_size), image_num_pos=patches * patches),
-        adapter_config=dict(vit_layers=(-1, -3), hidden_size=spec.vit_width, num_attention_heads=spec.vit_heads,
-                            num_key_value_heads=spec.vit_heads, head_dim=vit_head, intermediate_size=spec.mlp,
-                            text_hidden_size=spec.llm_width),
-        llm_config=dict(hidden_size=spec.llm_width, num_attention_heads=spec.llm_heads,
-                        num_key_value_heads=spec.llm_kv_heads, head_dim=spec.llm_width // spec.llm_heads,
-                        vocab_size=LLM_VOCAB_SIZE, additional_vocab_size=ADDITIONAL_VOCAB_SIZE,
-                        num_hidden_layers=spec.llm_layers, intermediate_size=spec.mlp, max_position_embeddings=4096),
-        image_patch_id=IMAGE_PATCH_ID, norm_stats=norm_stats or {}, architectures=['MolmoActForActionReasoning'],
-        bos_token_id=ENDOFTEXT_ID, eos_token_id=ENDOFTEXT_ID, pad_token_id=ENDOFTEXT_ID)
+    return molmoact_config(spec, norm_stats or {}, image_size=spec.image_size, max_position_embeddings=4096)
 
 
 def small_processor(spec: ModelSpec = ModelSpec()) -> MolmoActProcessor:
