@@ -330,7 +330,7 @@ def no_callback_escapes(request):
     # The executor still runs callbacks (a stuck rig would fail every later test): else show every thread.
     arm = rig[key]
     beats = arm.beats
-    assert wait_for(lambda: arm.beats > beats, 3.0), 'the rig executor stopped running callbacks:\n' + ''.join(
+    assert wait_for(lambda: arm.beats > beats, 10.0), 'the rig executor stopped running callbacks:\n' + ''.join(
         f'--- thread {ident}\n' + ''.join(traceback.format_stack(frame))
         for ident, frame in sys._current_frames().items())
 
@@ -384,7 +384,7 @@ def test_enabled_chunk_moves_the_end_effector_along_the_deltas(rig):
     arm.chunk(dx=0.01, steps=8, request_id='move')
     # Every step is commanded once, except a step whose whole period passed before a control tick picked it up
     # (a stalled rig on a loaded machine): it is skipped and counted, never sent late (CI: 1 of 8 once).
-    assert wait_for(lambda: arm.n_traj() - before + skipped() >= 8, 3.0), _sink_state(sink)
+    assert wait_for(lambda: arm.n_traj() - before + skipped() >= 8, 10.0), _sink_state(sink)
     time.sleep(0.3)
     trajs = arm.trajs_since(before)
     targets = np.array([ee(np.array(t.points[0].positions)) for t in trajs if t.points])
@@ -407,11 +407,11 @@ def test_enabled_chunk_moves_the_end_effector_along_the_deltas(rig):
     assert sink.governor.clip_counts[ClipKind.JOINT_VELOCITY] - velocity_clips >= int(off.sum())
     assert int(off.sum()) <= 2, targets - expected
     # The fake controller followed: the measured end effector ends where the last command said.
-    assert wait_for(lambda: np.linalg.norm(ee(arm.q()) - targets[-1]) < 2e-3, 2.0), ee(arm.q()) - targets[-1]
+    assert wait_for(lambda: np.linalg.norm(ee(arm.q()) - targets[-1]) < 2e-3, 10.0), ee(arm.q()) - targets[-1]
     # Gripper: raw 0.9 > 0.5 -> open (0.04 m) sent once.
     assert [list(g.data) for g in arm.gripper] == [[0.04]]
     assert len(arm.poses) >= len(targets)
-    assert wait_for(lambda: arm.diagnostics and arm.diagnostics[-1].get('commands sent') == str(len(targets)), 2.0)
+    assert wait_for(lambda: arm.diagnostics and arm.diagnostics[-1].get('commands sent') == str(len(targets)), 10.0)
     diag = arm.diagnostics[-1]
     assert float(diag['action age at execution s']) < 1.0 and diag['sink mode'] == 'joint_trajectory'
 
@@ -428,7 +428,7 @@ def test_per_step_limits_and_plan_only(rig):
     clips = sink.governor.clip_counts
     n_clips = sum(clips.values())
     arm.chunk(dx=0.02, steps=4, request_id='tight', max_translation=0.005)
-    assert wait_for(lambda: arm.n_traj() - before >= 4, 3.0)
+    assert wait_for(lambda: arm.n_traj() - before >= 4, 10.0)
     targets = [ee(np.array(t.points[0].positions)) for t in arm.trajs_since(before)]
     steps = np.diff(np.vstack([start, *targets]), axis=0)
     assert np.all(np.linalg.norm(steps, axis=1) <= 0.005 + 1e-4), steps
@@ -440,10 +440,10 @@ def test_e_stop_holds_and_resume_sends_nothing_queued(rig):
     before = arm.n_traj()
     holds = sink.holds_sent
     arm.chunk(dx=0.005, steps=16, request_id='long')
-    assert wait_for(lambda: arm.n_traj() - before >= 2, 2.0)
+    assert wait_for(lambda: arm.n_traj() - before >= 2, 10.0)
     arm.e_stop_pub.publish(Bool(data=True))
-    assert wait_for(lambda: sink.holds_sent == holds + 1, 2.0)
-    assert wait_for(lambda: _last_is_hold(arm), 2.0)  # the hold is the last command the arm received
+    assert wait_for(lambda: sink.holds_sent == holds + 1, 10.0)
+    assert wait_for(lambda: _last_is_hold(arm), 10.0)  # the hold is the last command the arm received
     at_stop = arm.n_traj()
     last = arm.trajs_since(at_stop - 1)[0]
     assert np.allclose(last.points[0].positions, arm.q(), atol=0.02)
@@ -455,7 +455,7 @@ def test_e_stop_holds_and_resume_sends_nothing_queued(rig):
     time.sleep(0.8)  # chunk 'long' would still have steps due: none of them fires
     assert arm.n_traj() == at_stop
     arm.chunk(dx=0.005, steps=3, request_id='after')
-    assert wait_for(lambda: arm.n_traj() >= at_stop + 3, 2.0), _sink_state(sink)
+    assert wait_for(lambda: arm.n_traj() >= at_stop + 3, 10.0), _sink_state(sink)
     assert sink.governor.halt_counts[HaltCause.E_STOP] == 1
 
 
@@ -464,11 +464,11 @@ def test_stale_camera_halts_with_a_hold(rig):
     before = arm.n_traj()
     holds = sink.holds_sent
     arm.chunk(dx=-0.003, steps=20, request_id='stale')
-    assert wait_for(lambda: arm.n_traj() - before >= 2, 2.0)
+    assert wait_for(lambda: arm.n_traj() - before >= 2, 10.0)
     arm.camera_on = False
     try:
         assert wait_for(lambda: sink.holds_sent == holds + 1, CAMERA_TIMEOUT_S + 2.0)
-        assert wait_for(lambda: _last_is_hold(arm), 2.0)
+        assert wait_for(lambda: _last_is_hold(arm), 10.0)
         at_halt = arm.n_traj()
         time.sleep(0.5)
         assert arm.n_traj() == at_halt
@@ -513,7 +513,7 @@ def test_bad_chunks_are_errors_and_the_node_keeps_running(rig):
     assert arm.status[-1].lifecycle_label == 'active'
     before = arm.n_traj()
     arm.chunk(dx=0.005, steps=3, request_id='good')
-    assert wait_for(lambda: arm.n_traj() - before >= 3, 2.0)
+    assert wait_for(lambda: arm.n_traj() - before >= 3, 10.0)
 
 
 def test_chunk_from_msg_hands_the_core_every_field_it_decides_on():
@@ -543,9 +543,9 @@ def test_deactivate_holds_then_commands_nothing(rig):
     from rclpy.lifecycle import TransitionCallbackReturn as R
     before = arm.n_traj()
     arm.chunk(dx=0.003, steps=20, request_id='deact')
-    assert wait_for(lambda: arm.n_traj() - before >= 2, 2.0)
+    assert wait_for(lambda: arm.n_traj() - before >= 2, 10.0)
     assert sink.trigger_deactivate() == R.SUCCESS
-    assert wait_for(lambda: _last_is_hold(arm), 2.0)
+    assert wait_for(lambda: _last_is_hold(arm), 10.0)
     after = arm.n_traj()
     arm.chunk(dx=0.003, steps=5, request_id='inactive')
     time.sleep(0.7)
@@ -563,7 +563,7 @@ def test_servo_twist_within_limits(rig):
     # camera frames arriving, no model output yet (a chunk before the first frame is dropped: stale camera)
     assert wait_for(lambda: sink.governor.halted_cause is HaltCause.STALLED_MODEL)
     arm.chunk(dx=0.1, steps=4, request_id='fast')  # 10 cm steps: clipped to 3 cm per step
-    assert wait_for(lambda: len(arm.twists) >= 4, 3.0)
+    assert wait_for(lambda: len(arm.twists) >= 4, 10.0)
     time.sleep(0.6)
     v = np.array([[m.twist.linear.x, m.twist.linear.y, m.twist.linear.z] for _, m in arm.twists])
     moving = v[np.linalg.norm(v, axis=1) > 0]
@@ -695,10 +695,10 @@ def test_servo_pose_e_stop_holds_at_the_measured_pose(rig):
     n0 = len(arm.targets)
     start = KIN.fk(arm.q())
     _observation_chunk(arm, start, d=(-0.004, 0.0, -0.002), steps=20, period=0.1, request_id='long')
-    assert wait_for(lambda: len(_distinct([m for _, m in arm.targets_since(n0)])) >= 3, 2.0)
+    assert wait_for(lambda: len(_distinct([m for _, m in arm.targets_since(n0)])) >= 3, 10.0)
     t_e_stop = time.monotonic()
     arm.e_stop_pub.publish(Bool(data=True))
-    assert wait_for(lambda: sink.holds_sent == holds + 1, 2.0)
+    assert wait_for(lambda: sink.holds_sent == holds + 1, 10.0)
     t_hold = time.monotonic()  # the hold was sent by now; targets sent before it arrive before it
     time.sleep(0.8)  # the hold is re-sent for the keepalive (0.5 s), then nothing
     after = [m for t, m in arm.targets_since(n0) if t > t_hold + 0.1]

@@ -39,7 +39,9 @@ def test_objects_alive_at_the_freeze_are_no_longer_scanned(thawed):
     del garbage
     assert _tracked(survivor)
     frozen = freeze_startup_heap({})
-    assert frozen == gc.get_freeze_count() > 0
+    # What it returns is the permanent generation's size at the freeze; other threads of the test process (left
+    # by earlier tests) may free frozen objects right after, so the count can only have shrunk since.
+    assert frozen > 0 and 0 < gc.get_freeze_count() <= frozen
     assert not _tracked(survivor)
     # the garbage present at the call was collected first, not frozen
     assert ref() is None
