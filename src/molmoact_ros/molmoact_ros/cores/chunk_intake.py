@@ -330,9 +330,10 @@ class ChunkIntake:
                     positions: Sequence[float]) -> str:
         """A joint state received at ``now_s``, stamped ``stamp_s`` (0: unstamped, taken as ``now_s``).
 
-        Ignored before kinematics exist, without the controlled joints (e.g. a gripper-only state) or with
-        non-finite values. Returns an error text ('' for none) for a malformed one (names and positions of
-        different lengths).
+        Ignored before kinematics exist, without the controlled joints (e.g. a gripper-only state), with a
+        non-finite stamp, or with non-finite positions of controlled joints. Returns an error text ('' for
+        none) for a malformed one: names and positions of different lengths, or non-finite controlled-joint
+        positions (a sensor fault: refused and counted; the last good state stays and ages out).
         """
         kin = self.kinematics
         if kin is None:
@@ -348,7 +349,7 @@ class ChunkIntake:
             return ''
         stamp_s = stamp_s if stamp_s > 0.0 else now_s
         if not np.all(np.isfinite(q)):
-            return ''
+            return bound(f'joint state ignored: non-finite positions of controlled joints {quote(q.tolist())}')
         self.last_joint_state = (now_s, q)
         self.history.add(stamp_s, kin.fk(kin.limits.clip(q)))
         self._state_stamp_s = stamp_s if self._state_stamp_s is None else max(self._state_stamp_s, stamp_s)

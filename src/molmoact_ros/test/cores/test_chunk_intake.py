@@ -331,8 +331,14 @@ def test_a_malformed_joint_state_is_an_error_not_an_exception(kin):
     intake = make(kin)
     assert intake.joint_state(T0, T0, list(PANDA_JOINTS) + ['x'], PANDA_READY) != ''
     assert intake.joint_state(T0, T0, ['finger'], [0.04]) == ''                 # not the arm's: ignored
-    assert intake.joint_state(T0, T0, PANDA_JOINTS, [math.nan] * 7) == ''       # non-finite: ignored
+    # non-finite positions of controlled joints: refused with an error (counted), the state is not used
+    error = intake.joint_state(T0, T0, PANDA_JOINTS, [0.0] * 6 + [math.inf])
+    assert 'non-finite' in error and len(error) <= TEXT_LIMIT
+    assert 'non-finite' in intake.joint_state(T0, T0, PANDA_JOINTS, [math.nan] * 7)
     assert intake.last_joint_state is None
+    # a NaN in a joint the arm does not control is no fault of the arm's state
+    assert intake.joint_state(T0, T0, list(PANDA_JOINTS) + ['finger'], list(PANDA_READY) + [math.nan]) == ''
+    assert intake.last_joint_state is not None
 
 
 def test_an_unstamped_joint_state_counts_at_arrival_and_ages_out(kin):
