@@ -463,7 +463,7 @@ def test_fuzz_every_input_of_the_running_nodes(rig):
 
     # 1. instructions (the instruction is unusable afterwards: no image below starts an inference)
     before = perception.errors
-    received = paced(perception, pubs['instruction'], bad_instructions(rng, 200), window=1)  # latched: depth 1
+    received = paced(perception, pubs['instruction'], bad_instructions(rng, 150), window=1)  # latched: depth 1
     assert wait_for(lambda: perception.errors - before >= received)
     assert perception.core.instruction == ''
     totals['instruction'] = received
@@ -472,7 +472,7 @@ def test_fuzz_every_input_of_the_running_nodes(rig):
     pubs['instruction'].publish(String(data='pick up the cup'))
     assert wait_for(lambda: perception.core.instruction == 'pick up the cup')
     start = {a: getattr(perception, a) for a in ('errors', 'inputs_dropped', 'requests_completed')}
-    received = paced(perception, pubs['image'], bad_images(rng, 600))
+    received = paced(perception, pubs['image'], bad_images(rng, 500))
     assert wait_for(lambda: _delta(perception, ('errors', 'inputs_dropped'), start['errors'] + start['inputs_dropped'])
                     >= received), (perception.core.intake.has_frame, received, start, perception.errors, perception.inputs_dropped,
                                    perception.core.intake.superseded, perception.core.intake.too_old,
@@ -481,7 +481,7 @@ def test_fuzz_every_input_of_the_running_nodes(rig):
     totals['image'] = received
 
     # 3. camera_info and aligned depth: each refused with a counted error
-    for name, messages in (('camera_info', bad_camera_infos(rng, 400)), ('aligned_depth', bad_depths(rng, 300))):
+    for name, messages in (('camera_info', bad_camera_infos(rng, 300)), ('aligned_depth', bad_depths(rng, 250))):
         before = perception.errors
         received = paced(perception, pubs[name], messages)
         assert wait_for(lambda: perception.errors - before >= received), (name, received, perception.last_error)
@@ -490,7 +490,7 @@ def test_fuzz_every_input_of_the_running_nodes(rig):
     # 4. edit_trace service: every request refused with a bounded reason, each counted
     assert edit_client.wait_for_service(timeout_sec=WAIT_S)
     before, refused = planner.errors, 0
-    for request in bad_edits(rng, 300, known):
+    for request in bad_edits(rng, 250, known):
         future = edit_client.call_async(request)
         assert wait_for(future.done), 'edit_trace did not answer'
         response = future.result()
@@ -501,7 +501,7 @@ def test_fuzz_every_input_of_the_running_nodes(rig):
 
     # 5. edited traces on the topic
     before = planner.errors
-    received = paced(planner, pubs['edited_trace'], bad_edited_traces(rng, 400, known))
+    received = paced(planner, pubs['edited_trace'], bad_edited_traces(rng, 300, known))
     assert wait_for(lambda: planner.errors - before >= received)
     totals['edited_trace'] = received
 
@@ -526,7 +526,7 @@ def test_fuzz_every_input_of_the_running_nodes(rig):
     intake = sink.intake
     counts0, discarded0 = sum(intake.counts.values()), intake.pending_discarded
     rejected0 = intake.rejected_chunks
-    fuzz = fuzz_chunks(rng, 900)
+    fuzz = fuzz_chunks(rng, 850)
     decided = rig['decisions']
     received = paced(sink, pubs['action_chunk'], [m for m, _ in fuzz], prepare=stamped(probe.get_clock()))
     assert received == len(fuzz)   # reliable QoS, paced: none is lost
@@ -550,7 +550,7 @@ def test_fuzz_every_input_of_the_running_nodes(rig):
     # 8. joint states: names and positions of different lengths, non-finite positions: each a counted error
     # (not counted as inputs: each one received is an error; best effort may lose a few, so at least most)
     before = sink.errors
-    messages = bad_joint_states(rng, 600, now)
+    messages = bad_joint_states(rng, 550, now)
     paced(sink, pubs['joint_states'], messages, counter=lambda n: n.errors)
     assert sink.errors - before >= 0.9 * len(messages), (sink.errors - before, sink.last_error)
     totals['joint_states'] = len(messages)
