@@ -71,3 +71,40 @@ def test_invalid_override_is_refused_at_declaration():
         n.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+def _other(spec):
+    """A valid value of ``spec`` other than its default."""
+    d = spec.default
+    if isinstance(d, bool):
+        return not d
+    if spec.choices:
+        return next(c for c in spec.choices if c != d)
+    if isinstance(d, str):
+        return d + 'x'
+    return type(d)(spec.max_value if spec.max_value != d else spec.min_value)
+
+
+def _node_configs():
+    from molmoact_ros.cores.action_decoding import ActionDecodingConfig
+    from molmoact_ros.cores.chunk_intake import CommandSinkConfig
+    from molmoact_ros.cores.perception import PerceptionConfig
+    from molmoact_ros.cores.trace_planning import TracePlanningConfig
+    from molmoact_ros.nodes.action_decoder import ActionDecoderNode
+    from molmoact_ros.nodes.command_sink import CommandSinkNode
+    from molmoact_ros.nodes.perception import PerceptionNode
+    from molmoact_ros.nodes.trace_planner import TracePlannerNode
+    return [(PerceptionNode, PerceptionConfig), (TracePlannerNode, TracePlanningConfig),
+            (ActionDecoderNode, ActionDecodingConfig), (CommandSinkNode, CommandSinkConfig)]
+
+
+@pytest.mark.parametrize('index', range(4))
+def test_each_node_parameter_has_its_one_default_in_the_nodes_config(index):
+    """Every parameter a node declares itself (beyond the shared base, engine and stage ones) lives in its
+    config dataclass, whose field default is the ParamSpec's default: one default per parameter."""
+    node_cls, config_cls = _node_configs()[index]
+    defaults = {spec.name: spec.default for spec in node_cls.PARAMETERS}
+    assert config_cls.from_params(defaults) == config_cls()
+    for spec in node_cls.PARAMETERS:   # and each one reaches the config
+        changed = config_cls.from_params({**defaults, spec.name: _other(spec)})
+        assert changed != config_cls(), spec.name

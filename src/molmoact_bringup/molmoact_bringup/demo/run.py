@@ -203,18 +203,6 @@ def demo_profile(args, out: Path):
     return load_profile(str(path)), path, overrides
 
 
-def _int(value) -> Optional[int]:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _group(figures: dict, prefix: str) -> dict:
-    """``{'clips joint_velocity': '1', ...}`` -> ``{'joint_velocity': 1}`` for one prefix."""
-    return {k[len(prefix):]: _int(v) for k, v in figures.items() if k.startswith(prefix)}
-
-
 def sim_parameters(args) -> Dict[str, object]:
     """sim_arm's parameters for the demo's scene, size and camera rate."""
     params: Dict[str, object] = {'image_width': args.width, 'image_height': args.height,
@@ -340,7 +328,7 @@ def run(args) -> dict:
         summary['libero']['sink_parameters'] = dict(LIBERO_SINK_PARAMETERS)
     suite = SuiteSession(config)
     result = None
-    sink_figures: dict = {}
+    figures = None   # the sink's SinkFigures (cores/sink_figures.py), read once the goals are done
     node_counters: dict = {}
     mcap = None
     try:
@@ -379,7 +367,7 @@ def run(args) -> dict:
         time.sleep(args.settle)  # the last chunk executes and the arm settles, on camera
         rec.recording_frames = False
         if suite.sink is not None:
-            sink_figures = dict(suite.sink.diagnostic_values())
+            figures = suite.sink.figures()
         node_counters = suite.node_counters()
     finally:
         if mcap is not None:
@@ -407,11 +395,14 @@ def run(args) -> dict:
                          'observation_to_action': latency_stats(rec.observation_to_action_s)},
         command_sink={'present': sink is not None, 'reason_absent': '' if sink is not None else
                       (sink_missing or 'disabled with --no-sink'),
-                      'commands_sent': _int(sink_figures.get('commands sent')),
-                      'clamps': _group(sink_figures, 'clips '), 'halts': _group(sink_figures, 'halts '),
-                      'chunks': _group(sink_figures, 'chunks '), 'figures': sink_figures},
+                      'commands_sent': figures.commands_sent if figures is not None else None,
+                      'clamps': dict(figures.clamps) if figures is not None else {},
+                      'halts': dict(figures.halts) if figures is not None else {},
+                      'chunks': dict(figures.chunks) if figures is not None else {},
+                      'figures': dict(figures.display_values()) if figures is not None else {}},
         drops={'camera_frames_superseded': node_counters.get('perception', {}).get('inputs_dropped'),
-               'chunks_not_executed': {k: v for k, v in _group(sink_figures, 'chunks ').items() if k != 'accepted'},
+               'chunks_not_executed': {k: v for k, v in (figures.chunks if figures is not None else {}).items()
+                                       if k != 'accepted'},
                'recording_over_size_limit': mcap.dropped_over_limit},
         commands={'joint_trajectories': rec.trajectories, 'trajectory_points': len(rec.commanded),
                   'gripper_commands': len(rec.gripper_commands)},

@@ -46,6 +46,9 @@ decide the Servo keep-alive: MoveIt Servo drops commands older than its ``incomi
 twist is re-sent every tick while its step lasts and then stopped with one zero twist, and a pose target
 (or hold pose) is re-sent every tick until the next one, for at most ``servo_pose_keepalive_s`` after its
 step's end.
+
+Its figures (counts per decision, rejection, halt cause, clamp kind, queue offer): :meth:`ChunkIntake.figures`,
+a frozen :class:`~molmoact_ros.cores.sink_figures.SinkFigures` that /diagnostics and the demo read.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from ..robot.executor import (ArmExecutor, Command, HoldCommand, PoseCommand, Si
                               TwistCommand)
 from ..robot.safety import HaltCause, SafetyGovernor
 from .quoting import bound, quote
+from .sink_figures import ExecutionFigures, IntakeFigures, SafetyFigures, SinkFigures
 
 if TYPE_CHECKING:
     from ..robot.kinematics import ArmKinematics, IkSolver
@@ -326,9 +330,10 @@ class ChunkIntake:
                     positions: Sequence[float]) -> str:
         """A joint state received at ``now_s``, stamped ``stamp_s`` (0: unstamped, taken as ``now_s``).
 
-        Ignored before kinematics exist, without the controlled joints (e.g. a gripper-only state) or with
-        non-finite values. Returns an error text ('' for none) for a malformed one (names and positions of
-        different lengths).
+        Ignored before kinematics exist, without the controlled joints (e.g. a gripper-only state), with a
+        non-finite stamp, or with non-finite positions of controlled joints. Returns an error text ('' for
+        none) for a malformed one: names and positions of different lengths, or non-finite controlled-joint
+        positions (a sensor fault: refused and counted; the last good state stays and ages out).
         """
         kin = self.kinematics
         if kin is None:
@@ -344,7 +349,7 @@ class ChunkIntake:
             return ''
         stamp_s = stamp_s if stamp_s > 0.0 else now_s
         if not np.all(np.isfinite(q)):
-            return ''
+            return bound(f'joint state ignored: non-finite positions of controlled joints {quote(q.tolist())}')
         self.last_joint_state = (now_s, q)
         self.history.add(stamp_s, kin.fk(kin.limits.clip(q)))
         self._state_stamp_s = stamp_s if self._state_stamp_s is None else max(self._state_stamp_s, stamp_s)
@@ -584,9 +589,25 @@ class ChunkIntake:
 
     # ------------------------------------------------------------------ diagnostics
 
-    def diagnostic_values(self) -> list[tuple[str, str]]:
-        """The intake's own figures (key, value) for /diagnostics (added after the existing ones)."""
-        values = [(f'rejected chunks {reason.value}', str(n)) for reason, n in self.rejections.items()]
-        values += [('pending chunk', 'true' if self._pending is not None else 'false'),
-                   ('pending chunks discarded', str(self.pending_discarded))]
-        return values
+    def figures(self, **node_figures: Any) -> SinkFigures:
+        """The sink's figures: the governor's, the executor's (once kinematics exist) and the intake's own;
+        ``node_figures`` are the :class:`SinkFigures` fields only the node knows (commands sent, tick times...)."""
+        d = self.governor.diagnostics()
+        safety = SafetyFigures(
+            e_stopped=d.e_stopped, halted_cause=d.halted_cause.value if d.halted_cause else '',
+            last_halt_cause=d.last_halt_cause.value if d.last_halt_cause else '',
+            halts={cause.value: n for cause, n in d.halt_counts.items()},
+            clamps={kind.value: n for kind, n in d.clip_counts.items()})
+        execution = None
+        if self.executor is not None:
+            e = self.executor.diagnostics()
+            execution = ExecutionFigures(
+                action_age_s=e.last_age_s, action_age_max_s=e.max_age_s, action_lag_s=e.last_lag_s,
+                skipped_steps=e.skipped_steps, ik_failures=e.ik_failures, ik_time_s=e.last_ik_time_s,
+                chunks=dict(e.offers))
+        intake = IntakeFigures(rejected={reason.value: n for reason, n in self.rejections.items()},
+                               pending_chunk=self._pending is not None, pending_discarded=self.pending_discarded)
+        return SinkFigures(robot_profile=self.profile.name, sink_mode=self.mode.value,
+                           kinematics_ready=self.kinematics is not None, plan_only_chunks=self.plan_only_chunks,
+                           rejected_chunks=self.rejected_chunks, safety=safety, execution=execution, intake=intake,
+                           **node_figures)

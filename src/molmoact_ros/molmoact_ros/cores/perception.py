@@ -80,12 +80,29 @@ def normalize_instruction(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class PerceptionWiring:
+    """Which side inputs and outputs the perception node wires at configure (read once, like the intake)."""
+
+    use_wrist_image: bool = False
+    use_aligned_depth: bool = False
+    #: Largest stamp difference between a frame and its aligned depth / wrist image, s.
+    sync_tolerance_s: float = 0.05
+    publish_depth_image: bool = True
+    depth_decoder_path: str = ''
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.sync_tolerance_s) and self.sync_tolerance_s >= 0):
+            raise ValueError(f'sync_tolerance_s must be finite and >= 0, got {self.sync_tolerance_s!r}')
+
+
+@dataclass(frozen=True)
 class PerceptionConfig:
-    """The perception core's settings, one field per node parameter (the node's ParamSpec defaults)."""
+    """The perception node's settings, one field per node parameter (the node's ParamSpec defaults)."""
 
     image: ModelImageConfig = ModelImageConfig()
     intake: IntakeConfig = IntakeConfig()
     goals: GoalBounds = GoalBounds()
+    wiring: PerceptionWiring = PerceptionWiring()
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> 'PerceptionConfig':
@@ -97,7 +114,12 @@ class PerceptionConfig:
             intake=IntakeConfig(min_period_s=float(params['min_period_s']),
                                 max_frame_age_s=float(params['max_frame_age_s'])),
             goals=GoalBounds(default_max_steps=int(params['goal_default_max_steps']),
-                             default_timeout_s=float(params['goal_default_timeout_s'])))
+                             default_timeout_s=float(params['goal_default_timeout_s'])),
+            wiring=PerceptionWiring(use_wrist_image=bool(params['use_wrist_image']),
+                                    use_aligned_depth=bool(params['use_aligned_depth']),
+                                    sync_tolerance_s=float(params['sync_tolerance_s']),
+                                    publish_depth_image=bool(params['publish_depth_image']),
+                                    depth_decoder_path=str(params['depth_decoder_path'])))
 
 
 @dataclass(frozen=True)
@@ -156,8 +178,9 @@ class PerceptionCore:
         return model_image(rgb, self.config.image)
 
     def follow(self, config: PerceptionConfig) -> None:
-        """Take new model-image and goal settings (parameters set while running); the intake keeps its own."""
-        self.config = PerceptionConfig(config.image, self.config.intake, config.goals)
+        """Take new model-image and goal settings (parameters set while running); the intake and the wiring
+        keep theirs (read at configure)."""
+        self.config = PerceptionConfig(config.image, self.config.intake, config.goals, self.config.wiring)
         self.goals.bounds = config.goals
 
     def reset(self, reason: str = 'the perception node was cleaned up') -> None:

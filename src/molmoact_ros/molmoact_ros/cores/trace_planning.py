@@ -33,6 +33,9 @@ class TracePlanningConfig:
     camera_pose_in_table_frame: str = ''
     clicked_trace_points: int = 5
     clicked_pause_s: float = 2.0
+    #: Seconds RViz keeps the trace markers without a new trace (0: until replaced or deleted).
+    marker_lifetime_s: float = 0.0
+    publish_trace_image: bool = True
 
     @property
     def camera_pose(self) -> Optional[np.ndarray]:

@@ -57,7 +57,8 @@ Ctrl-C or SIGTERM it deactivates (sending the hold), cleans up and shuts down.
 
 Extra key/values on ``/diagnostics``: action age at execution, clip counts per limit, halt counts per
 cause, plan-only and rejected chunks (and per reason: invalid, from_future, observation_pose), the
-pending chunk and pending chunks discarded, tick time.
+pending chunk and pending chunks discarded, tick time: display strings of the typed snapshot
+:meth:`CommandSinkNode.figures` (:class:`~molmoact_ros.cores.sink_figures.SinkFigures`), which the demo reads.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from ..cores.chunk_intake import (ACTION_DIM, IK_BACKENDS, SINK_CHOICES, ChunkIn, ChunkIntake,  # noqa: F401
                                   CommandSinkConfig, Intake, IntakeDecision, KeepAlive, ObservationPose, SinkTick,
                                   StepIn)
+from ..cores.sink_figures import SinkFigures
 from ..reasoning.action_space import RotationConvention
 from ..robot.executor import (GripperGoal, GripperGoalOutcome, GripperGoalTracker, HoldCommand, JointCommand,
                               PoseCommand, SinkMode, TwistCommand)
@@ -571,43 +573,23 @@ class CommandSinkNode(MolmoActLifecycleNode):
         return msg
 
     # -- diagnostics ----------------------------------------------------------------------------
-    def diagnostic_values(self) -> list:
-        """Sink figures for /diagnostics (key, value) pairs."""
+    def figures(self) -> SinkFigures:
+        """The sink's figures as typed values (the core's, plus what only the node knows)."""
         with self._lock:
-            values = [('robot profile', self.profile.name if self.profile else ''),
-                      ('sink mode', self.mode.value if self.mode else ''),
-                      ('kinematics ready', 'true' if self.kinematics is not None else 'false'),
-                      ('commands sent', str(self.commands_sent)), ('holds sent', str(self.holds_sent)),
-                      ('plan-only chunks', str(self.plan_only_chunks)),
-                      ('rejected chunks', str(self.rejected_chunks))]
-            if self.ik_selection is not None:
-                values.append(('ik backend', self.ik_selection.describe()))
+            node = dict(commands_sent=self.commands_sent, holds_sent=self.holds_sent,
+                        ik_backend=self.ik_selection.describe() if self.ik_selection is not None else None)
             if self._gripper_goals is not None:
                 g = self._gripper_goals
-                values.append(('gripper goals sent', str(g.sent)))
-                values += [(f'gripper goals {k.value}', str(n)) for k, n in g.counts.items()]
+                node.update(gripper_goals_sent=g.sent, gripper_goals={k.value: n for k, n in g.counts.items()})
             if self._tick_times:
-                values += [('tick time mean s', f'{float(np.mean(self._tick_times)):.6f}'),
-                           ('tick time max s', f'{self._tick_max_s:.6f}')]
-            if self.governor is not None:
-                d = self.governor.diagnostics()
-                values += [('e-stop latched', 'true' if d.e_stopped else 'false'),
-                           ('halted cause', d.halted_cause.value if d.halted_cause else ''),
-                           ('last halt cause', d.last_halt_cause.value if d.last_halt_cause else '')]
-                values += [(f'halts {cause.value}', str(n)) for cause, n in d.halt_counts.items()]
-                values += [(f'clips {kind.value}', str(n)) for kind, n in d.clip_counts.items()]
-            if self.arm_executor is not None:
-                e = self.arm_executor.diagnostics()
-                fmt = lambda v: '' if v is None else f'{v:.3f}'  # noqa: E731
-                values += [('action age at execution s', fmt(e.last_age_s)),
-                           ('action age at execution max s', fmt(e.max_age_s)),
-                           ('action lag s', fmt(e.last_lag_s)),
-                           ('skipped steps', str(e.skipped_steps)), ('ik failures', str(e.ik_failures)),
-                           ('ik time s', fmt(e.last_ik_time_s))]
-                values += [(f'chunks {k}', str(v)) for k, v in e.offers.items()]
+                node.update(tick_time_mean_s=float(np.mean(self._tick_times)), tick_time_max_s=self._tick_max_s)
             if self.intake is not None:
-                values += self.intake.diagnostic_values()
-        return values
+                return self.intake.figures(**node)
+            return SinkFigures(**node)
+
+    def diagnostic_values(self) -> list:
+        """Sink figures for /diagnostics (key, value) pairs: :meth:`figures` as display strings."""
+        return self.figures().display_values()
 
     def publish_status(self) -> None:
         """~/status as the base class does; /diagnostics with the sink's figures added."""

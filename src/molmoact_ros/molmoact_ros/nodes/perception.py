@@ -46,17 +46,18 @@ PERCEPTION_PARAMETERS = (
               '(OpenCV INTER_AREA) or fast_area (box filter by an integer factor, then bilinear: the same for '
               'integer factors, a slight blur otherwise, about 8x faster at 640x480; see ros/image.py downscale).',
               choices=RESIZE_METHODS),
-    ParamSpec('use_wrist_image', False, 'Feed the wrist view (topic wrist_image) as the second image.'),
+    ParamSpec('use_wrist_image', _D.wiring.use_wrist_image, 'Feed the wrist view (topic wrist_image) as the '
+              'second image.'),
     ParamSpec('jpeg_quality', _D.image.jpeg_quality, 'JPEG-encode and decode each frame at this quality before '
               'the model (the released LIBERO evaluator does, at 95, like its training data); 0: no round trip.',
               min_value=0, max_value=100),
     ParamSpec('center_crop_area_fraction', _D.image.center_crop_area_fraction, 'Centre-crop each resized frame '
               'to this fraction of its area and resize it back (bilinear), as the released LIBERO evaluator does '
               '(0.9); traces still map to source pixels. 1.0: no crop.', min_value=0.25, max_value=1.0),
-    ParamSpec('use_aligned_depth', False, 'Attach the depth image aligned with the camera (topic aligned_depth, '
-              '32FC1 m or 16UC1 mm) to each observation, so the planner lifts traces to 3D.'),
-    ParamSpec('sync_tolerance_s', 0.05, 'Largest stamp difference between a frame and its aligned depth / '
-              'wrist image.', min_value=0.0, max_value=1.0),
+    ParamSpec('use_aligned_depth', _D.wiring.use_aligned_depth, 'Attach the depth image aligned with the camera '
+              '(topic aligned_depth, 32FC1 m or 16UC1 mm) to each observation, so the planner lifts traces to 3D.'),
+    ParamSpec('sync_tolerance_s', _D.wiring.sync_tolerance_s, 'Largest stamp difference between a frame and its '
+              'aligned depth / wrist image.', min_value=0.0, max_value=1.0),
     ParamSpec('min_period_s', _D.intake.min_period_s, 'Minimum seconds between two inferences (0: as fast as '
               'the model runs).', min_value=0.0, max_value=3600.0),
     ParamSpec('max_frame_age_s', _D.intake.max_frame_age_s, 'Frames older than this when inference would start '
@@ -65,11 +66,12 @@ PERCEPTION_PARAMETERS = (
               'runs when it gives max_steps 0.', min_value=1, max_value=10000),
     ParamSpec('goal_default_timeout_s', _D.goals.default_timeout_s, 'Time limit of an ExecuteInstruction goal '
               'that gives timeout_s 0.', min_value=1.0, max_value=86400.0),
-    ParamSpec('publish_depth_image', True, 'Publish depth_image (320x320): the perceived depth codes as a '
-              'mono8 image (code * 2 per 32x32 block), or the decoded relative depth (32FC1, 0..1, larger = '
-              'nearer, not metric) when depth_decoder_path names a depth VQ-VAE decoder.'),
-    ParamSpec('depth_decoder_path', '', 'Checkpoint of a depth VQ-VAE decoder (see reasoning/depth.py) used to '
-              'decode the depth codes into a depth map on depth_image; empty: publish the codes.'),
+    ParamSpec('publish_depth_image', _D.wiring.publish_depth_image, 'Publish depth_image (320x320): the perceived '
+              'depth codes as a mono8 image (code * 2 per 32x32 block), or the decoded relative depth (32FC1, '
+              '0..1, larger = nearer, not metric) when depth_decoder_path names a depth VQ-VAE decoder.'),
+    ParamSpec('depth_decoder_path', _D.wiring.depth_decoder_path, 'Checkpoint of a depth VQ-VAE decoder (see '
+              'reasoning/depth.py) used to decode the depth codes into a depth map on depth_image; empty: publish '
+              'the codes.'),
 )
 
 
@@ -101,17 +103,18 @@ class PerceptionNode(StageNode):
         self.subscription(Image, T.IMAGE, self.gate(self._on_image), SENSOR)
         self.subscription(CameraInfo, T.CAMERA_INFO, self.gate(self._on_info, while_inactive=True), SENSOR)
         self.subscription(String, T.INSTRUCTION, self.gate(self._on_instruction, while_inactive=True), LATCHED)
-        if self.params['use_aligned_depth']:
-            self._depths = StampBuffer(tolerance_s=self.params['sync_tolerance_s'])
+        wiring = self.core.config.wiring
+        if wiring.use_aligned_depth:
+            self._depths = StampBuffer(tolerance_s=wiring.sync_tolerance_s)
             self.subscription(Image, T.ALIGNED_DEPTH, self.gate(self._on_depth), SENSOR)
-        if self.params['use_wrist_image']:
+        if wiring.use_wrist_image:
             self.subscription(Image, T.WRIST_IMAGE, self.gate(self._on_wrist), SENSOR)
-        if self.params['publish_depth_image']:
+        if wiring.publish_depth_image:
             self._depth_pub = self.lifecycle_publisher(Image, T.DEPTH_IMAGE, RELIABLE)
-            if self.params['depth_decoder_path']:
+            if wiring.depth_decoder_path:
                 try:
                     from ..reasoning.depth import load_depth_decoder
-                    self._depth_decoder = load_depth_decoder(self.params['depth_decoder_path'])
+                    self._depth_decoder = load_depth_decoder(wiring.depth_decoder_path)
                 except Exception as exc:  # noqa: BLE001 - configure fails with the reason
                     return self.fail_transition(f'depth decoder failed to load: {type(exc).__name__}: {exc}')
         # Each goal runs in a thread of its own (it waits on the pipeline) while the executor only awaits its

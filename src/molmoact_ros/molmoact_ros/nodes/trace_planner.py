@@ -41,12 +41,13 @@ _LIFT = {LiftMethod.ALIGNED_DEPTH: TrajectoryTrace.LIFT_ALIGNED_DEPTH,
 _COORDS = {EditTrace.Request.COORDS_MODEL: False, EditTrace.Request.COORDS_SOURCE_PIXELS: True}
 
 TRACE_PLANNER_PARAMETERS = (
-    ParamSpec('marker_lifetime_s', 0.0, 'Seconds RViz keeps the trace markers without a new trace (0: until '
-              'replaced or deleted).', min_value=0.0, max_value=3600.0),
+    ParamSpec('marker_lifetime_s', _D.marker_lifetime_s, 'Seconds RViz keeps the trace markers without a new trace '
+              '(0: until replaced or deleted).', min_value=0.0, max_value=3600.0),
     ParamSpec('marker_fallback_depth_m', _D.marker_fallback_depth_m, 'Without aligned depth, draw the trace '
               'markers at this distance along the camera rays (they project onto the right pixels in RViz\'s '
               'Camera display); 0: no markers without depth.', min_value=0.0, max_value=100.0),
-    ParamSpec('publish_trace_image', True, 'Publish trace_image: the model\'s view with the trace drawn.'),
+    ParamSpec('publish_trace_image', _D.publish_trace_image, 'Publish trace_image: the model\'s view with the '
+              'trace drawn.'),
     ParamSpec('table_plane_frame', _D.table_plane_frame, 'Without aligned depth, lift traces onto the table plane '
               'z = table_plane_height_m of this frame (e.g. the robot base frame), via tf2 or '
               'camera_pose_in_table_frame; empty: no table-plane lift.'),
@@ -234,11 +235,12 @@ class TracePlannerNode(StageNode):
 
     def _publish_trace_visuals(self, trace, perception, marker_points, marker_frame: str) -> None:
         """The trace's markers and annotated image (on the visuals thread)."""
+        config = self.core.config   # refreshed from the parameters for each trace (_follow_parameters)
         if marker_points is not None and marker_frame:
             self._markers_pub.publish(trace_markers(
                 marker_points, marker_frame, trace.header.stamp, trace.instruction,
-                lifetime_s=self.params['marker_lifetime_s'], source=int(trace.source)))
-        if self.params['publish_trace_image']:
+                lifetime_s=config.marker_lifetime_s, source=int(trace.source)))
+        if config.publish_trace_image:
             model = np.array([[p.x_model, p.y_model] for p in trace.points], dtype=np.float64)
             px = model_space_to_model_pixels(model, perception.image.width, perception.image.height)
             timing = {'perception': perception.timing.total_s * 1e3, 'planning': trace.timing.total_s * 1e3}

@@ -331,8 +331,14 @@ def test_a_malformed_joint_state_is_an_error_not_an_exception(kin):
     intake = make(kin)
     assert intake.joint_state(T0, T0, list(PANDA_JOINTS) + ['x'], PANDA_READY) != ''
     assert intake.joint_state(T0, T0, ['finger'], [0.04]) == ''                 # not the arm's: ignored
-    assert intake.joint_state(T0, T0, PANDA_JOINTS, [math.nan] * 7) == ''       # non-finite: ignored
+    # non-finite positions of controlled joints: refused with an error (counted), the state is not used
+    error = intake.joint_state(T0, T0, PANDA_JOINTS, [0.0] * 6 + [math.inf])
+    assert 'non-finite' in error and len(error) <= TEXT_LIMIT
+    assert 'non-finite' in intake.joint_state(T0, T0, PANDA_JOINTS, [math.nan] * 7)
     assert intake.last_joint_state is None
+    # a NaN in a joint the arm does not control is no fault of the arm's state
+    assert intake.joint_state(T0, T0, list(PANDA_JOINTS) + ['finger'], list(PANDA_READY) + [math.nan]) == ''
+    assert intake.last_joint_state is not None
 
 
 def test_an_unstamped_joint_state_counts_at_arrival_and_ages_out(kin):
@@ -513,3 +519,76 @@ def test_property_arbitrary_chunks_and_times(kin, mode):
         assert intake.governor.limits.max_step_rotation_rad <= limits0.max_step_rotation_rad
 
     check()
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+def test_figures_before_kinematics_have_no_execution_part():
+    from molmoact_ros.cores.sink_figures import SinkFigures
+    figures = ChunkIntake(CommandSinkConfig(), PROFILE).figures()
+    assert figures.robot_profile == 'sim_panda' and not figures.kinematics_ready
+    assert figures.execution is None and figures.chunks == {}
+    assert figures.safety is not None and figures.halts == {c.value: 0 for c in HaltCause}
+    assert figures.rejected == {r.value: 0 for r in Rejection} and figures.intake.pending_chunk is False
+    assert not any(k.startswith('chunks ') or k.startswith('action age') for k, _ in figures.display_values())
+    # the node before configure: only its own figures
+    assert [k for k, _ in SinkFigures().display_values()] == [
+        'robot profile', 'sink mode', 'kinematics ready', 'commands sent', 'holds sent', 'plan-only chunks',
+        'rejected chunks']
+
+
+def test_figures_count_each_decision_per_kind(kin):
+    """Each kind of decision shows in its own typed figure (the demo and /diagnostics read these)."""
+    from molmoact_ros.robot.safety import ClipKind
+    intake = make(kin)
+    go(intake, T0)
+    assert intake.chunk(chunk(plan_only=True), T0).intake is Intake.PLAN_ONLY
+    assert intake.chunk(chunk('future', stamp=T0 + 5.0), T0).intake is Intake.REJECTED
+    # a step far beyond the per-step translation limit: executed clamped
+    assert intake.chunk(chunk('big', stamp=T0, dx=0.5), T0).intake is Intake.ACCEPTED
+    run(intake, T0, T0 + 0.35)
+    # slightly ahead with no joint state at its stamp: pending ...
+    assert intake.chunk(chunk('held', stamp=T0 + 0.9), T0 + 0.35).intake is Intake.PENDING
+    assert intake.figures().intake.pending_chunk is True
+    # ... and discarded by the halt of a corrupt observation pose
+    pose = replace(ready_pose(kin), orientation_xyzw=(0.0, 0.0, 0.0, 0.0))
+    assert intake.chunk(chunk('corrupt', stamp=T0 + 0.35, pose=pose), T0 + 0.35).halted
+
+    f = intake.figures(commands_sent=4, holds_sent=1)
+    assert (f.commands_sent, f.holds_sent, f.plan_only_chunks, f.rejected_chunks) == (4, 1, 1, 2)
+    assert f.rejected == {'invalid': 0, 'from_future': 1, 'observation_pose': 1}
+    assert f.intake.pending_chunk is False and f.intake.pending_discarded == 1
+    assert f.halts[HaltCause.INVALID_ACTION.value] == 1 and sum(f.halts.values()) == 1
+    assert f.safety.halted_cause == f.safety.last_halt_cause == 'invalid_action' and not f.safety.e_stopped
+    assert f.clamps[ClipKind.STEP_TRANSLATION.value] >= 1
+    assert f.clamps == {k.value: n for k, n in intake.governor.clip_counts.items()}
+    assert f.chunks['accepted'] == 1 and set(f.chunks) == {r.value for r in OfferResult}
+    assert f.execution.action_age_s is not None and f.execution.action_age_max_s >= f.execution.action_age_s
+
+    shown = dict(f.display_values())
+    assert shown['commands sent'] == '4' and shown['rejected chunks'] == '2'
+    assert shown['rejected chunks observation_pose'] == '1' and shown['halts invalid_action'] == '1'
+    assert shown['chunks accepted'] == '1' and shown['pending chunks discarded'] == '1'
+    assert shown['pending chunk'] == 'false' and shown['halted cause'] == 'invalid_action'
+    assert shown['clips step_translation'] == str(f.clamps['step_translation'])
+    assert shown['action age at execution s'] == f'{f.execution.action_age_s:.3f}'
+    # every typed count has its display string, and the other way round
+    for prefix, group in (('halts ', f.halts), ('clips ', f.clamps), ('chunks ', f.chunks),
+                          ('rejected chunks ', f.rejected)):
+        assert {k[len(prefix):]: int(v) for k, v in shown.items() if k.startswith(prefix)} == dict(group)
+
+
+def test_figures_are_a_frozen_snapshot(kin):
+    import dataclasses
+    intake = make(kin)
+    go(intake, T0)
+    before = intake.figures(tick_time_mean_s=0.0012, tick_time_max_s=0.004, ik_backend='pinocchio (requested)')
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        before.commands_sent = 3
+    with pytest.raises(TypeError):
+        before.halts['invalid_action'] = 5
+    intake.chunk(chunk('future', stamp=T0 + 5.0), T0)
+    assert before.rejected_chunks == 0 and intake.figures().rejected_chunks == 1
+    shown = dict(before.display_values())
+    assert shown['tick time mean s'] == '0.001200' and shown['tick time max s'] == '0.004000'
+    assert shown['ik backend'] == 'pinocchio (requested)'
