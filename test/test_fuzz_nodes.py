@@ -36,7 +36,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
-from suite_helpers.spinning import spin_recording  # noqa: E402
+from suite_helpers.spinning import spin_recording, wait_until  # noqa: E402
 
 from molmoact_bringup.sim.trajectory import JointTrajectoryCommand, JointTrajectoryFollower, TrajectoryPoint  # noqa: E402
 from molmoact_ros.cores.chunk_intake import Intake  # noqa: E402
@@ -64,10 +64,7 @@ BUG = re.compile(r'\b(AttributeError|IndexError|KeyError|NameError|UnboundLocalE
 
 
 def wait_for(predicate, timeout=WAIT_S):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and not predicate():
-        time.sleep(0.002)
-    return predicate()
+    return wait_until(predicate, timeout)
 
 
 class Recorder:

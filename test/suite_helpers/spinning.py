@@ -24,3 +24,18 @@ def spin_recording(executor, escaped: list) -> None:
             if not rclpy.ok():
                 return
             escaped.append(traceback.format_exc())
+
+
+def wait_until(predicate, timeout_s: float, poll_s: float = 0.002) -> bool:
+    """Whether ``predicate()`` came true within ``timeout_s`` (a generous bound for a loaded machine, never a
+    decision about speed: the decisions are tested on the ROS-free cores with the time handed in). Polls the
+    rig's state, which the executor thread changes, every ``poll_s``."""
+    import threading
+    import time
+    idle = threading.Event()  # never set: its wait is the poll interval
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= end:
+            return bool(predicate())
+        idle.wait(poll_s)
+    return True
