@@ -291,8 +291,7 @@ class Evaluator:
             self.reset_client = node.create_client(ResetEpisode, 'sim_arm/reset_episode')
             self.enable_client = node.create_client(SetBool, 'command_sink/enable')
             suite.spin()
-            suite.wait_for_sim(lambda: self.watcher.snapshot()[2] > 0 and self.watcher.snapshot()[0] is not None,
-                               args.sim_timeout)
+            suite.wait_for_sim(self._sim_ready, args.sim_timeout)
             suite.bring_up()
             self.report.settings['ready_s'] = round(time.monotonic() - t0, 2)
             if self.goal_client is not None and not self.goal_client.wait_for_server(timeout_sec=30.0):
@@ -307,6 +306,11 @@ class Evaluator:
         self.report.settings['wall_s'] = round(time.monotonic() - t0, 2)
         self.report.write(self.out / 'results.json')
         return self.report
+
+    def _sim_ready(self) -> bool:
+        """A camera frame and a task state arrived."""
+        state, _, images, _ = self.watcher.snapshot()
+        return images > 0 and state is not None
 
     def _call(self, client, request, timeout_s: float = 10.0):
         future = client.call_async(request)
@@ -331,8 +335,8 @@ class Evaluator:
                 result = self._episode(i, recording)
                 self.report.episodes.append(result)
                 done = self.report.episodes
-                rate = sum(e.success for e in done) / len(done)
-                progress.update(1, f'success {100 * rate:.0f}% ({sum(e.success for e in done)}/{len(done)})')
+                wins = sum(e.success for e in done)
+                progress.update(1, f'success {100 * wins / len(done):.0f}% ({wins}/{len(done)})')
         finally:
             progress.close()
 
