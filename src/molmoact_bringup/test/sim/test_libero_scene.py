@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from molmoact_bringup.sim import franka
-from molmoact_bringup.sim.libero_task import LiberoTaskSpec, find_libero_python, libero_eval_view
+from molmoact_bringup.sim.libero_task import (LiberoTaskSpec, cache_dir, cache_root, find_libero_python,
+                                              libero_eval_view)
 from molmoact_bringup.sim.panda_sim import PandaSim, SimConfig
 from molmoact_bringup.sim.scene import resolve_scene
 from molmoact_bringup.sim.trajectory import JointTrajectoryCommand, TrajectoryPoint
@@ -21,6 +22,11 @@ LANGUAGE = 'pick up the black bowl between the plate and the ramekin and place i
 
 @pytest.fixture(scope='module')
 def cache(tmp_path_factory):
+    """An export cache without TASK in it: the default cache when TASK has not been exported there yet (the
+    cold export then also serves the later LIBERO tests, ~30 s saved on a fresh machine), else a new one."""
+    root = cache_root()
+    if not cache_dir(TASK, find_libero_python(), root).exists():
+        return root
     return tmp_path_factory.mktemp('libero_cache')
 
 

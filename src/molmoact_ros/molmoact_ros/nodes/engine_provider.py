@@ -31,8 +31,9 @@ ENGINE_PARAMETERS = (
               read_only=True),
     ParamSpec('unnorm_key', '', 'Norm-stats key for unnormalizing actions (empty: the only key of the checkpoint).',
               read_only=True),
-    ParamSpec('action_horizon', 1, 'Action steps per answer (1: MolmoAct-7B-D-0812; 8: LIBERO and fine-tunes).',
-              min_value=1, max_value=64, read_only=True),
+    ParamSpec('action_horizon', 0, 'Action steps per answer; 0: the checkpoint\'s own (config.json '
+              '"action_horizon", which train_molmoact writes; 1 when absent, as for MolmoAct-7B-D-0812; the LIBERO '
+              'checkpoints answer 8).', min_value=0, max_value=64, read_only=True),
     ParamSpec('max_free_tokens', 64, 'Free-text tokens allowed before each structured part of the answer.',
               min_value=1, max_value=512, read_only=True),
     ParamSpec('steering_mode', 'drawn', 'How edited traces condition the actions: drawn (trained mode) or prefix.',
@@ -58,6 +59,15 @@ def resolve_model(model: str) -> str:
     if not is_tiny_checkpoint(path):
         save_tiny_checkpoint(path)
     return str(path)
+
+
+def checkpoint_horizon(config, requested: int) -> int:
+    """The action steps per answer: ``requested`` unless 0, else the checkpoint's ``action_horizon`` (written
+    by train_molmoact from its dataset), else 1 (the released MolmoAct-7B-D-0812 answers one step)."""
+    if requested > 0:
+        return int(requested)
+    own = getattr(config, 'action_horizon', None)
+    return int(own) if isinstance(own, int) and 1 <= own <= 64 else 1
 
 
 @dataclass
@@ -122,7 +132,7 @@ class EngineProvider:
         processor = MolmoActProcessor.from_pretrained(path)
         config = EngineConfig(prompt_variant=str(settings['prompt_variant']),
                               unnorm_key=str(settings['unnorm_key']) or None,
-                              horizon=int(settings['action_horizon']),
+                              horizon=checkpoint_horizon(model.config, int(settings['action_horizon'])),
                               max_free_tokens=int(settings['max_free_tokens']),
                               steering_mode=str(settings['steering_mode']),
                               limits=SessionLimits(max_sessions=int(settings['retained_requests'])))

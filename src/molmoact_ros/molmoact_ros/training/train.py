@@ -191,6 +191,11 @@ class Trainer:
                 self.log(f'resuming from {ckpt} (step {state["step"]})')
         _seed_all(c.seed)
         self.model, self.processor = self._load(source, state)
+        # Every saved model (checkpoints too) carries what the engine needs to act with it: the dataset's
+        # norm stats and its action steps per answer (the engine's action_horizon 0 reads it).
+        self.model.config.norm_stats = dict(self.dataset.norm_stats)
+        if self.dataset.horizon:
+            self.model.config.action_horizon = int(self.dataset.horizon)
         self.pad_id = self.processor.token_ids.pad
         self.eos_id = self.processor.token_ids.eos
         self.rows: Optional[VocabRows] = None

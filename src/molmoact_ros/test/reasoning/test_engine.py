@@ -52,10 +52,12 @@ def test_stages_continue_one_cache_and_equal_a_monolithic_generation(engine):
     assert isinstance(c, AnswerConstraint)
 
 
-def test_outputs_parse_on_40_random_images_and_instructions(engine):
+def test_outputs_parse_on_12_random_images_and_instructions(engine):
     rng = np.random.default_rng(0)
     words = ['pick', 'place', 'the', 'red', 'blue', 'cup', 'block', 'in', 'on', 'drawer', 'open', 'bowl']
-    for i in range(40):  # 40: ~1.5 s each on a loaded 2-core CPU, within the per-test timeout
+    # 12 (sizes 16..119 px, with and without a wrist view): ~0.9 s each on this 2-core CPU; the grammar's
+    # guarantee itself is property-tested in test_constraints on many more random token sequences.
+    for i in range(12):
         size = (int(rng.integers(16, 120)), int(rng.integers(16, 120)))
         instruction = ' '.join(rng.choice(words, size=int(rng.integers(1, 8))))
         p, t, a = engine.run(obs(100 + i, size, wrist=bool(i % 2)), instruction)

@@ -163,6 +163,15 @@ def test_saved_model_reloads_with_its_norm_stats_and_identical_logits(trained, d
     loaded = load_model(model_dir, LoadOptions(dtype='float32', device='cpu'))
     stats = json.loads((dataset / 'dataset_statistics.json').read_text())
     assert loaded.config.norm_stats == stats
+    # The engine's action_horizon 0 takes the dataset's steps per answer from the checkpoint (2 here).
+    from molmoact_ros.nodes.engine_provider import checkpoint_horizon
+    assert loaded.config.action_horizon == 2 and checkpoint_horizon(loaded.config, 0) == 2
+    assert checkpoint_horizon(loaded.config, 5) == 5
+    assert checkpoint_horizon(type('Released', (), {})(), 0) == 1
+    # Intermediate checkpoints carry them too (a run can be evaluated before it ends).
+    ckpt = sorted((out / 'checkpoints').glob('step-*'))[-1] / 'model'
+    ckpt_config = json.loads((ckpt / 'config.json').read_text())
+    assert ckpt_config['norm_stats'] == stats and ckpt_config['action_horizon'] == 2
     assert NormStatsTable.from_checkpoint_config(loaded.config).select('molmoact').dim == 7
     processor = AutoProcessor.from_pretrained(model_dir)
     assert processor.image_processor.config.crop_mode == 'resize'
