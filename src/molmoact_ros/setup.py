@@ -6,6 +6,8 @@ setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*']),
+    # The bundled trained model's compact weights (molmoact_ros.nodes.engine_provider.SIM_LIFT).
+    package_data={PACKAGE: ['model/weights/*/*']},
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),

@@ -162,7 +162,8 @@ class SuiteSession:
         """Send one ExecuteInstruction goal (execute) and wait for its result, bounded by ``timeout_s`` + 10 s.
 
         ``stop()``: polled while the goal runs; when it holds, the goal is cancelled (e.g. the task
-        succeeded) and the result is awaited. Returns outcome, reason, steps_completed and stopped."""
+        succeeded) and the result is awaited. Returns outcome, reason, steps_completed, stopped and (when a
+        result came) last_request_id."""
         from molmoact_msgs.action import ExecuteInstruction
         goal = ExecuteInstruction.Goal(instruction=instruction, max_steps=int(max_steps), timeout_s=float(timeout_s),
                                        execute=True)
@@ -185,7 +186,8 @@ class SuiteSession:
                     'stopped': stopped}
         r = result_future.result().result
         return {'outcome': GOAL_OUTCOMES.get(r.outcome, str(r.outcome)), 'reason': r.reason,
-                'steps_completed': int(r.steps_completed), 'stopped': stopped}
+                'steps_completed': int(r.steps_completed), 'stopped': stopped,
+                'last_request_id': str(r.last_request_id)}
 
     def node_counters(self) -> Dict[str, dict]:
         nodes = list(self.pipeline.nodes) if self.pipeline is not None and self.config.with_pipeline else []

@@ -203,6 +203,11 @@ def demo_profile(args, out: Path):
     return load_profile(str(path)), path, overrides
 
 
+def default_model() -> str:
+    """The demo's (and evaluate's) default model: ``$MOLMOACT_MODEL``, else ``tiny``."""
+    return os.environ.get('MOLMOACT_MODEL') or 'tiny'
+
+
 def sim_parameters(args) -> Dict[str, object]:
     """sim_arm's parameters for the demo's scene, size and camera rate."""
     params: Dict[str, object] = {'image_width': args.width, 'image_height': args.height,
@@ -279,7 +284,11 @@ def _run_goals(suite: SuiteSession, client, args, libero, profile, summary) -> d
     if not args.lockstep:
         result = suite.run_goal(client, args.instruction, args.steps, float(args.timeout))
     else:
-        horizon = int(libero['parameters']['action_horizon']) if libero is not None else 1
+        if libero is not None:
+            horizon = int(libero['parameters']['action_horizon'])
+        else:
+            from molmoact_ros.nodes.engine_provider import model_action_horizon
+            horizon = model_action_horizon(args.model)
         execution_s = horizon * profile.step_period_s + 2.0 / args.camera_rate + 0.2
         result = {'outcome': 'completed', 'reason': '', 'steps_completed': 0}
         for _ in range(args.steps):
@@ -424,13 +433,18 @@ def run(args) -> dict:
 def apply_scene_defaults(args, lift_camera_rate_hz: float) -> bool:
     """Fill the scene-dependent defaults (0 / '' / None) of the demo's and the evaluator's arguments: image
     size, simulator start-up limit (a first LIBERO export settles every initial state: minutes), robot
-    profile, lockstep queries and camera rate. True for the libero scene."""
+    profile, lockstep queries (on for libero and for a model answering several steps) and camera rate. True
+    for the libero scene."""
     libero = args.scene == 'libero'
     args.width = args.width or (256 if libero else 320)
     args.height = args.height or (256 if libero else 240)
     args.sim_timeout = args.sim_timeout or (300.0 if libero else 90.0)
     args.robot_profile = args.robot_profile or ('libero_panda' if libero else 'sim_panda')
-    args.lockstep = libero if args.lockstep is None else args.lockstep
+    if args.lockstep is None:
+        # A chunk of several steps is anchored at its observation's pose: the next observation must come after it
+        # ran (else the next chunk replays from a pose the arm has left).
+        from molmoact_ros.nodes.engine_provider import model_action_horizon
+        args.lockstep = libero or (getattr(args, 'policy', 'model') == 'model' and model_action_horizon(args.model) > 1)
     args.camera_rate = args.camera_rate or (2.0 if libero else lift_camera_rate_hz)
     return libero
 
@@ -440,7 +454,7 @@ def parse_args(argv=None):
                                 'sink, recorded to MCAP, GIF, PNG and summary.json.')
     p.add_argument('--steps', type=int, default=6, help='perceive -> plan -> act queries (1..50)')
     p.add_argument('--output', type=Path, default=Path('demo_output'))
-    p.add_argument('--model', default=os.environ.get('MOLMOACT_MODEL') or 'tiny',
+    p.add_argument('--model', default=default_model(),
                    help='tiny (random-weight structural model, default), a checkpoint directory or a hub id '
                    '(default: $MOLMOACT_MODEL when set)')
     p.add_argument('--scene', choices=('lift', 'libero'), default='lift',
@@ -454,7 +468,7 @@ def parse_args(argv=None):
                    'instruction (libero)')
     p.add_argument('--lockstep', action=argparse.BooleanOptionalAction, default=None,
                    help='one query at a time, each after the previous answer was executed (default: on for '
-                   'libero, off for lift)')
+                   'libero and for a model answering several steps per query, e.g. sim-lift; off otherwise)')
     p.add_argument('--namespace', default='/demo')
     p.add_argument('--timeout', type=float, default=240.0, help='time limit of the goal (s)')
     p.add_argument('--sim-timeout', type=float, default=0.0, help='time limit for the simulator to start (s; '

@@ -189,4 +189,14 @@ class EvalReport:
                  f'episodes: {r["episodes"]} count']
         if wall['median_s'] is not None:
             lines.append(f'wall_time_per_episode_median: {wall["median_s"]:.1f} s')
+        steering = [e.extra['steering'] for e in self.episodes if isinstance(e.extra.get('steering'), dict)]
+        if steering:
+            near = sum(bool(s['steered']) for s in steering)
+            lo, hi = wilson_interval(near, len(steering))
+            closest = sorted(float(s['closest_approach_m']) for s in steering)
+            lines += [f'steering_mode: {steering[0]["mode"]}',
+                      f'steering_within_3cm_rate: {100 * near / len(steering):.1f} %',
+                      f'steering_within_3cm_wilson95_low: {100 * lo:.1f} %',
+                      f'steering_within_3cm_wilson95_high: {100 * hi:.1f} %',
+                      f"steering_closest_approach_median: {100 * statistics.median(closest):.1f} cm"]
         return lines

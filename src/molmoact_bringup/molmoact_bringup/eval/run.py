@@ -71,7 +71,7 @@ class Watcher:
     def __init__(self, node, recording=None, gif: bool = False):
         from molmoact_msgs.msg import ActionChunk, PerceptionTokens, TaskState, TrajectoryTrace
         from geometry_msgs.msg import PoseStamped
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CameraInfo, Image
 
         from molmoact_ros.ros.topics import LATCHED
 
@@ -84,11 +84,17 @@ class Watcher:
         self.timings: Dict[str, List[float]] = {'perception': [], 'planning': [], 'action': [],
                                                 'observation_to_action': []}
         self.latest_trace = None
+        self.camera_info = None
+        self.camera_pose = None
+        self.chunk_ids: List[tuple] = []  # (request_id, trace revision) of the model's chunks this episode
+        self.trial = None  # a steering.SteeringTrial fed every end-effector pose
         self.gif = gif
         self.frames: List[np.ndarray] = []
         self.recording = recording
         node.create_subscription(TaskState, 'sim_arm/task_state', self._on_state, LATCHED)
         node.create_subscription(PoseStamped, 'sim_arm/ee_pose', self._on_ee, 10)
+        node.create_subscription(PoseStamped, 'sim_arm/camera_pose', self._on_camera_pose, 10)
+        node.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, 10)
         node.create_subscription(Image, 'image', self._on_image, 10)
         node.create_subscription(PerceptionTokens, 'perception_tokens', self._timing('perception'), 10)
         node.create_subscription(TrajectoryTrace, 'trajectory_trace', self._on_trace, 10)
@@ -132,6 +138,17 @@ class Watcher:
     def _on_ee(self, msg) -> None:
         with self._lock:
             self.ee_pose = msg
+            if self.trial is not None:
+                p = msg.pose.position
+                self.trial.observe((p.x, p.y, p.z))
+
+    def _on_camera_pose(self, msg) -> None:
+        with self._lock:
+            self.camera_pose = msg
+
+    def _on_camera_info(self, msg) -> None:
+        with self._lock:
+            self.camera_info = msg
 
     def _on_image(self, msg) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
@@ -161,6 +178,8 @@ class Watcher:
         if msg.model_id == ScriptedPolicy.MODEL_ID:
             return
         self.timings['action'].append(msg.timing.total_s)
+        with self._lock:
+            self.chunk_ids.append((msg.request_id, int(msg.trace_revision)))
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         if stamp > 0:
             self.timings['observation_to_action'].append(self.node.get_clock().now().nanoseconds * 1e-9 - stamp)
@@ -170,12 +189,23 @@ class Watcher:
         with self._lock:
             return self.state, self.ee_pose, self.images, self.last_image_stamp_s
 
-    def start_episode(self) -> None:
+    def start_episode(self, trial=None) -> None:
         with self._lock:
             for values in self.timings.values():
                 values.clear()
             self.frames = []
             self.latest_trace = None
+            self.chunk_ids = []
+            self.trial = trial
+
+    def camera(self):
+        """(4x4 base -> optical frame pose, CameraIntrinsics) of the newest camera_pose and camera_info, or None."""
+        from molmoact_ros.robot.geometry import CameraIntrinsics
+        with self._lock:
+            pose, info = self.camera_pose, self.camera_info
+        if pose is None or info is None:
+            return None
+        return _pose_matrix(pose.pose), CameraIntrinsics.from_k(info.k, info.width, info.height)
 
 
 class ScriptedPolicy:
@@ -290,6 +320,8 @@ class Evaluator:
                 if args.policy == 'model' else None
             self.reset_client = node.create_client(ResetEpisode, 'sim_arm/reset_episode')
             self.enable_client = node.create_client(SetBool, 'command_sink/enable')
+            from molmoact_msgs.srv import EditTrace
+            self.edit_client = node.create_client(EditTrace, 'edit_trace')
             suite.spin()
             suite.wait_for_sim(self._sim_ready, args.sim_timeout)
             suite.bring_up()
@@ -365,7 +397,8 @@ class Evaluator:
             fresh = wait_until(lambda: self._fresh(episode_no, reset_clock_s), 20.0)
             if not fresh:
                 raise RuntimeError('no task state / camera frame / end-effector pose after the reset within 20 s')
-            self.watcher.start_episode()
+            trial = self._steering_trial(response.state, seed) if args.steer != 'off' else None
+            self.watcher.start_episode(trial)
             if recording is not None:
                 result.recording = str(self.record_dir / f'episode_{i:04d}.mcap')
                 recording.begin(Path(result.recording))
@@ -376,6 +409,13 @@ class Evaluator:
             else:
                 self._run_model(clock, episode_no, instruction, result)
             self._enable(False)
+            if trial is not None:
+                result.extra['steering'] = {
+                    'mode': args.steer, 'offset_m': round(trial.target.offset_m, 4),
+                    'virtual_cube_m': [round(float(v), 4) for v in trial.target.cube_m],
+                    'end_point_m': [round(float(v), 4) for v in trial.target.end_m],
+                    'closest_approach_m': round(trial.closest_m, 4), 'within_m': trial.config.success_m,
+                    'steered': trial.steered, 'edits': getattr(self, '_edits', 0)}
             if recording is not None:
                 time.sleep(0.2)  # the last task state and frames reach the file
                 result.extra['recorded_messages'] = recording.end()
@@ -428,8 +468,27 @@ class Evaluator:
                 next_s = now + period
             time.sleep(0.02)
 
+    def _steering_trial(self, state, seed: int):
+        """The episode's steering trial: a virtual cube 10-15 cm from the real one (eval.steering)."""
+        from ..sim.task import CubeRandomization
+        from .steering import SteeringTrial, steering_target
+        if not state.object_poses:
+            raise RuntimeError('--steer needs the cube pose in the task state (the lift scene)')
+        p = state.object_poses[0].position
+        cube = np.array([p.x, p.y, p.z])
+        placement = CubeRandomization().sample(seed)  # sim_arm's default cube_xy_range_m / yaw range
+        centre = cube[:2] - [placement.dx_m, placement.dy_m]
+        return SteeringTrial(steering_target(cube, centre, seed))
+
     def _run_model(self, clock: EpisodeClock, episode_no: int, instruction: str, result: EpisodeResult) -> None:
         args = self.args
+        if args.steer == 'edit':
+            goal = self._run_steered(clock, episode_no, instruction)
+            clock.steps = int(goal['steps_completed'])
+            result.extra['goal'] = goal
+            trial = self.watcher.trial
+            clock.end(EndReason.SUCCESS if trial.steered else EndReason.STEP_BUDGET, time.monotonic())
+            return
         if args.lockstep:
             goal = self._run_lockstep(clock, episode_no, instruction)
         else:
@@ -477,6 +536,57 @@ class Evaluator:
         return goal
 
 
+    def _run_steered(self, clock: EpisodeClock, episode_no: int, instruction: str) -> dict:
+        """Steering (``--steer edit``), one query at a time: the model's own chunk is held back (the sink
+        disabled while the goal runs), its trace is replaced through ``edit_trace`` (drawn steering, source
+        pixels) by the trial's trace to the virtual cube, and the chunk the action stage writes for the edited
+        trace is executed; until the end effector comes within the trial's distance of the end point."""
+        from molmoact_msgs.srv import EditTrace
+        from geometry_msgs.msg import Point32
+        args = self.args
+        trial = self.watcher.trial
+        execution_s = args.action_horizon * self.profile.step_period_s + 2.0 / args.camera_rate + 0.2
+        goal = {'outcome': 'completed', 'reason': '', 'steps_completed': 0}
+        self._edits = 0
+        for _ in range(args.max_steps):
+            left = args.episode_timeout - clock.elapsed_s(time.monotonic())
+            if left < 1.0 or trial.steered:
+                if not trial.steered:
+                    goal.update(outcome='timed_out', reason=f'the episode ran out of its {args.episode_timeout:g} s')
+                break
+            self._enable(False)
+            one = self.suite.run_goal(self.goal_client, instruction, 1, left)
+            goal['steps_completed'] += one['steps_completed']
+            if one['outcome'] != 'completed':
+                goal.update(outcome=one['outcome'], reason=one['reason'])
+                break
+            _, ee, _, _ = self.watcher.snapshot()
+            camera = self.watcher.camera()
+            if ee is None or camera is None:
+                goal.update(outcome='failed', reason='no end-effector pose or camera calibration to draw a trace')
+                break
+            p = ee.pose.position
+            from .steering import to_pixels
+            pixels = to_pixels(trial.trace_m((p.x, p.y, p.z)), *camera)
+            if pixels is None:
+                goal.update(outcome='failed', reason='the steering trace leaves the camera image')
+                break
+            self._enable(True)
+            request = EditTrace.Request(request_id=one['last_request_id'], coordinates=EditTrace.Request.COORDS_SOURCE_PIXELS,
+                                        points=[Point32(x=u, y=v, z=0.0) for u, v in pixels], act=True)
+            response = self._call(self.edit_client, request)
+            if not response.success:
+                goal.update(outcome='failed', reason=f'edit_trace refused: {response.message}'[:500])
+                break
+            self._edits += 1
+            edited = (one['last_request_id'], int(response.trace.revision))
+            if not wait_until(lambda: edited in self.watcher.chunk_ids, 30.0):
+                goal.update(outcome='no_result', reason='no chunk for the edited trace within 30 s')
+                break
+            wait_until(lambda: trial.steered, execution_s)
+        return goal
+
+
 class _progress:
     """A tqdm progress bar on stderr with the running success rate (plain lines without tqdm)."""
 
@@ -503,7 +613,8 @@ class _progress:
 
 def default_model() -> str:
     """The demo's default model: ``$MOLMOACT_MODEL``, else ``tiny``."""
-    return os.environ.get('MOLMOACT_MODEL') or 'tiny'
+    from ..demo.run import default_model as demo_default
+    return demo_default()
 
 
 def parse_args(argv=None):
@@ -545,14 +656,26 @@ def parse_args(argv=None):
     p.add_argument('--init-state', type=int, default=0, help='LIBERO official initial state of the first episode')
     p.add_argument('--lockstep', action=argparse.BooleanOptionalAction, default=None,
                    help='model: one query at a time, each after the previous answer ran (default: on for libero, '
-                   'as the released LIBERO evaluator; off for lift)')
+                   'as the released LIBERO evaluator, and for a model answering several steps per query, e.g. '
+                   'sim-lift; off otherwise)')
+    p.add_argument('--steer', choices=('off', 'measure', 'edit'), default='off',
+                   help='lift, model: steering trials (eval/steering.py): a virtual cube 10-15 cm from the real '
+                   'one; "edit" replaces every query\'s trace by the path to it (edit_trace, drawn) and ends the '
+                   'episode when the end effector comes within 3 cm of the trace\'s end point; "measure" only '
+                   'records the closest approach without editing (the unsteered baseline)')
     p.add_argument('--verbose', action='store_true', help='print tracebacks of crashed episodes')
     args = p.parse_args(argv)
     from ..demo.run import apply_scene_defaults
     # lift: 10 Hz, the sim_panda profile's step period, so that each recorded step has its own camera frame
     # (build_dataset matches frames to steps); libero: the demo's 2 Hz (two views, multisampled).
     libero = apply_scene_defaults(args, lift_camera_rate_hz=10.0)
-    args.action_horizon = 8 if libero else 1
+    if libero:
+        args.action_horizon = 8
+    elif args.policy == 'model':
+        from molmoact_ros.nodes.engine_provider import model_action_horizon
+        args.action_horizon = model_action_horizon(args.model)  # the checkpoint's own (engine action_horizon 0)
+    else:
+        args.action_horizon = 1
     if libero:
         # The released evaluator's budget: the suite's max environment steps (20 Hz), 8 actions per query.
         from ..sim.libero_task import SUITES
@@ -574,6 +697,8 @@ def parse_args(argv=None):
         p.error('--replan-period must be within 0.05..10 s')
     if args.policy == 'scripted' and libero:
         p.error('the scripted expert knows the lift scene only')
+    if args.steer != 'off' and (libero or args.policy != 'model'):
+        p.error('--steer runs the model policy on the lift scene')
     return args
 
 

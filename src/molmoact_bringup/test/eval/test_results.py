@@ -81,3 +81,19 @@ def test_latency_summary():
     assert latency_summary([]) == {'count': 0, 'median_s': None, 'p90_s': None, 'max_s': None}
     s = latency_summary([float(i) for i in range(1, 11)])
     assert s['median_s'] == 5.5 and s['p90_s'] == 9.0 and s['max_s'] == 10.0
+
+
+def test_steering_figures_count_the_episodes_within_3_cm():
+    report = EvalReport('model', 'sim-lift', 'lift')
+    for i, closest in enumerate([0.01, 0.02, 0.05, 0.2]):
+        steering = {'mode': 'edit', 'closest_approach_m': closest, 'steered': closest < 0.03}
+        report.episodes.append(EpisodeResult(i, seed=i, task='lift', success=closest < 0.03, end_reason='success',
+                                             extra={'steering': steering}))
+    figures = report.figures()
+    lo, hi = wilson_interval(2, 4)
+    assert 'steering_mode: edit' in figures and 'steering_within_3cm_rate: 50.0 %' in figures
+    assert f'steering_within_3cm_wilson95_low: {100 * lo:.1f} %' in figures
+    assert 'steering_closest_approach_median: 3.5 cm' in figures
+    plain = EvalReport('model', 'sim-lift', 'lift')
+    plain.episodes.append(EpisodeResult(0, seed=0, task='lift', success=True, end_reason='success'))
+    assert not any(line.startswith('steering') for line in plain.figures())

@@ -18,6 +18,12 @@ from ..reasoning.sessions import RETAINED_REQUESTS
 from ..ros.params import ParamSpec
 
 TINY = 'tiny'
+#: The small MolmoAct-architecture model trained here on the simulated arm's lift demonstrations (not
+#: MolmoAct-7B): its compact weights ship in the package (model/weights/sim_lift) and are assembled into a
+#: released-layout checkpoint on first use. README "The trained model".
+SIM_LIFT = 'sim-lift'
+#: Models built or assembled by the package itself (float32 on the CPU: bf16 would only be slower there).
+BUNDLED = (TINY, SIM_LIFT)
 
 ENGINE_PARAMETERS = (
     ParamSpec('model', TINY, 'MolmoAct checkpoint: a local directory, a Hugging Face hub id (through the HF cache; '
@@ -50,15 +56,54 @@ def tiny_cache_dir() -> Path:
     return Path(os.environ.get('MOLMOACT_TINY_DIR', Path.home() / '.cache' / 'molmoact_ros' / 'tiny-structural'))
 
 
+def bundled_weights_dir(name: str = SIM_LIFT) -> Path:
+    """The compact weights of a model that ships in the package (``sim-lift``: model/weights/sim_lift)."""
+    return Path(__file__).resolve().parents[1] / 'model' / 'weights' / name.replace('-', '_')
+
+
+def _assembled_dir(name: str) -> Path:
+    """Where a bundled model is assembled: keyed by its compact weights' content (a new version, a new folder)."""
+    import hashlib
+    compact = bundled_weights_dir(name)
+    digest = hashlib.sha256()
+    for f in sorted(compact.iterdir()):
+        if f.is_file():
+            digest.update(f.name.encode())
+            digest.update(f.read_bytes())
+    root = Path(os.environ.get('MOLMOACT_MODEL_CACHE', Path.home() / '.cache' / 'molmoact_ros'))
+    return root / f'{name}-{digest.hexdigest()[:12]}'
+
+
 def resolve_model(model: str) -> str:
-    """The checkpoint to load: builds the tiny structural model on first use of ``tiny``."""
-    if model != TINY:
-        return model
-    from ..model.tiny import is_tiny_checkpoint, save_tiny_checkpoint
-    path = tiny_cache_dir()
-    if not is_tiny_checkpoint(path):
-        save_tiny_checkpoint(path)
-    return str(path)
+    """The checkpoint to load: builds the tiny structural model on first use of ``tiny``; assembles the
+    bundled ``sim-lift`` model from its compact weights on first use (seconds, offline)."""
+    if model == TINY:
+        from ..model.tiny import is_tiny_checkpoint, save_tiny_checkpoint
+        path = tiny_cache_dir()
+        if not is_tiny_checkpoint(path):
+            save_tiny_checkpoint(path)
+        return str(path)
+    if model == SIM_LIFT:
+        from ..training.compact import assemble_checkpoint
+        if not (bundled_weights_dir(model) / 'compact.json').is_file():
+            raise FileNotFoundError(f'the bundled model {model!r} has no weights at {bundled_weights_dir(model)}')
+        path = _assembled_dir(model)
+        if not (path / 'model.safetensors').is_file():
+            assemble_checkpoint(bundled_weights_dir(model), path)
+        return str(path)
+    return model
+
+
+def model_action_horizon(model: str) -> int:
+    """The action steps per answer of ``model`` with ``action_horizon: 0``: its config.json's
+    ``action_horizon`` (a local or bundled checkpoint), else 1."""
+    import json
+    try:
+        config = json.loads((Path(resolve_model(model)) / 'config.json').read_text())
+    except (OSError, ValueError):
+        return 1
+    own = config.get('action_horizon')
+    return int(own) if isinstance(own, int) and 1 <= own <= 64 else 1
 
 
 def checkpoint_horizon(config, requested: int) -> int:
@@ -125,8 +170,8 @@ class EngineProvider:
 
         path = resolve_model(str(settings['model']))
         dtype = str(settings['dtype'])
-        if settings['model'] == TINY:
-            dtype = 'float32'  # the structural model is tiny; CPU bf16 would only be slower
+        if settings['model'] in BUNDLED:
+            dtype = 'float32'  # small models; CPU bf16 would only be slower
         model = load_model(path, LoadOptions(dtype=dtype, device=str(settings['device']),
                                              quantization=str(settings['quantization'])))
         processor = MolmoActProcessor.from_pretrained(path)
