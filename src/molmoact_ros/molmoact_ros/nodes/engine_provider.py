@@ -173,7 +173,7 @@ class EngineProvider:
         if settings['model'] in BUNDLED:
             dtype = 'float32'  # small models; CPU bf16 would only be slower
         model = load_model(path, LoadOptions(dtype=dtype, device=str(settings['device']),
-                                             quantization=str(settings['quantization'])))
+                                             quantization=str(settings['quantization']), sparse_head=True))
         processor = MolmoActProcessor.from_pretrained(path)
         config = EngineConfig(prompt_variant=str(settings['prompt_variant']),
                               unnorm_key=str(settings['unnorm_key']) or None,

@@ -260,3 +260,30 @@ def test_bitsandbytes_quantized_load(model, tmp_path, quantization):
     assert torch.isfinite(got).all()
     rel = ((got - ref).norm() / ref.norm()).item()
     assert rel < (0.05 if quantization == '8bit' else 0.3), rel
+
+
+def test_row_sparse_head_gives_the_dense_logits_and_is_installed_only_for_mostly_zero_rows(model, tmp_path):
+    from molmoact_ros.model.loading import RowSparseHead
+
+    sparse = MolmoActForActionReasoning(model.config).eval()
+    sparse.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        keep = torch.zeros(sparse.lm_head.weight.shape[0], dtype=torch.bool)
+        keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(3))[:len(keep) // 4]] = True
+        sparse.lm_head.weight[~keep] = 0.0  # what the restricted training loss leaves
+    sparse.save_pretrained(tmp_path)
+    dense = load_model(tmp_path, LoadOptions(dtype='float32', device='cpu'))
+    fast = load_model(tmp_path, LoadOptions(dtype='float32', device='cpu', sparse_head=True))
+    assert isinstance(dense.lm_head, torch.nn.Linear) and isinstance(fast.lm_head, RowSparseHead)
+    assert torch.equal(fast.lm_head.ids, keep.nonzero()[:, 0])
+    images, idx = image_inputs(1)
+    ids = prompt(1)
+    with torch.no_grad():
+        a = dense(input_ids=ids, images=images, pooled_patches_idx=idx).logits
+        b = fast(input_ids=ids, images=images, pooled_patches_idx=idx).logits
+    assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert torch.equal(a.argmax(-1), b.argmax(-1)) and bool((b[..., ~keep] == 0).all())
+    # A dense head (every row in use: a released checkpoint) stays as it is.
+    model.save_pretrained(tmp_path / 'dense')
+    kept = load_model(tmp_path / 'dense', LoadOptions(dtype='float32', device='cpu', sparse_head=True))
+    assert isinstance(kept.lm_head, torch.nn.Linear)
