@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -276,13 +276,14 @@ def pipeline_parameters(args, profile, libero: Optional[dict], summary: dict) ->
     return params
 
 
-def _run_goals(suite: SuiteSession, client, args, libero, profile, summary) -> dict:
+def _run_goals(suite: SuiteSession, client, args, libero, profile, summary,
+               stop: Callable[[], bool] = lambda: False) -> dict:
     """The demo's goal: ``--steps`` queries in one goal, or (lockstep) one query per goal, each after the
     previous answer's actions have run and a camera frame of the result has come (the released LIBERO
     evaluator's loop)."""
     started = time.monotonic()
     if not args.lockstep:
-        result = suite.run_goal(client, args.instruction, args.steps, float(args.timeout))
+        result = suite.run_goal(client, args.instruction, args.steps, float(args.timeout), stop=stop)
     else:
         if libero is not None:
             horizon = int(libero['parameters']['action_horizon'])
@@ -292,6 +293,8 @@ def _run_goals(suite: SuiteSession, client, args, libero, profile, summary) -> d
         execution_s = horizon * profile.step_period_s + 2.0 / args.camera_rate + 0.2
         result = {'outcome': 'completed', 'reason': '', 'steps_completed': 0}
         for _ in range(args.steps):
+            if stop():
+                break
             left = float(args.timeout) - (time.monotonic() - started)
             if left < 1.0:
                 result.update(outcome='timed_out', reason=f'the demo ran out of its {args.timeout:g} s')
@@ -301,7 +304,7 @@ def _run_goals(suite: SuiteSession, client, args, libero, profile, summary) -> d
             if one['outcome'] != 'completed':
                 result.update(outcome=one['outcome'], reason=one['reason'])
                 break
-            time.sleep(execution_s)
+            wait_until(stop, execution_s)
         summary['lockstep_wait_s'] = round(execution_s, 3)
     result.pop('stopped', None)
     summary['goal_wall_s'] = round(time.monotonic() - started, 2)
@@ -340,6 +343,7 @@ def run(args) -> dict:
     figures = None   # the sink's SinkFigures (cores/sink_figures.py), read once the goals are done
     node_counters: dict = {}
     mcap = None
+    task_state: list = []  # sim_arm/task_state (latched): the goal stops once the task succeeded
     try:
         suite.start()
         probe = suite.probe
@@ -347,6 +351,10 @@ def run(args) -> dict:
         rec = DemoRecorder(probe, ns, mcap, args.instruction)
         client = ActionClient(probe, ExecuteInstruction, 'execute_instruction')
         task_text: List[str] = []
+        from molmoact_msgs.msg import TaskState
+
+        from molmoact_ros.ros.topics import LATCHED
+        probe.create_subscription(TaskState, 'sim_arm/task_state', task_state.append, LATCHED)
         if libero is not None:
             from std_msgs.msg import String
 
@@ -372,7 +380,8 @@ def run(args) -> dict:
         time.sleep(max(0.5, 2.0 / args.camera_rate))
         rec.scan()  # every topic of the namespace is subscribed before the goal starts
         rec.recording_frames = True
-        result = _run_goals(suite, client, args, libero, profile, summary)
+        result = _run_goals(suite, client, args, libero, profile, summary,
+                            stop=lambda: bool(task_state) and bool(task_state[-1].succeeded))
         time.sleep(args.settle)  # the last chunk executes and the arm settles, on camera
         rec.recording_frames = False
         if suite.sink is not None:
@@ -394,7 +403,11 @@ def run(args) -> dict:
         summary['gif_frames'] = write_gif(frames, out / 'demo.gif', fps=args.camera_rate)
         write_png(rec.draw(rec.last_image) if rec.last_image is not None else frames[-1], out / 'final_frame.png')
     moved = max_displacement(rec.measured, arm_joints)
+    last_state = task_state[-1] if task_state else None
     summary.update(
+        task={'task': last_state.task, 'succeeded': bool(last_state.succeeded),
+              'first_success_s': float(last_state.first_success_s) if last_state.succeeded else None,
+              'reason': last_state.reason[:300]} if last_state is not None else None,
         goal_result=result,
         steps_completed=len(rec.timings['action_chunk']),
         wall_s=round(time.monotonic() - t0, 2),

@@ -115,6 +115,14 @@ def checkpoint_horizon(config, requested: int) -> int:
     return int(own) if isinstance(own, int) and 1 <= own <= 64 else 1
 
 
+def checkpoint_template(config) -> str:
+    """The answer wording a checkpoint was trained on: its config's ``answer_template`` (train_molmoact writes
+    it: ``finetune`` for the builder's datasets), else '' (the prompt variant's, as for released checkpoints)."""
+    from ..reasoning.grammar import TEMPLATES
+    name = getattr(config, 'answer_template', None)
+    return name if isinstance(name, str) and name in TEMPLATES and TEMPLATES[name].trace_sentences else ''
+
+
 @dataclass
 class _Loaded:
     engine: object
@@ -178,6 +186,7 @@ class EngineProvider:
         config = EngineConfig(prompt_variant=str(settings['prompt_variant']),
                               unnorm_key=str(settings['unnorm_key']) or None,
                               horizon=checkpoint_horizon(model.config, int(settings['action_horizon'])),
+                              answer_template=checkpoint_template(model.config),
                               max_free_tokens=int(settings['max_free_tokens']),
                               steering_mode=str(settings['steering_mode']),
                               limits=SessionLimits(max_sessions=int(settings['retained_requests'])))

@@ -58,8 +58,9 @@ import torch
 from ..model.processing import MolmoActProcessor, PromptVariant, build_prompt, chat_text
 from .action_space import ActionChunkValues, NormStats, NormStatsTable, RotationConvention
 from .constraints import ActionConstraint, AnswerConstraint, ConstraintVocab, DepthConstraint, TraceConstraint
-from .grammar import (MULTI_VIEW_TEMPLATE, SINGLE_VIEW_TEMPLATE, TRAJECTORY_CONDITIONED_TEMPLATE, ActionTokens,
-                      DepthTokens, ParseError, Trace, format_trace, parse_actions, parse_depth, parse_trace)
+from .grammar import (MULTI_VIEW_TEMPLATE, SINGLE_VIEW_TEMPLATE, TEMPLATES, TRAJECTORY_CONDITIONED_TEMPLATE,
+                      ActionTokens, DepthTokens, ParseError, Trace, format_trace, parse_actions, parse_depth,
+                      parse_trace)
 from .scheduling import ACT, PERCEIVE, PLAN, PriorityRLock
 from .sessions import Session, SessionLimits, SessionStore
 from .steering import draw_trace
@@ -177,6 +178,10 @@ class EngineConfig:
     fast_forward: bool = True
     dedupe_crops: bool = True
     canonical_actions: bool = True
+    #: The answer wording the checkpoint was trained on (a ``grammar.TEMPLATES`` name); '' = the prompt
+    #: variant's (released checkpoints). ``finetune`` (MolmoAct's fine-tune recipe, e.g. models trained by
+    #: train_molmoact) writes the trace twice (left / right end effector): the trace stage then decodes two.
+    answer_template: str = ''
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'prompt_variant', PromptVariant(self.prompt_variant))
@@ -186,9 +191,16 @@ class EngineConfig:
                              'trajectory-conditioned prompts are used by steering')
         if not 1 <= self.horizon <= 64 or not 1 <= self.action_dim <= 64 or not 1 <= self.max_free_tokens <= 512:
             raise ValueError(f'invalid engine config {self}')
+        if self.answer_template and (self.answer_template not in TEMPLATES or
+                                     not TEMPLATES[self.answer_template].trace_sentences):
+            raise ValueError(f'answer_template must be one of the reasoning templates '
+                             f'{sorted(n for n, t in TEMPLATES.items() if t.trace_sentences)}, got '
+                             f'{self.answer_template!r}')
 
     @property
     def template(self):
+        if self.answer_template:
+            return TEMPLATES[self.answer_template]
         return MULTI_VIEW_TEMPLATE if self.prompt_variant == PromptVariant.MULTI_VIEW else SINGLE_VIEW_TEMPLATE
 
     @property
@@ -220,7 +232,8 @@ class MolmoActEngine:
         self._device = next(model.parameters()).device
         self._constraints = {
             'depth': DepthConstraint(self.vocab, max_free_tokens=config.max_free_tokens),
-            'trace': TraceConstraint(self.vocab, max_free_tokens=config.max_free_tokens),
+            'trace': TraceConstraint(self.vocab, max_free_tokens=config.max_free_tokens,
+                                     num_traces=len(config.template.trace_sentences)),
             'actions': ActionConstraint(self.vocab, action_dim=config.action_dim, horizon=config.horizon,
                                         max_free_tokens=config.max_free_tokens,
                                         canonical=config.canonical_actions),
@@ -525,7 +538,7 @@ class MolmoActEngine:
         template = self.config.template
         trace_text = format_trace(points, spaced=template.trace_spaced)
         lead_in = template.action_sentence.split('{action}')[0].rstrip()
-        forced = '. ' + template.trace_sentences[0].format(trace=trace_text) + ' ' + lead_in
+        forced = '. ' + ' '.join(t.format(trace=trace_text) for t in template.trace_sentences) + ' ' + lead_in
         ids = self.tokenizer.encode(forced, add_special_tokens=False)
         start = time.monotonic()
         with torch.no_grad():

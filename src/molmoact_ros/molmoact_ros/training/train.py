@@ -196,6 +196,10 @@ class Trainer:
         self.model.config.norm_stats = dict(self.dataset.norm_stats)
         if self.dataset.horizon:
             self.model.config.action_horizon = int(self.dataset.horizon)
+        # ... and the answer wording it learns (the engine decodes that grammar, e.g. the fine-tune recipe's two traces).
+        template = self.dataset.meta.get('answer_template') if c.answer_template == 'dataset' else c.answer_template
+        if template:
+            self.model.config.answer_template = str(template)
         self.pad_id = self.processor.token_ids.pad
         self.eos_id = self.processor.token_ids.eos
         self.rows: Optional[VocabRows] = None
@@ -233,6 +237,7 @@ class Trainer:
             with torch.no_grad():
                 emb = model.model.transformer.wte.embedding
                 emb.copy_(filler_rows(emb.shape, c.seed).float())
+            init_connector(model)
         else:
             if source == 'tiny':
                 from ..nodes.engine_provider import resolve_model
@@ -491,6 +496,19 @@ class Trainer:
             plot_curves(self.history, self.evals, c.output / 'training_curves.png')
         except Exception as error:  # noqa: BLE001 - a plot must not stop training
             self.log(f'could not draw the curves: {error}')
+
+
+def init_connector(model) -> None:
+    """LeCun-normal weights (std 1/sqrt(fan_in)) for the image connector (attention pooling + SwiGLU projector)
+    of a model trained from scratch. With transformers' default std 0.02 the projector's gated product of two
+    small terms makes the image features ~1e-5 in norm (token embeddings: ~0.3): a 128-wide model then learns
+    to answer without looking at the image and never recovers (measured here: the loss did not change when
+    the image was swapped or zeroed after 750 steps). With this init they start at ~0.2."""
+    vision = model.model.vision_backbone
+    with torch.no_grad():
+        for module in list(vision.image_pooling_2d.modules()) + list(vision.image_projector.modules()):
+            if isinstance(module, torch.nn.Linear):
+                torch.nn.init.normal_(module.weight, std=1.0 / math.sqrt(module.weight.shape[1]))
 
 
 LORA_TARGETS = ['att_proj', 'attn_out', 'ff_proj', 'ff_out']

@@ -211,3 +211,29 @@ def test_identical_crops_run_through_the_vit_once(parts):
         assert answers[0] == answers[1]
         acts = [e.act_on_observation(o, 'stack the blocks', [(10, 10), (200, 100)]) for e in engines]
         assert acts[0].tokens.token_ids == acts[1].tokens.token_ids
+
+
+def test_a_checkpoint_trained_on_the_finetune_recipe_answers_two_traces(parts):
+    """MolmoAct's fine-tune recipe (and train_molmoact) writes the trace twice (left / right end effector):
+    with the checkpoint's answer_template the trace stage decodes both, and the actions follow them."""
+    from types import SimpleNamespace
+
+    from molmoact_ros.nodes.engine_provider import checkpoint_template
+    from molmoact_ros.reasoning.grammar import FINETUNE_TEMPLATE
+
+    eng = MolmoActEngine(*parts, EngineConfig(max_free_tokens=FREE, horizon=2, answer_template='finetune'))
+    assert eng.config.template is FINETUNE_TEMPLATE
+    p = eng.perceive(obs(5), 'pick up the red cube')
+    t = eng.plan(p.request_id)
+    assert len(t.traces) == 2 and t.trace == t.traces[0]
+    a = eng.act(p.request_id)
+    assert a.actions.values_array().shape == (2, 7)
+    parsed = parse_answer(a.answer_text, 7, eng.tokenizer, horizon=2)
+    assert parsed.ok and len(parsed.traces) == 2, parsed.errors
+    with pytest.raises(ValueError, match='answer_template'):
+        EngineConfig(answer_template='trajectory_conditioned')
+    with pytest.raises(ValueError, match='answer_template'):
+        EngineConfig(answer_template='no_such_template')
+    assert checkpoint_template(SimpleNamespace(answer_template='finetune')) == 'finetune'
+    assert checkpoint_template(SimpleNamespace()) == ''  # a released checkpoint: the prompt variant's wording
+    assert checkpoint_template(SimpleNamespace(answer_template='bogus')) == ''

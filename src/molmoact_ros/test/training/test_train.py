@@ -289,3 +289,29 @@ def test_part_metrics_of_a_perfect_prediction(trained):
     m2 = PartMetrics(trainer.token_bytes)
     m2.add(row.answer, ids, wrong)
     assert m2.result()['depth_code_accuracy'] == 0.99
+
+
+def test_a_model_from_scratch_gets_image_features_of_the_size_of_token_embeddings(dataset, tmp_path):
+    """The connector's init (init_connector): with transformers' default (std 0.02) the projector's gated
+    product makes the image features ~1e-4 of the token embeddings, and a model trained here learned to answer
+    without the image (its loss did not change when the image was swapped); with LeCun-normal weights they
+    start within an order of magnitude of the embeddings."""
+    from molmoact_ros.model.modeling import MolmoActForActionReasoning
+    from molmoact_ros.training.train import init_connector, small_config
+
+    trainer = Trainer(_config(dataset, tmp_path), log=lambda m: None)
+    _, batch = _batch(trainer, (REASONING, REASONING))
+    torch.manual_seed(0)
+    default = MolmoActForActionReasoning(small_config(SPEC)).eval()
+
+    def feature_norm(model):
+        with torch.no_grad():
+            feats = model.model.vision_backbone(batch['images'], batch['pooled_patches_idx'], batch['image_masks'])
+        return float(feats.norm(dim=-1).mean())
+
+    with torch.no_grad():
+        embeds = float(trainer.model.model.transformer.wte(batch['input_ids'].clamp(min=0)).norm(dim=-1).mean())
+    assert feature_norm(default) < 1e-3 * embeds
+    assert feature_norm(trainer.model.eval()) > 0.05 * embeds
+    init_connector(default)
+    assert feature_norm(default) > 0.05 * embeds
