@@ -521,11 +521,19 @@ def main(argv=None) -> int:
           f"joints within limits: {summary['joint_range_check']['measured']['ok'] and summary['joint_range_check']['commanded']['ok']}")
     if not sink['present']:
         print(f"demo: no command sink ({sink['reason_absent']}): nothing commanded the arm")
+    task = summary.get('task') or {}
+    if task:
+        print(f"demo: task {task['task']}: {'succeeded' if task['succeeded'] else 'not done'} ({task['reason']})")
     if summary['structural_model']:
         print('demo: model "tiny" has random weights (a structural test model): its traces and actions are '
               'well-formed but meaningless')
+    from molmoact_ros.nodes.engine_provider import SIM_LIFT
+    if args.model == SIM_LIFT:
+        print(f'demo: model "{SIM_LIFT}" is a small model of the MolmoAct architecture trained here on simulated lift '
+              'demonstrations (README "The trained model"); it is not MolmoAct-7B')
     print(f"demo: outputs in {summary['output']}: {', '.join(summary['files'])}")
-    return 0 if summary['steps_completed'] >= args.steps else 1
+    # Done: every query ran, or the goal stopped early because the task succeeded.
+    return 0 if summary['steps_completed'] >= args.steps or task.get('succeeded') else 1
 
 
 if __name__ == '__main__':

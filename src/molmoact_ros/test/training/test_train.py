@@ -315,3 +315,30 @@ def test_a_model_from_scratch_gets_image_features_of_the_size_of_token_embedding
     assert feature_norm(trainer.model.eval()) > 0.05 * embeds
     init_connector(default)
     assert feature_norm(default) > 0.05 * embeds
+
+
+def test_a_bundled_compact_model_resolves_by_name_into_an_engine_with_its_own_settings(trained, tmp_path,
+                                                                                     monkeypatch):
+    """The path a model trained here takes to the nodes: compact weights in the package (engine_provider's
+    bundled dir) -> assembled once into the model cache -> an engine with the checkpoint's action horizon,
+    answer template and norm stats, and the row-sparse output layer."""
+    from molmoact_ros.model.loading import RowSparseHead
+    from molmoact_ros.nodes import engine_provider as ep
+    from molmoact_ros.training.compact import export_compact
+
+    _, _, out = trained
+    compact = tmp_path / 'weights' / 'sim_lift'
+    export_compact(out / 'model', compact)
+    monkeypatch.setattr(ep, 'bundled_weights_dir', lambda name=ep.SIM_LIFT: compact)
+    monkeypatch.setenv('MOLMOACT_MODEL_CACHE', str(tmp_path / 'cache'))
+    path = ep.resolve_model(ep.SIM_LIFT)
+    assert path.startswith(str(tmp_path / 'cache')) and ep.resolve_model(ep.SIM_LIFT) == path  # assembled once
+    assert ep.model_action_horizon(ep.SIM_LIFT) == 2
+    settings = {p.name: p.default for p in ep.ENGINE_PARAMETERS}
+    settings.update(model=ep.SIM_LIFT, device='cpu')
+    engine = ep.EngineProvider._load(settings)
+    assert engine.config.horizon == 2 and engine.config.answer_template == 'finetune'
+    assert isinstance(engine.model.lm_head, RowSparseHead) and engine.unnorm_key == 'molmoact'
+    monkeypatch.setattr(ep, 'bundled_weights_dir', lambda name=ep.SIM_LIFT: tmp_path / 'absent')
+    with pytest.raises(FileNotFoundError, match='no weights'):
+        ep.resolve_model(ep.SIM_LIFT)
