@@ -311,13 +311,66 @@ def _run_goals(suite: SuiteSession, client, args, libero, profile, summary,
     return result
 
 
+def demo_summary(rec, recording, *, goal_result: Optional[dict], task_state, figures, node_counters: Dict[str, dict],
+                 sink_present: bool, sink_missing: str, moved_threshold_rad: float, limits: dict,
+                 limits_from: Optional[str], recording_bytes: int, files: List[str], wall_s: float) -> dict:
+    """The summary's findings about a finished run, from what it gathered (pure: no ROS, no files).
+
+    ``rec``: the :class:`DemoRecorder` (its ``timings``, ``observation_to_action_s``, ``measured``,
+    ``commanded``, ``trajectories``, ``gripper_commands`` and ``skipped``); ``recording``: the closed
+    :class:`~molmoact_bringup.demo.recording.McapRecorder` (``counts``, ``dropped_over_limit``);
+    ``task_state``: the last ``sim_arm/task_state`` or None; ``figures``: the sink's ``SinkFigures``, None
+    without a sink; ``sink_missing``: why no sink started ('' for ``--no-sink``); ``limits``: the URDF's
+    joint limits (:func:`~molmoact_bringup.demo.outputs.joint_limits_from_urdf`), read from ``limits_from``.
+    The keys come in the order summary.json has always written them."""
+    from .outputs import latency_stats, max_displacement, range_check
+
+    arm_joints = [f'panda_joint{i}' for i in range(1, 8)]
+    gripper_samples = [{'panda_finger_joint1': v} for v in rec.gripper_commands]
+    moved = max_displacement(rec.measured, arm_joints)
+    chunks = dict(figures.chunks) if figures is not None else {}
+    return dict(
+        task={'task': task_state.task, 'succeeded': bool(task_state.succeeded),
+              'first_success_s': float(task_state.first_success_s) if task_state.succeeded else None,
+              'reason': task_state.reason[:300]} if task_state is not None else None,
+        goal_result=goal_result,
+        steps_completed=len(rec.timings['action_chunk']),
+        wall_s=wall_s,
+        stage_latency_s={'perception': latency_stats(rec.timings['perception_tokens']),
+                         'planning': latency_stats(rec.timings['trajectory_trace']),
+                         'action': latency_stats(rec.timings['action_chunk']),
+                         'observation_to_action': latency_stats(rec.observation_to_action_s)},
+        command_sink={'present': sink_present, 'reason_absent': '' if sink_present else
+                      (sink_missing or 'disabled with --no-sink'),
+                      'commands_sent': figures.commands_sent if figures is not None else None,
+                      'clamps': dict(figures.clamps) if figures is not None else {},
+                      'halts': dict(figures.halts) if figures is not None else {},
+                      'chunks': chunks,
+                      'figures': dict(figures.display_values()) if figures is not None else {}},
+        drops={'camera_frames_superseded': node_counters.get('perception', {}).get('inputs_dropped'),
+               'chunks_not_executed': {k: v for k, v in chunks.items() if k != 'accepted'},
+               'recording_over_size_limit': recording.dropped_over_limit},
+        commands={'joint_trajectories': rec.trajectories, 'trajectory_points': len(rec.commanded),
+                  'gripper_commands': len(rec.gripper_commands)},
+        nodes=node_counters,
+        joint_range_check={'commanded': range_check(rec.commanded + gripper_samples, limits),
+                           'measured': range_check(rec.measured, limits),
+                           'limits_from': limits_from},
+        arm_moved={'moved': moved['max_abs'] > moved_threshold_rad, 'threshold_rad': moved_threshold_rad,
+                   'max_joint_displacement_rad': round(moved['max_abs'], 5),
+                   'per_joint_rad': {k: round(v, 5) for k, v in moved['per_joint'].items()},
+                   'joint_state_samples': len(rec.measured)},
+        recording={'file': 'recording.mcap', 'topics': dict(sorted(recording.counts.items())),
+                   'skipped_topics': rec.skipped, 'bytes': recording_bytes},
+        files=files)
+
+
 def run(args) -> dict:
     from molmoact_msgs.action import ExecuteInstruction
     from rclpy.action import ActionClient
 
     from ..sim_arm_node import find_urdf
-    from .outputs import (joint_limits_from_urdf, latency_stats, max_displacement, range_check, write_gif,
-                          write_png)
+    from .outputs import joint_limits_from_urdf, write_gif, write_png
     from .recording import McapRecorder
 
     out = Path(args.output).resolve()
@@ -396,49 +449,18 @@ def run(args) -> dict:
 
     urdf = find_urdf('')
     limits = joint_limits_from_urdf(urdf.read_text()) if urdf is not None else {}
-    arm_joints = [f'panda_joint{i}' for i in range(1, 8)]
-    gripper_samples = [{'panda_finger_joint1': v} for v in rec.gripper_commands]
     frames = rec.frames or ([rec.draw(rec.last_image)] if rec.last_image is not None else [])
     if frames:
         summary['gif_frames'] = write_gif(frames, out / 'demo.gif', fps=args.camera_rate)
         write_png(rec.draw(rec.last_image) if rec.last_image is not None else frames[-1], out / 'final_frame.png')
-    moved = max_displacement(rec.measured, arm_joints)
     last_state = task_state[-1] if task_state else None
-    summary.update(
-        task={'task': last_state.task, 'succeeded': bool(last_state.succeeded),
-              'first_success_s': float(last_state.first_success_s) if last_state.succeeded else None,
-              'reason': last_state.reason[:300]} if last_state is not None else None,
-        goal_result=result,
-        steps_completed=len(rec.timings['action_chunk']),
-        wall_s=round(time.monotonic() - t0, 2),
-        stage_latency_s={'perception': latency_stats(rec.timings['perception_tokens']),
-                         'planning': latency_stats(rec.timings['trajectory_trace']),
-                         'action': latency_stats(rec.timings['action_chunk']),
-                         'observation_to_action': latency_stats(rec.observation_to_action_s)},
-        command_sink={'present': sink is not None, 'reason_absent': '' if sink is not None else
-                      (sink_missing or 'disabled with --no-sink'),
-                      'commands_sent': figures.commands_sent if figures is not None else None,
-                      'clamps': dict(figures.clamps) if figures is not None else {},
-                      'halts': dict(figures.halts) if figures is not None else {},
-                      'chunks': dict(figures.chunks) if figures is not None else {},
-                      'figures': dict(figures.display_values()) if figures is not None else {}},
-        drops={'camera_frames_superseded': node_counters.get('perception', {}).get('inputs_dropped'),
-               'chunks_not_executed': {k: v for k, v in (figures.chunks if figures is not None else {}).items()
-                                       if k != 'accepted'},
-               'recording_over_size_limit': mcap.dropped_over_limit},
-        commands={'joint_trajectories': rec.trajectories, 'trajectory_points': len(rec.commanded),
-                  'gripper_commands': len(rec.gripper_commands)},
-        nodes=node_counters,
-        joint_range_check={'commanded': range_check(rec.commanded + gripper_samples, limits),
-                           'measured': range_check(rec.measured, limits),
-                           'limits_from': str(urdf) if urdf is not None else None},
-        arm_moved={'moved': moved['max_abs'] > args.moved_threshold_rad, 'threshold_rad': args.moved_threshold_rad,
-                   'max_joint_displacement_rad': round(moved['max_abs'], 5),
-                   'per_joint_rad': {k: round(v, 5) for k, v in moved['per_joint'].items()},
-                   'joint_state_samples': len(rec.measured)},
-        recording={'file': 'recording.mcap', 'topics': dict(sorted(mcap.counts.items())),
-                   'skipped_topics': rec.skipped, 'bytes': (out / 'recording.mcap').stat().st_size},
-        files=sorted({p.name for p in out.iterdir()} | {'summary.json'}))
+    summary.update(demo_summary(
+        rec, mcap, goal_result=result, task_state=last_state, figures=figures, node_counters=node_counters,
+        sink_present=sink is not None, sink_missing=sink_missing, moved_threshold_rad=args.moved_threshold_rad,
+        limits=limits, limits_from=str(urdf) if urdf is not None else None,
+        recording_bytes=(out / 'recording.mcap').stat().st_size,
+        files=sorted({p.name for p in out.iterdir()} | {'summary.json'}),
+        wall_s=round(time.monotonic() - t0, 2)))
     (out / 'summary.json').write_text(json.dumps(summary, indent=2, default=str) + '\n')
     return summary
 
