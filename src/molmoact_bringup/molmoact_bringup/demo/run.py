@@ -365,104 +365,175 @@ def demo_summary(rec, recording, *, goal_result: Optional[dict], task_state, fig
         files=files)
 
 
-def run(args) -> dict:
-    from molmoact_msgs.action import ExecuteInstruction
-    from rclpy.action import ActionClient
+class DemoRun:
+    """One run of the demo, in named steps (:meth:`execute` runs them in order)::
 
-    from ..sim_arm_node import find_urdf
-    from .outputs import joint_limits_from_urdf, write_gif, write_png
-    from .recording import McapRecorder
+        prepare()              output folder, robot profile, SuiteConfig, the summary's header
+        start()                sim_arm + this process's nodes, the recording, the probe's subscriptions
+        wait_for_sim()         first camera frame and joint state (libero: the task's instruction)
+        bring_up()             pipeline and sink active, the action server there
+        start_recording()      every topic of the namespace subscribed, camera frames kept for the GIF
+        run_goals()            the ExecuteInstruction goal(s), until done or the task succeeded
+        settle_and_collect()   the arm settles on camera; the sink's figures and the nodes' counters
+        close()                the recording and the suite closed (on any failure too)
+        write_outputs()        demo.gif, final_frame.png and summary.json (:func:`demo_summary`)
+    """
 
-    out = Path(args.output).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ('recording.mcap', 'demo.gif', 'final_frame.png', 'summary.json', 'sim_arm.log'):
-        (out / name).unlink(missing_ok=True)
-    ns = args.namespace if args.namespace.startswith('/') else '/' + args.namespace
-    libero = libero_settings(args) if args.scene == 'libero' else None
-    t0 = time.monotonic()
-    summary: dict = {'model': args.model, 'structural_model': args.model == 'tiny', 'instruction': args.instruction,
-                     'steps_requested': args.steps, 'namespace': ns, 'output': str(out), 'scene': args.scene,
-                     'lockstep': args.lockstep}
-    profile, profile_path, overrides = demo_profile(args, out)
-    summary['robot_profile'] = {'name': profile.name, 'file': str(profile_path), 'overrides': overrides}
-    config = SuiteConfig(namespace=ns, output=out, sim_parameters=sim_parameters(args),
-                         pipeline_parameters=pipeline_parameters(args, profile, libero, summary),
-                         sink_parameters=dict(LIBERO_SINK_PARAMETERS) if libero is not None else {},
-                         profile_path=profile_path, with_sink=not args.no_sink, probe_name='demo')
-    if libero is not None and not args.no_sink:
-        summary['libero']['sink_parameters'] = dict(LIBERO_SINK_PARAMETERS)
-    suite = SuiteSession(config)
-    result = None
-    figures = None   # the sink's SinkFigures (cores/sink_figures.py), read once the goals are done
-    node_counters: dict = {}
-    mcap = None
-    task_state: list = []  # sim_arm/task_state (latched): the goal stops once the task succeeded
-    try:
-        suite.start()
-        probe = suite.probe
-        mcap = McapRecorder(out / 'recording.mcap')
-        rec = DemoRecorder(probe, ns, mcap, args.instruction)
-        client = ActionClient(probe, ExecuteInstruction, 'execute_instruction')
-        task_text: List[str] = []
+    def __init__(self, args):
+        self.args = args
+        self.out = Path(args.output).resolve()
+        self.ns = args.namespace if args.namespace.startswith('/') else '/' + args.namespace
+        self.libero: Optional[dict] = None
+        self.profile = None
+        self.summary: dict = {}
+        self.t0 = 0.0
+        self.suite: Optional[SuiteSession] = None
+        self.mcap = None                 # McapRecorder of recording.mcap
+        self.rec: Optional[DemoRecorder] = None
+        self.client = None               # ExecuteInstruction action client
+        self.task_state: list = []       # sim_arm/task_state (latched): the goal stops once the task succeeded
+        self.task_text: List[str] = []   # sim_arm/task_description (libero)
+        self.result: Optional[dict] = None
+        self.figures = None              # the sink's SinkFigures (cores/sink_figures.py), read once the goals are done
+        self.node_counters: dict = {}
+
+    def execute(self) -> dict:
+        """All the steps; the summary. The recording and the suite are closed whatever step fails (then
+        nothing is written and the error propagates)."""
+        self.suite = SuiteSession(self.prepare())
+        try:
+            self.start()
+            self.wait_for_sim()
+            self.bring_up()
+            self.start_recording()
+            self.run_goals()
+            self.settle_and_collect()
+        finally:
+            self.close()
+        return self.write_outputs()
+
+    # -- the steps ------------------------------------------------------------------------------------------
+    def prepare(self) -> SuiteConfig:
+        """A clean output folder, the LIBERO settings, the robot profile, the summary's header; the config."""
+        args, out = self.args, self.out
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ('recording.mcap', 'demo.gif', 'final_frame.png', 'summary.json', 'sim_arm.log'):
+            (out / name).unlink(missing_ok=True)
+        self.libero = libero = libero_settings(args) if args.scene == 'libero' else None
+        self.t0 = time.monotonic()
+        self.summary = summary = {
+            'model': args.model, 'structural_model': args.model == 'tiny', 'instruction': args.instruction,
+            'steps_requested': args.steps, 'namespace': self.ns, 'output': str(out), 'scene': args.scene,
+            'lockstep': args.lockstep}
+        self.profile, profile_path, overrides = demo_profile(args, out)
+        summary['robot_profile'] = {'name': self.profile.name, 'file': str(profile_path), 'overrides': overrides}
+        config = SuiteConfig(namespace=self.ns, output=out, sim_parameters=sim_parameters(args),
+                             pipeline_parameters=pipeline_parameters(args, self.profile, libero, summary),
+                             sink_parameters=dict(LIBERO_SINK_PARAMETERS) if libero is not None else {},
+                             profile_path=profile_path, with_sink=not args.no_sink, probe_name='demo')
+        if libero is not None and not args.no_sink:
+            summary['libero']['sink_parameters'] = dict(LIBERO_SINK_PARAMETERS)
+        return config
+
+    def start(self) -> None:
+        """Start the suite, open the recording, subscribe the probe to the task's state (and description)."""
+        from molmoact_msgs.action import ExecuteInstruction
         from molmoact_msgs.msg import TaskState
+        from rclpy.action import ActionClient
 
         from molmoact_ros.ros.topics import LATCHED
-        probe.create_subscription(TaskState, 'sim_arm/task_state', task_state.append, LATCHED)
-        if libero is not None:
+
+        from .recording import McapRecorder
+        self.suite.start()
+        probe = self.suite.probe
+        self.mcap = McapRecorder(self.out / 'recording.mcap')
+        self.rec = DemoRecorder(probe, self.ns, self.mcap, self.args.instruction)
+        self.client = ActionClient(probe, ExecuteInstruction, 'execute_instruction')
+        probe.create_subscription(TaskState, 'sim_arm/task_state', self.task_state.append, LATCHED)
+        if self.libero is not None:
             from std_msgs.msg import String
+            probe.create_subscription(String, 'sim_arm/task_description', lambda m: self.task_text.append(m.data),
+                                      LATCHED)
+        self.suite.spin()
 
-            from molmoact_ros.ros.topics import LATCHED as latched
-            probe.create_subscription(String, 'sim_arm/task_description', lambda m: task_text.append(m.data),
-                                      latched)
-        suite.spin()
-        suite.wait_for_sim(lambda: rec.images_seen > 0 and bool(rec.measured), args.sim_timeout)
-        summary['sim_ready_s'] = round(time.monotonic() - t0, 2)
-        if libero is not None and not args.instruction:
-            if not wait_until(lambda: bool(task_text), 10.0):
+    def wait_for_sim(self) -> None:
+        """The first camera frame and joint state; libero: the task's own instruction unless one was given."""
+        args, rec, summary = self.args, self.rec, self.summary
+        self.suite.wait_for_sim(lambda: rec.images_seen > 0 and bool(rec.measured), args.sim_timeout)
+        summary['sim_ready_s'] = round(time.monotonic() - self.t0, 2)
+        if self.libero is None:
+            return
+        if not args.instruction:
+            if not wait_until(lambda: bool(self.task_text), 10.0):
                 raise RuntimeError('the simulated arm published no sim_arm/task_description')
-            args.instruction = rec.instruction = task_text[-1]
+            args.instruction = rec.instruction = self.task_text[-1]
             summary['instruction'] = args.instruction
-        if libero is not None:
-            summary['libero']['task_description'] = task_text[-1] if task_text else None
-        suite.bring_up()
-        summary['pipeline_ready_s'] = round(time.monotonic() - t0, 2)
-        if not client.wait_for_server(timeout_sec=30.0):
-            raise RuntimeError('execute_instruction action server not available')
-        rec.scan()
-        # (Two camera periods: the first query's frame is then newer than the sink's first joint states.)
-        time.sleep(max(0.5, 2.0 / args.camera_rate))
-        rec.scan()  # every topic of the namespace is subscribed before the goal starts
-        rec.recording_frames = True
-        result = _run_goals(suite, client, args, libero, profile, summary,
-                            stop=lambda: bool(task_state) and bool(task_state[-1].succeeded))
-        time.sleep(args.settle)  # the last chunk executes and the arm settles, on camera
-        rec.recording_frames = False
-        if suite.sink is not None:
-            figures = suite.sink.figures()
-        node_counters = suite.node_counters()
-    finally:
-        if mcap is not None:
-            mcap.close()
-        suite.close()
-    sink = suite.sink
-    sink_missing = suite.sink_missing if not args.no_sink else ''
+        summary['libero']['task_description'] = self.task_text[-1] if self.task_text else None
 
-    urdf = find_urdf('')
-    limits = joint_limits_from_urdf(urdf.read_text()) if urdf is not None else {}
-    frames = rec.frames or ([rec.draw(rec.last_image)] if rec.last_image is not None else [])
-    if frames:
-        summary['gif_frames'] = write_gif(frames, out / 'demo.gif', fps=args.camera_rate)
-        write_png(rec.draw(rec.last_image) if rec.last_image is not None else frames[-1], out / 'final_frame.png')
-    last_state = task_state[-1] if task_state else None
-    summary.update(demo_summary(
-        rec, mcap, goal_result=result, task_state=last_state, figures=figures, node_counters=node_counters,
-        sink_present=sink is not None, sink_missing=sink_missing, moved_threshold_rad=args.moved_threshold_rad,
-        limits=limits, limits_from=str(urdf) if urdf is not None else None,
-        recording_bytes=(out / 'recording.mcap').stat().st_size,
-        files=sorted({p.name for p in out.iterdir()} | {'summary.json'}),
-        wall_s=round(time.monotonic() - t0, 2)))
-    (out / 'summary.json').write_text(json.dumps(summary, indent=2, default=str) + '\n')
-    return summary
+    def bring_up(self) -> None:
+        """Pipeline and sink configured and active; the execute_instruction action server answers."""
+        self.suite.bring_up()
+        self.summary['pipeline_ready_s'] = round(time.monotonic() - self.t0, 2)
+        if not self.client.wait_for_server(timeout_sec=30.0):
+            raise RuntimeError('execute_instruction action server not available')
+
+    def start_recording(self) -> None:
+        """Every topic of the namespace subscribed before the goal starts; camera frames kept from now on."""
+        self.rec.scan()
+        # (Two camera periods: the first query's frame is then newer than the sink's first joint states.)
+        time.sleep(max(0.5, 2.0 / self.args.camera_rate))
+        self.rec.scan()
+        self.rec.recording_frames = True
+
+    def run_goals(self) -> None:
+        """The goal(s) (:func:`_run_goals`), stopped once the task succeeded."""
+        self.result = _run_goals(self.suite, self.client, self.args, self.libero, self.profile, self.summary,
+                                 stop=lambda: bool(self.task_state) and bool(self.task_state[-1].succeeded))
+
+    def settle_and_collect(self) -> None:
+        """The last chunk executes and the arm settles, on camera; then the sink's figures and node counters."""
+        time.sleep(self.args.settle)
+        self.rec.recording_frames = False
+        if self.suite.sink is not None:
+            self.figures = self.suite.sink.figures()
+        self.node_counters = self.suite.node_counters()
+
+    def close(self) -> None:
+        """Close the recording and the suite (the suite even when closing the recording fails)."""
+        try:
+            if self.mcap is not None:
+                self.mcap.close()
+        finally:
+            self.suite.close()
+
+    def write_outputs(self) -> dict:
+        """demo.gif and final_frame.png (the camera with the latest trace), then summary.json; the summary."""
+        from ..sim_arm_node import find_urdf
+        from .outputs import joint_limits_from_urdf, write_gif, write_png
+        args, out, rec, summary = self.args, self.out, self.rec, self.summary
+        frames = rec.frames or ([rec.draw(rec.last_image)] if rec.last_image is not None else [])
+        if frames:
+            summary['gif_frames'] = write_gif(frames, out / 'demo.gif', fps=args.camera_rate)
+            write_png(rec.draw(rec.last_image) if rec.last_image is not None else frames[-1], out / 'final_frame.png')
+        urdf = find_urdf('')
+        sink = self.suite.sink
+        summary.update(demo_summary(
+            rec, self.mcap, goal_result=self.result, task_state=self.task_state[-1] if self.task_state else None,
+            figures=self.figures, node_counters=self.node_counters, sink_present=sink is not None,
+            sink_missing=self.suite.sink_missing if not args.no_sink else '',
+            moved_threshold_rad=args.moved_threshold_rad,
+            limits=joint_limits_from_urdf(urdf.read_text()) if urdf is not None else {},
+            limits_from=str(urdf) if urdf is not None else None,
+            recording_bytes=(out / 'recording.mcap').stat().st_size,
+            files=sorted({p.name for p in out.iterdir()} | {'summary.json'}),
+            wall_s=round(time.monotonic() - self.t0, 2)))
+        (out / 'summary.json').write_text(json.dumps(summary, indent=2, default=str) + '\n')
+        return summary
+
+
+def run(args) -> dict:
+    """The demo (see module docstring): :class:`DemoRun` step by step; the summary it wrote to summary.json."""
+    return DemoRun(args).execute()
 
 
 def apply_scene_defaults(args, lift_camera_rate_hz: float) -> bool:

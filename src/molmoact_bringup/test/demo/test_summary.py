@@ -128,3 +128,37 @@ def test_steps_latencies_commands_and_joint_ranges():
                               'skipped_topics': {'/demo/x/_action/feedback': 'no schema'}, 'bytes': 1234}
     assert list(s['recording']['topics']) == ['/demo/image', '/demo/joint_states']  # sorted by topic
     assert s['files'] == ['demo.gif', 'summary.json']
+
+
+class _Closable:
+    def __init__(self, log, name, fail=False):
+        self.log, self.name, self.fail = log, name, fail
+
+    def close(self):
+        self.log.append(self.name)
+        if self.fail:
+            raise OSError(f'{self.name} close failed')
+
+
+@pytest.mark.parametrize('mcap_close_fails', [False, True])
+def test_a_failing_step_still_closes_the_recording_and_the_suite(monkeypatch, tmp_path, mcap_close_fails):
+    from molmoact_bringup.demo import run as demo_run
+    log = []
+    monkeypatch.setattr(demo_run, 'SuiteSession', lambda config: _Closable(log, 'suite'))
+
+    class Failing(demo_run.DemoRun):
+        def prepare(self):
+            return None
+
+        def start(self):
+            self.mcap = _Closable(log, 'mcap', fail=mcap_close_fails)
+
+        def wait_for_sim(self):
+            raise RuntimeError('the simulated arm exited')
+
+        def write_outputs(self):
+            raise AssertionError('no outputs after a failed step')
+
+    with pytest.raises(OSError if mcap_close_fails else RuntimeError):
+        Failing(SimpleNamespace(output=tmp_path, namespace='demo')).execute()
+    assert log == ['mcap', 'suite']
