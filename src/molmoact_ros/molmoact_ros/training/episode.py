@@ -6,7 +6,8 @@ interpolated at the step's time (linear, rotations by slerp), which needs a samp
 so the actions between consecutive steps are exact ``step_period_s`` deltas whatever the camera does. Each step
 shows the camera frame nearest to its time and the aligned depth nearest to that frame (depth tolerance). A
 step with no frame within the image tolerance (a camera that dropped frames, e.g. a simulator rendering on a
-loaded CPU) keeps its state for the actions around it but is no example (``has_frame`` false). A gap of a
+loaded CPU), or whose frame has no depth within the depth tolerance, keeps its state for the actions around it
+but is no example (``has_frame`` false; ``steps_without_depth`` counts the latter). A gap of a
 state stream beyond its tolerance, or no step with a frame at all, is an :class:`~.recording.EpisodeError`
 naming the topic ("unsynchronized stamps").
 """
@@ -34,7 +35,7 @@ class EpisodeSteps:
     name: str
     stamps: np.ndarray            # (N,) s, the steps' times (every step_period_s from the first frame)
     frame_stamps: np.ndarray      # (N,) s, the stamps of the frames shown at each step
-    has_frame: np.ndarray         # (N,) bool: a frame within the image tolerance of the step's time
+    has_frame: np.ndarray         # (N,) bool: a frame within the image tolerance of the step's time, with depth
     images: np.ndarray            # (N, H, W, 3) uint8
     depths: np.ndarray            # (N, H, W) float32 m (NaN: no depth)
     intrinsics: CameraIntrinsics
@@ -46,6 +47,7 @@ class EpisodeSteps:
     instruction: str
     succeeded: Optional[bool]
     ee_source: str                # 'pose' or 'fk'
+    steps_without_depth: int = 0  # steps whose frame had no depth within the depth tolerance (no examples)
 
     def __len__(self) -> int:
         return len(self.stamps)
@@ -139,15 +141,29 @@ def synchronize(raw: RawEpisode, *, step_period_s: float, sync: SyncConfig, join
     frame_stamps = img.stamps[frames]
     images = np.stack([img.values[f] for f in frames])
     h, w = images.shape[1:3]
-    # Depth: the nearest to each shown frame, within the depth tolerance.
-    depths = []
-    for t in frame_stamps:
-        i0, i1, a = _bracket(raw.depths, t, float(sync.depth_tolerance_s), ep, 'depth')
-        d = raw.depths.values[i0 if abs(raw.depths.stamps[i0] - t) <= abs(raw.depths.stamps[i1] - t) else i1]
+    # Depth: the nearest to each shown frame, within the depth tolerance. A frame without one (a depth
+    # message lost on a loaded machine) is no example, as a step without a frame; its depth is NaN.
+    depths, depth_tol, missing_depth, worst_depth = [], float(sync.depth_tolerance_s), 0, 0.0
+    dst = raw.depths.stamps
+    for k, t in enumerate(frame_stamps):
+        j = int(np.searchsorted(dst, t))
+        near = min((c for c in (j - 1, j) if 0 <= c < len(dst)), key=lambda c: abs(dst[c] - t))
+        gap = abs(dst[near] - t)
+        if gap > depth_tol:
+            worst_depth = max(worst_depth, gap)
+            if has_frame[k]:
+                missing_depth += 1
+            has_frame[k] = False
+            depths.append(np.full((h, w), np.nan, dtype=np.float32))
+            continue
+        d = raw.depths.values[near]
         if d.shape != (h, w):
             raise EpisodeError(ep, raw.depths.topic, f'depth is {d.shape[1]}x{d.shape[0]}, the image {w}x{h}: '
                                'not aligned')
         depths.append(d)
+    if not has_frame.any():
+        raise EpisodeError(ep, raw.depths.topic, f'unsynchronized stamps: no depth sample within {depth_tol:.3f} s '
+                           f'of any frame (nearest {worst_depth:.3f} s away)')
     # Camera model: the camera_info nearest the first frame (must match the image size).
     k_mat, ci_w, ci_h = raw.camera_info.values[int(np.argmin(np.abs(raw.camera_info.stamps - stamps[0])))]
     if (ci_w, ci_h) != (w, h):
@@ -203,7 +219,8 @@ def synchronize(raw: RawEpisode, *, step_period_s: float, sync: SyncConfig, join
         command[i] = gripper_state[min(i + 1, len(stamps) - 1)]
     if not np.all(np.isfinite(command)):
         raise EpisodeError(ep, gc.topic if gc is not None else js.topic, 'gripper command is not finite')
-    return EpisodeSteps(name=ep, stamps=stamps, frame_stamps=frame_stamps, has_frame=has_frame, images=images, depths=np.stack(depths), intrinsics=intrinsics,
-                        camera_poses=camera_poses, ee_poses=ee_poses, joint_positions=joint_positions,
-                        gripper_state=gripper_state, gripper_command=command, instruction=text,
-                        succeeded=raw.succeeded, ee_source='fk' if use_fk else 'pose')
+    return EpisodeSteps(name=ep, stamps=stamps, frame_stamps=frame_stamps, has_frame=has_frame, images=images,
+                        depths=np.stack(depths), intrinsics=intrinsics, camera_poses=camera_poses, ee_poses=ee_poses,
+                        joint_positions=joint_positions, gripper_state=gripper_state, gripper_command=command,
+                        instruction=text, succeeded=raw.succeeded, ee_source='fk' if use_fk else 'pose',
+                        steps_without_depth=missing_depth)

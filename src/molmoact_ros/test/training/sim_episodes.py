@@ -79,6 +79,7 @@ class EpisodeSpec:
     nan_pose_at: Optional[int] = None   # frame index whose ee pose is NaN
     depth_offset_s: float = 0.0         # depth stamps shifted by this
     drop_frames_at: tuple = ()          # frame indices whose image and depth are not recorded
+    drop_depth_at: tuple = ()           # frame indices whose depth alone is not recorded
     joint_delta_rad: tuple = (0.35, 0.25, -0.2, -0.3, 0.2, 0.25, 0.3)
     close_gripper_at: Optional[int] = 6
     truth: dict = field(default_factory=dict)   # filled: per-frame TCP poses, camera pose, sim intrinsics
@@ -129,9 +130,10 @@ def record_sim_episode(sim, path: Path, spec: EpisodeSpec, namespace: str = '/de
                 w.write('image', t, {'header': header, 'height': h, 'width': wd, 'encoding': 'rgb8',
                                      'is_bigendian': 0, 'step': wd * 3, 'data': frame.rgb.tobytes()})
                 td = t + spec.depth_offset_s
-                w.write('aligned_depth', td, {'header': _header(td, cam_frame), 'height': h, 'width': wd,
-                                              'encoding': '32FC1', 'is_bigendian': 0, 'step': wd * 4,
-                                              'data': frame.depth_m.astype(np.float32).tobytes()})
+                if i not in spec.drop_depth_at:
+                    w.write('aligned_depth', td, {'header': _header(td, cam_frame), 'height': h, 'width': wd,
+                                                  'encoding': '32FC1', 'is_bigendian': 0, 'step': wd * 4,
+                                                  'data': frame.depth_m.astype(np.float32).tobytes()})
                 w.write('camera_info', t, {'header': header, 'height': h, 'width': wd, 'distortion_model': 'plumb_bob',
                                            'd': [0.0] * 5, 'k': [k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0],
                                            'r': [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],

@@ -249,6 +249,24 @@ def test_a_dropped_camera_frame_costs_one_example_not_the_episode(sim, tmp_path)
     assert len(stamps) == 6  # 7 steps with an action, minus the one without a frame
 
 
+def test_a_lost_depth_message_costs_one_example_not_the_episode(sim, tmp_path):
+    """A depth message lost on a loaded machine (seen in a CI run: the frame's depth 0.1 s away): that step is
+    no example and is counted; the episode is kept. All depth late stays an error (test above)."""
+    from sim_episodes import EpisodeSpec, record_sim_episode
+    record_sim_episode(sim, tmp_path / 'lost.mcap', EpisodeSpec(steps=8, drop_depth_at=(2, 5)))
+    raw = read_episode(tmp_path / 'lost.mcap', TopicConfig())
+    steps = synchronize(raw, step_period_s=0.1, sync=SyncConfig(), joint_names=(), gripper_joint='panda_finger_joint1',
+                        fk=None)
+    assert steps.has_frame.tolist() == [True, True, False, True, True, False, True, True]
+    assert steps.steps_without_depth == 2
+    assert np.isnan(steps.depths[2]).all() and np.isfinite(steps.depths[3]).any()
+    report = build_dataset(BuildOptions(episodes=tmp_path / 'lost.mcap', out_dir=tmp_path / 'out', horizon=4,
+                                        train_depth_tokenizer=True, tokenizer_steps=1, progress=False),
+                           log=lambda m: None)
+    assert report.episodes == 1 and report.skipped == []
+    assert len(_rows({'dir': tmp_path / 'out'})) == 5  # 7 steps with an action, minus the two without depth
+
+
 def test_only_successful_skips_failed_episodes(sim, tmp_path):
     from sim_episodes import EpisodeSpec, record_sim_episode
     src = tmp_path / 'eps'
