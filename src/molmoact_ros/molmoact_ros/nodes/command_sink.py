@@ -63,7 +63,6 @@ pending chunk and pending chunks discarded, tick time: display strings of the ty
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import threading
@@ -71,65 +70,31 @@ import time
 from typing import Optional
 
 import numpy as np
-from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from molmoact_msgs.msg import ActionChunk
 from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64MultiArray, String
+from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 
-from ..cores.chunk_intake import (ACTION_DIM, IK_BACKENDS, SINK_CHOICES, ChunkIn, ChunkIntake,  # noqa: F401
-                                  CommandSinkConfig, Intake, IntakeDecision, KeepAlive, ObservationPose, SinkTick,
-                                  StepIn)
+from ..cores.chunk_intake import (IK_BACKENDS, SINK_CHOICES, ChunkIntake, CommandSinkConfig,  # noqa: F401
+                                  Intake, IntakeDecision, KeepAlive, SinkTick)
 from ..cores.sink_figures import SinkFigures
-from ..reasoning.action_space import RotationConvention
 from ..robot.executor import (GripperGoal, GripperGoalOutcome, GripperGoalTracker, HoldCommand, JointCommand,
                               PoseCommand, SinkMode, TwistCommand)
 from ..robot.profiles import GripperControllerType, load_profile
 from ..ros.diagnostics import status_to_diagnostics
 from ..ros.gc_tuning import freeze_startup_heap
 from ..ros.params import ParamSpec
+from ..ros import sink_messages as M
 from ..ros import topics as T
 from ..ros.topics import LATCHED, RELIABLE, SENSOR
-from ..ros.transforms import matrix_to_pose
 from .base import MolmoActLifecycleNode
 
-ROTATION_FROM_MSG = {ActionChunk.ROTATION_RPY: RotationConvention.EULER_SXYZ_ROLL_PITCH_YAW,
-                     ActionChunk.ROTATION_AXIS_ANGLE: RotationConvention.ROTATION_VECTOR}
 #: The one default of each parameter (cores.chunk_intake.CommandSinkConfig).
 _D = CommandSinkConfig()
-
-
-def _duration(seconds: float) -> Duration:
-    seconds = max(0.0, float(seconds))
-    sec = int(math.floor(seconds))
-    return Duration(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
-
-
-def _stamp_s(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
-def chunk_from_msg(msg: ActionChunk) -> ChunkIn:
-    """molmoact_msgs/ActionChunk -> the core's :class:`ChunkIn` (no validation: the core decides)."""
-    pose = None
-    if msg.observation_pose_valid:
-        p, o = msg.observation_pose.pose.position, msg.observation_pose.pose.orientation
-        pose = ObservationPose(msg.observation_pose.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
-    steps = tuple(StepIn((s.translation_m.x, s.translation_m.y, s.translation_m.z),
-                         (s.rotation_rad.x, s.rotation_rad.y, s.rotation_rad.z), s.gripper, len(s.values))
-                  for s in msg.steps)
-    c = msg.constraints
-    return ChunkIn(request_id=msg.request_id, stamp_s=_stamp_s(msg.header.stamp), steps=steps,
-                   step_period_s=msg.step_period_s, action_dim=msg.action_dim,
-                   rotation_convention=ROTATION_FROM_MSG.get(msg.rotation_convention),
-                   rotation_code=msg.rotation_convention, delta_frame_id=msg.delta_frame_id,
-                   observation_pose=pose, plan_only=c.plan_only,
-                   max_translation_m_per_step=c.max_translation_m_per_step,
-                   max_rotation_rad_per_step=c.max_rotation_rad_per_step)
 
 
 class CommandSinkNode(MolmoActLifecycleNode):
@@ -255,10 +220,9 @@ class CommandSinkNode(MolmoActLifecycleNode):
             self._pubs['pose'] = self.lifecycle_publisher(PoseStamped, config.servo_pose_topic or sink.pose_topic,
                                                      RELIABLE)
         if self.mode is not SinkMode.NONE:
-            if sink.gripper_controller_type is GripperControllerType.FORWARD:
-                self._pubs['gripper'] = self.lifecycle_publisher(Float64MultiArray, sink.gripper_target, RELIABLE)
-            elif sink.gripper_controller_type is GripperControllerType.JTC:
-                self._pubs['gripper'] = self.lifecycle_publisher(JointTrajectory, sink.gripper_target, RELIABLE)
+            gripper_msg_type = M.GRIPPER_MSG_TYPES.get(sink.gripper_controller_type)
+            if gripper_msg_type is not None:
+                self._pubs['gripper'] = self.lifecycle_publisher(gripper_msg_type, sink.gripper_target, RELIABLE)
             elif sink.gripper_controller_type is GripperControllerType.GRIPPER_ACTION:
                 self._make_gripper_client(sink)
         self._pubs['commanded_pose'] = self.lifecycle_publisher(PoseStamped, T.COMMANDED_POSE, RELIABLE)
@@ -344,7 +308,7 @@ class CommandSinkNode(MolmoActLifecycleNode):
 
     def _on_joint_states(self, msg: JointState) -> None:
         with self._lock:
-            error = self.intake.joint_state(self._now_s(), _stamp_s(msg.header.stamp), msg.name, msg.position)
+            error = self.intake.joint_state(self._now_s(), M.stamp_s(msg.header.stamp), msg.name, msg.position)
         if error:
             self.record_error(error)
 
@@ -385,7 +349,7 @@ class CommandSinkNode(MolmoActLifecycleNode):
         return response
 
     def _on_chunk(self, msg: ActionChunk) -> None:
-        chunk = chunk_from_msg(msg)
+        chunk = M.chunk_from_msg(msg)
         with self._lock:
             decision = self.intake.chunk(chunk, self._now_s())
         self._account(decision)
@@ -423,11 +387,11 @@ class CommandSinkNode(MolmoActLifecycleNode):
         if command is None:
             resend = tick.resend
             if resend is not None and resend.kind is KeepAlive.TWIST and 'twist' in self._pubs:
-                self._pubs['twist'].publish(self._twist_msg(resend.twist))
+                self._pubs['twist'].publish(self._twist(resend.twist.linear_m_s, resend.twist.angular_rad_s))
             elif resend is not None and resend.kind is KeepAlive.ZERO_TWIST and 'twist' in self._pubs:
-                self._pubs['twist'].publish(self._zero_twist())
+                self._pubs['twist'].publish(self._twist())
             elif resend is not None and resend.kind is KeepAlive.POSE and 'pose' in self._pubs:
-                self._pubs['pose'].publish(self._pose_msg(resend.pose))
+                self._pubs['pose'].publish(self._pose(resend.pose))
             return
         if isinstance(command, HoldCommand):
             self._publish_hold(command)
@@ -436,28 +400,20 @@ class CommandSinkNode(MolmoActLifecycleNode):
         self.last_latency_s = command.age_s
         self.current_request_id = command.request_id
         if isinstance(command, JointCommand):
-            traj = JointTrajectory(joint_names=list(command.names))
-            traj.points = [JointTrajectoryPoint(positions=[float(v) for v in command.positions],
-                                                time_from_start=_duration(command.time_from_start_s))]
-            self._pubs['arm'].publish(traj)
+            self._pubs['arm'].publish(M.joint_trajectory(command.names, command.positions,
+                                                         command.time_from_start_s))
         elif isinstance(command, TwistCommand):
-            self._pubs['twist'].publish(self._twist_msg(command))
+            self._pubs['twist'].publish(self._twist(command.linear_m_s, command.angular_rad_s))
         elif isinstance(command, PoseCommand) and 'pose' in self._pubs:
-            self._pubs['pose'].publish(self._pose_msg(command.pose))
-        self._pubs['commanded_pose'].publish(self._pose_msg(command.pose))
+            self._pubs['pose'].publish(self._pose(command.pose))
+        self._pubs['commanded_pose'].publish(self._pose(command.pose))
         self._publish_gripper(command.gripper, tick.gripper_changed, getattr(command, 'time_from_start_s', 0.1))
 
-    def _twist_msg(self, command: TwistCommand) -> TwistStamped:
-        twist = self._zero_twist()
-        (twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z) = map(float, command.linear_m_s)
-        (twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z) = map(float, command.angular_rad_s)
-        return twist
+    def _twist(self, linear=M.ZERO3, angular=M.ZERO3) -> TwistStamped:
+        return M.twist_stamped(self.get_clock().now().to_msg(), self.profile.frames.base, linear, angular)
 
-    def _zero_twist(self) -> TwistStamped:
-        twist = TwistStamped()
-        twist.header.stamp = self.get_clock().now().to_msg()
-        twist.header.frame_id = self.profile.frames.base
-        return twist
+    def _pose(self, pose: np.ndarray) -> PoseStamped:
+        return M.pose_stamped(self.get_clock().now().to_msg(), self.profile.frames.base, pose)
 
     def _publish_hold(self, hold: HoldCommand) -> None:
         self.holds_sent += 1
@@ -465,17 +421,14 @@ class CommandSinkNode(MolmoActLifecycleNode):
         cause = hold.cause.value if hold.cause is not None else 'unknown'
         self.get_logger().info(f'halt ({cause}): holding the arm')
         if 'arm' in self._pubs:
-            traj = JointTrajectory(joint_names=list(self.profile.joint_names))
-            if hold.joint_positions is not None:
-                traj.points = [JointTrajectoryPoint(positions=[float(v) for v in hold.joint_positions],
-                                                    time_from_start=_duration(self.config.hold_time_s))]
-            self._pubs['arm'].publish(traj)
+            self._pubs['arm'].publish(M.joint_trajectory(self.profile.joint_names, hold.joint_positions,
+                                                         self.config.hold_time_s))
         if 'twist' in self._pubs:
-            self._pubs['twist'].publish(self._zero_twist())
+            self._pubs['twist'].publish(self._twist())
         if 'pose' in self._pubs and hold.pose is not None:
-            self._pubs['pose'].publish(self._pose_msg(hold.pose))
+            self._pubs['pose'].publish(self._pose(hold.pose))
         if hold.pose is not None and 'commanded_pose' in self._pubs:
-            self._pubs['commanded_pose'].publish(self._pose_msg(hold.pose))
+            self._pubs['commanded_pose'].publish(self._pose(hold.pose))
 
     def _publish_gripper(self, value: Optional[float], changed: Optional[float], duration_s: float) -> None:
         """GripperCommand goals (the tracker decides) or, for a topic controller, the value when it changed."""
@@ -486,12 +439,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
         if pub is None or changed is None:
             return
         sink = self.profile.sink
-        values = [float(changed) * m for m in sink.gripper_joint_multipliers]
-        if sink.gripper_controller_type is GripperControllerType.FORWARD:
-            pub.publish(Float64MultiArray(data=values))
-        else:
-            pub.publish(JointTrajectory(joint_names=list(sink.gripper_joint_names), points=[
-                JointTrajectoryPoint(positions=values, time_from_start=_duration(max(duration_s, 0.01)))]))
+        pub.publish(M.gripper_msg(sink.gripper_controller_type, changed, sink.gripper_joint_multipliers,
+                                  sink.gripper_joint_names, duration_s))
 
     # -- GripperCommand action (see robot.executor.GripperGoalTracker for what is sent when) ----------
     def _send_gripper_goal(self, value: Optional[float]) -> None:
@@ -561,16 +510,6 @@ class CommandSinkNode(MolmoActLifecycleNode):
             handle = self._gripper_handles.get(seq)
             if handle is not None:
                 handle.cancel_goal_async()
-
-    def _pose_msg(self, pose: np.ndarray) -> PoseStamped:
-        msg = PoseStamped()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self.profile.frames.base
-        (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(pose)
-        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = float(x), float(y), float(z)
-        (msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z,
-         msg.pose.orientation.w) = float(qx), float(qy), float(qz), float(qw)
-        return msg
 
     # -- diagnostics ----------------------------------------------------------------------------
     def figures(self) -> SinkFigures:
