@@ -82,11 +82,11 @@ from trajectory_msgs.msg import JointTrajectory
 from ..cores.chunk_intake import (IK_BACKENDS, SINK_CHOICES, ChunkIntake, CommandSinkConfig,  # noqa: F401
                                   Intake, IntakeDecision, KeepAlive, SinkTick)
 from ..cores.sink_figures import SinkFigures
-from ..robot.executor import (GripperGoal, GripperGoalOutcome, GripperGoalTracker, HoldCommand, JointCommand,
-                              PoseCommand, SinkMode, TwistCommand)
+from ..robot.executor import HoldCommand, JointCommand, PoseCommand, SinkMode, TwistCommand
 from ..robot.profiles import GripperControllerType, load_profile
 from ..ros.diagnostics import status_to_diagnostics
 from ..ros.gc_tuning import freeze_startup_heap
+from ..ros.gripper_action import GripperAction
 from ..ros.params import ParamSpec
 from ..ros import sink_messages as M
 from ..ros import topics as T
@@ -159,11 +159,7 @@ class CommandSinkNode(MolmoActLifecycleNode):
         self.mode: Optional[SinkMode] = None
         self.intake: Optional[ChunkIntake] = None   # the decisions (cores/chunk_intake.py)
         self._pubs = {}
-        self._gripper_client = None    # rclpy ActionClient (control_msgs/action/GripperCommand)
-        self._gripper_goal_type = None
-        self._gripper_goals = None     # GripperGoalTracker
-        self._gripper_handles = {}     # goal seq -> ClientGoalHandle
-        self._gripper_results = []     # (seq, outcome, position, effort) of finished goals, newest last
+        self.gripper_action: Optional[GripperAction] = None   # gripper_action controllers (ros/gripper_action.py)
         self.ik_selection = None       # robot.kinematics.IkSelection (joint_trajectory only)
         self._moveit_ik = None         # a MoveItPyIk kept across robot_description updates
         self.holds_sent = 0
@@ -224,7 +220,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
             if gripper_msg_type is not None:
                 self._pubs['gripper'] = self.lifecycle_publisher(gripper_msg_type, sink.gripper_target, RELIABLE)
             elif sink.gripper_controller_type is GripperControllerType.GRIPPER_ACTION:
-                self._make_gripper_client(sink)
+                self.gripper_action = GripperAction.create(self, self._lock, self.get_logger(), sink.gripper_target,
+                                                           sink.gripper_max_effort)
         self._pubs['commanded_pose'] = self.lifecycle_publisher(PoseStamped, T.COMMANDED_POSE, RELIABLE)
 
         self.subscription(ActionChunk, T.ACTION_CHUNK, self.gate(self._on_chunk), RELIABLE)
@@ -243,22 +240,6 @@ class CommandSinkNode(MolmoActLifecycleNode):
         freeze_startup_heap()
         self.publish_status()
         return TransitionCallbackReturn.SUCCESS
-
-    def _make_gripper_client(self, sink) -> None:
-        """An action client for the profile's GripperCommand server, where control_msgs is importable."""
-        try:
-            from control_msgs.action import GripperCommand
-        except ImportError as exc:
-            self.get_logger().warning(f'control_msgs is not importable ({exc}): the gripper (GripperCommand '
-                                      f'action {sink.gripper_target}) is left alone')
-            return
-        from rclpy.action import ActionClient
-        self._gripper_goal_type = GripperCommand
-        self._gripper_goals = GripperGoalTracker(max_effort=sink.gripper_max_effort)
-        self._gripper_client = self._own(ActionClient(self, GripperCommand, sink.gripper_target),
-                                         lambda client: client.destroy())
-        self.get_logger().info(f'gripper: GripperCommand goals to {sink.gripper_target} '
-                               f'(max_effort {sink.gripper_max_effort})')
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         result = super().on_activate(state)
@@ -417,7 +398,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
 
     def _publish_hold(self, hold: HoldCommand) -> None:
         self.holds_sent += 1
-        self._halt_gripper()
+        if self.gripper_action is not None:
+            self.gripper_action.halt()
         cause = hold.cause.value if hold.cause is not None else 'unknown'
         self.get_logger().info(f'halt ({cause}): holding the arm')
         if 'arm' in self._pubs:
@@ -432,8 +414,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
 
     def _publish_gripper(self, value: Optional[float], changed: Optional[float], duration_s: float) -> None:
         """GripperCommand goals (the tracker decides) or, for a topic controller, the value when it changed."""
-        if self._gripper_client is not None:
-            self._send_gripper_goal(value)
+        if self.gripper_action is not None:
+            self.gripper_action.send(value)
             return
         pub = self._pubs.get('gripper')
         if pub is None or changed is None:
@@ -442,84 +424,14 @@ class CommandSinkNode(MolmoActLifecycleNode):
         pub.publish(M.gripper_msg(sink.gripper_controller_type, changed, sink.gripper_joint_multipliers,
                                   sink.gripper_joint_names, duration_s))
 
-    # -- GripperCommand action (see robot.executor.GripperGoalTracker for what is sent when) ----------
-    def _send_gripper_goal(self, value: Optional[float]) -> None:
-        goal = self._gripper_goals.request(value)
-        if goal is None:
-            return
-        if not self._gripper_client.server_is_ready():
-            self._gripper_goals.not_sent(goal)
-            self.get_logger().warning(f'gripper: no GripperCommand server at {self.profile.sink.gripper_target}; '
-                                      f'command {goal.position} not sent', throttle_duration_sec=5.0)
-            return
-        msg = self._gripper_goal_type.Goal()
-        msg.command.position = goal.position
-        msg.command.max_effort = goal.max_effort
-        future = self._gripper_client.send_goal_async(msg)
-        future.add_done_callback(lambda f, goal=goal: self._on_gripper_goal_response(goal, f))
-
-    def _on_gripper_goal_response(self, goal: GripperGoal, future) -> None:
-        try:
-            handle = future.result()
-        except Exception as exc:  # noqa: BLE001 - e.g. the client was destroyed on cleanup
-            with self._lock:
-                if self._gripper_goals is not None:
-                    self._gripper_goals.rejected(goal.seq)
-            self.get_logger().warning(f'gripper goal {goal.position}: {type(exc).__name__}: {exc}')
-            return
-        with self._lock:
-            tracker = self._gripper_goals
-            if tracker is None:
-                return
-            if not handle.accepted:
-                tracker.rejected(goal.seq)
-                self.get_logger().warning(f'gripper goal {goal.position} rejected by the GripperCommand server')
-                return
-            cancel_now = tracker.accepted(goal.seq)
-            self._gripper_handles[goal.seq] = handle
-        handle.get_result_async().add_done_callback(lambda f, goal=goal: self._on_gripper_result(goal, f))
-        if cancel_now:  # a halt came while the goal was on its way
-            handle.cancel_goal_async()
-
-    def _on_gripper_result(self, goal: GripperGoal, future) -> None:
-        from action_msgs.msg import GoalStatus
-        try:
-            response = future.result()
-        except Exception:  # noqa: BLE001
-            return
-        status = {GoalStatus.STATUS_SUCCEEDED: 'succeeded', GoalStatus.STATUS_CANCELED: 'canceled'}.get(
-            response.status, 'aborted')
-        result = response.result
-        outcome = GripperGoalTracker.outcome(status, bool(result.reached_goal), bool(result.stalled))
-        with self._lock:
-            if self._gripper_goals is None:
-                return
-            self._gripper_goals.finished(goal.seq, outcome)
-            self._gripper_handles.pop(goal.seq, None)
-            self._gripper_results.append((goal.seq, outcome, float(result.position), float(result.effort)))
-            del self._gripper_results[:-20]
-        log = (self.get_logger().warning if outcome is GripperGoalOutcome.ABORTED else self.get_logger().info)
-        log(f'gripper goal {goal.position}: {outcome.value} (position {result.position:.4f}, '
-            f'effort {result.effort:.2f}, stalled {bool(result.stalled)}, reached_goal {bool(result.reached_goal)})')
-
-    def _halt_gripper(self) -> None:
-        """Every halt: cancel the GripperCommand goal in flight (the controller holds); re-send nothing."""
-        if self._gripper_goals is None:
-            return
-        for seq in self._gripper_goals.halt():
-            handle = self._gripper_handles.get(seq)
-            if handle is not None:
-                handle.cancel_goal_async()
-
     # -- diagnostics ----------------------------------------------------------------------------
     def figures(self) -> SinkFigures:
         """The sink's figures as typed values (the core's, plus what only the node knows)."""
         with self._lock:
             node = dict(commands_sent=self.commands_sent, holds_sent=self.holds_sent,
                         ik_backend=self.ik_selection.describe() if self.ik_selection is not None else None)
-            if self._gripper_goals is not None:
-                g = self._gripper_goals
-                node.update(gripper_goals_sent=g.sent, gripper_goals={k.value: n for k, n in g.counts.items()})
+            if self.gripper_action is not None:
+                node.update(self.gripper_action.figures())
             if self._tick_times:
                 node.update(tick_time_mean_s=float(np.mean(self._tick_times)), tick_time_max_s=self._tick_max_s)
             if self.intake is not None:
