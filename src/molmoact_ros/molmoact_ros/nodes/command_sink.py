@@ -63,7 +63,6 @@ pending chunk and pending chunks discarded, tick time: display strings of the ty
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -92,6 +91,7 @@ from ..ros import sink_messages as M
 from ..ros import topics as T
 from ..ros.topics import LATCHED, RELIABLE, SENSOR
 from .base import MolmoActLifecycleNode
+from .standalone import run_alone
 
 #: The one default of each parameter (cores.chunk_intake.CommandSinkConfig).
 _D = CommandSinkConfig()
@@ -457,54 +457,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
 
 
 def main(argv=None) -> int:
-    """``ros2 run molmoact_ros command_sink [--autostart]``: the sink alone, on a single-threaded executor
-    (its callbacks are short; rclpy's MultiThreadedExecutor starved its 50 Hz tick on a 2-core machine)."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-
-    argv = list(sys.argv if argv is None else argv)
-    autostart = '--autostart' in argv
-    if autostart:
-        argv.remove('--autostart')
-    rclpy.init(args=argv)
-    node = CommandSinkNode(cli_args=argv)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    spinner = threading.Thread(target=lambda: _spin(executor, ExternalShutdownException), daemon=True)
-    spinner.start()
-    code = 0
-    try:
-        if autostart:
-            if (node.trigger_configure() != TransitionCallbackReturn.SUCCESS
-                    or node.trigger_activate() != TransitionCallbackReturn.SUCCESS):
-                node.get_logger().error(f'bring-up failed: {node.last_error}')
-                code = 1
-                stop.set()
-            else:
-                node.get_logger().info('command sink active')
-        while not stop.wait(0.2):
-            pass
-    finally:
-        # Deactivate first: the hold goes out while the publishers are still on.
-        if node.lifecycle_label == 'active':
-            node.trigger_deactivate()
-        if node.lifecycle_label == 'inactive':
-            node.trigger_cleanup()
-        executor.shutdown()
-        spinner.join(timeout=5)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return code
-
-
-def _spin(executor, external_shutdown) -> None:
-    try:
-        executor.spin()
-    except external_shutdown:
-        pass
+    """``ros2 run molmoact_ros command_sink [--autostart]``: the sink alone (:func:`.standalone.run_alone`)."""
+    return run_alone(CommandSinkNode, argv, label='command sink')
 
 
 if __name__ == '__main__':
