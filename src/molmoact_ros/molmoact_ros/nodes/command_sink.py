@@ -69,7 +69,6 @@ import time
 from typing import Optional
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from molmoact_msgs.msg import ActionChunk
 from rclpy.lifecycle import TransitionCallbackReturn
@@ -83,7 +82,6 @@ from ..cores.chunk_intake import (IK_BACKENDS, SINK_CHOICES, ChunkIntake, Comman
 from ..cores.sink_figures import SinkFigures
 from ..robot.executor import HoldCommand, JointCommand, PoseCommand, SinkMode, TwistCommand
 from ..robot.profiles import GripperControllerType, load_profile
-from ..ros.diagnostics import status_to_diagnostics
 from ..ros.gc_tuning import freeze_startup_heap
 from ..ros.gripper_action import GripperAction
 from ..ros.params import ParamSpec
@@ -439,21 +437,9 @@ class CommandSinkNode(MolmoActLifecycleNode):
             return SinkFigures(**node)
 
     def diagnostic_values(self) -> list:
-        """Sink figures for /diagnostics (key, value) pairs: :meth:`figures` as display strings."""
+        """Sink figures for /diagnostics (key, value) pairs: :meth:`figures` as display strings (the base
+        node adds them to its /diagnostics status)."""
         return self.figures().display_values()
-
-    def publish_status(self) -> None:
-        """~/status as the base class does; /diagnostics with the sink's figures added."""
-        if self._status_pub is None:
-            return
-        status = self.build_status()
-        self._status_pub.publish(status)
-        if self._diagnostics_pub is not None:
-            diag = status_to_diagnostics(status, previous=self._previous_status,
-                                         drop_warn_fraction=self.drop_warn_fraction)
-            diag.values.extend(KeyValue(key=k, value=v) for k, v in self.diagnostic_values())
-            self._diagnostics_pub.publish(DiagnosticArray(header=status.header, status=[diag]))
-        self._previous_status = status
 
 
 def main(argv=None) -> int:
