@@ -1,64 +1,48 @@
 """The command sink: action chunks in, safe arm commands out (lifecycle node ``command_sink``).
 
-A thin ROS shell around :class:`~molmoact_ros.cores.chunk_intake.ChunkIntake` (chunk validation,
-anchoring and its retries, limit tightening, Servo keep-alive: read that module first) and the
-:class:`~molmoact_ros.robot.executor.ArmExecutor` it drives: this node converts messages
-(:func:`chunk_from_msg`), keeps the clock, publishes what the core returns and records its errors. Its
-parameters are :class:`~molmoact_ros.cores.chunk_intake.CommandSinkConfig` (read once at configure).
+The decisions live in :class:`~molmoact_ros.cores.chunk_intake.ChunkIntake` (chunk validation, anchoring
+and its retries, limit tightening, Servo keep-alive: read that module first) and the
+:class:`~molmoact_ros.robot.executor.ArmExecutor` it drives; messages are built by
+:mod:`molmoact_ros.ros.sink_messages` and GripperCommand goals sent by :mod:`molmoact_ros.ros.gripper_action`.
+This node wires topics to the core under one lock, keeps the clock, publishes what the core returns and
+records its errors. Its parameters (``PARAMETERS``) are :class:`~molmoact_ros.cores.chunk_intake.CommandSinkConfig`
+(read once at configure).
 
 Topics and services (relative names, so namespaces and remapping work):
 
-===========================================  ===============================================================
-subscribes                                   meaning
-===========================================  ===============================================================
-``action_chunk`` (molmoact_msgs/ActionChunk)  the decoder's chunks; ``constraints`` honoured (plan_only,
-                                             tighter per-step limits)
-``joint_states`` (sensor_msgs/JointState)    measured joints (sensor QoS); anchors chunks via FK + history
-``robot_description`` (std_msgs/String)      URDF, latched; kinematics (Pinocchio) are built from it
-``image`` (param ``camera_topic``)           only watched: motion halts when frames stop (sensor QoS)
-``e_stop`` (std_msgs/Bool)                   true latches the e-stop (also while inactive)
-``~/enable`` (std_srvs/SetBool)              true enables execution, false disables it
-``~/reset_e_stop`` (std_srvs/Trigger)        clears the latch; execution stays disabled until enabled
-===========================================  ===============================================================
+=============================================  =============================================================
+subscribes                                     meaning
+=============================================  =============================================================
+``action_chunk`` (molmoact_msgs/ActionChunk)   the decoder's chunks; ``constraints`` honoured (plan_only,
+                                               tighter per-step limits)
+``joint_states`` (sensor_msgs/JointState)      measured joints (sensor QoS); anchors chunks via FK + history
+``robot_description`` (std_msgs/String)        URDF, latched; kinematics (Pinocchio) are built from it
+``image`` (param ``camera_topic``)             only watched: motion halts when frames stop (sensor QoS)
+``e_stop`` (std_msgs/Bool)                     true latches the e-stop (also while inactive)
+``~/enable`` (std_srvs/SetBool)                true enables execution, false disables it
+``~/reset_e_stop`` (std_srvs/Trigger)          clears the latch; execution stays disabled until enabled
+=============================================  =============================================================
 
 Publishes (lifecycle publishers: nothing after deactivate), per ``sink`` mode:
 
 - ``joint_trajectory``: ``<arm_controller>/joint_trajectory`` (trajectory_msgs/JointTrajectory, one point,
-  stamp 0 = start now); a hold is a one-point trajectory at the measured joints (empty without them).
+  stamp 0 = start now; IK per ``ik_backend``); a hold is a one-point trajectory at the measured joints (empty
+  without them).
 - ``servo_twist``: MoveIt Servo ``<servo_node>/delta_twist_cmds`` (geometry_msgs/TwistStamped, base frame,
-  speed units: configure Servo with ``command_in_type: speed_units``), re-sent every control tick while
-  the step lasts (Servo's ``incoming_command_timeout`` is 0.1 s), then one zero twist; a hold is a zero
-  twist.
-- ``servo_pose``: ``<servo_node>/pose_target_cmds`` (geometry_msgs/PoseStamped, base frame); a hold is the
-  measured pose. Servo drops a pose target once its stamp is older than its ``incoming_command_timeout``
-  (0.1 s), so the current target (or hold) is re-stamped and re-sent every control tick until the next one,
-  for at most ``servo_pose_keepalive_s`` after its step's end.
+  speed units), re-sent every control tick while the step lasts, then one zero twist; a hold is a zero twist.
+- ``servo_pose``: ``<servo_node>/pose_target_cmds`` (geometry_msgs/PoseStamped, base frame), re-stamped and
+  re-sent every control tick until the next one, for at most ``servo_pose_keepalive_s`` after its step's end;
+  a hold is the measured pose.
 - ``none``: dry run, only ``~/commanded_pose``.
-- gripper: ``<gripper_controller>/commands`` (Float64MultiArray) or ``<gripper_controller>/joint_trajectory``
-  per the profile's ``gripper_controller_type`` (sent when the command changes); ``gripper_action``: goals
-  to the control_msgs/action/GripperCommand server ``<gripper_controller>/gripper_cmd`` (GripperActionController;
-  or the profile's full action name) where control_msgs is importable: position = the mapped command,
-  max_effort = the profile's ``gripper_max_effort``, a goal only when the command changes; every halt
-  cancels the goal in flight (the controller holds) and nothing is re-sent on resume
-  (:class:`~molmoact_ros.robot.executor.GripperGoalTracker`). Without control_msgs the gripper is left alone
-  (a warning at configure).
+- gripper (not with ``none``), per the profile's ``gripper_controller_type``: ``<gripper_controller>/commands``
+  (Float64MultiArray) or ``<gripper_controller>/joint_trajectory`` when the command changes, or GripperCommand
+  goals to ``<gripper_controller>/gripper_cmd`` (``gripper_action``; left alone without control_msgs).
 - ``~/commanded_pose`` (geometry_msgs/PoseStamped): every commanded (or held) end-effector pose, all modes.
 
-IK (``joint_trajectory``): ``ik_backend`` auto | pinocchio | moveit_py. moveit_py (``RobotState.set_from_ik``
-on the profile's ``sink.moveit_planning_group``) where it is importable, else Pinocchio with the reason
-logged and in /diagnostics (``ik backend``). The moveit_py path is UNVERIFIED on a real MoveIt install.
-
-Run it alone (it does not import the model stack, so it starts in about a second)::
-
-    ros2 run molmoact_ros command_sink [--autostart] --ros-args -p robot_profile:=sim_panda -p execution_enabled:=true
-
-Without ``--autostart`` the node waits unconfigured for a lifecycle manager (launch brings it up). On
-Ctrl-C or SIGTERM it deactivates (sending the hold), cleans up and shuts down.
-
-Extra key/values on ``/diagnostics``: action age at execution, clip counts per limit, halt counts per
-cause, plan-only and rejected chunks (and per reason: invalid, from_future, observation_pose), the
-pending chunk and pending chunks discarded, tick time: display strings of the typed snapshot
-:meth:`CommandSinkNode.figures` (:class:`~molmoact_ros.cores.sink_figures.SinkFigures`), which the demo reads.
+Run it alone with ``ros2 run molmoact_ros command_sink [--autostart] --ros-args -p robot_profile:=sim_panda``
+(:mod:`.standalone`; no model stack, it starts in about a second). ``/diagnostics`` adds
+:meth:`CommandSinkNode.figures` (:class:`~molmoact_ros.cores.sink_figures.SinkFigures`, which the demo reads)
+as display strings.
 """
 
 from __future__ import annotations
@@ -203,33 +187,30 @@ class CommandSinkNode(MolmoActLifecycleNode):
             except Exception as exc:  # noqa: BLE001
                 return self.fail_transition(f'kinematics from the profile URDF: {type(exc).__name__}: {exc}')
 
+        def publisher(key, msg_type, topic):
+            self._pubs[key] = self.lifecycle_publisher(msg_type, topic, RELIABLE)
+
         sink = profile.sink
-        arm = config.arm_controller or sink.arm_controller
         if self.mode is SinkMode.JOINT_TRAJECTORY:
-            self._pubs['arm'] = self.lifecycle_publisher(JointTrajectory, f'{arm}/joint_trajectory', RELIABLE)
+            publisher('arm', JointTrajectory, f'{config.arm_controller or sink.arm_controller}/joint_trajectory')
         elif self.mode is SinkMode.SERVO_TWIST:
-            self._pubs['twist'] = self.lifecycle_publisher(TwistStamped, config.servo_twist_topic or sink.twist_topic,
-                                                      RELIABLE)
+            publisher('twist', TwistStamped, config.servo_twist_topic or sink.twist_topic)
         elif self.mode is SinkMode.SERVO_POSE:
-            self._pubs['pose'] = self.lifecycle_publisher(PoseStamped, config.servo_pose_topic or sink.pose_topic,
-                                                     RELIABLE)
+            publisher('pose', PoseStamped, config.servo_pose_topic or sink.pose_topic)
         if self.mode is not SinkMode.NONE:
-            gripper_msg_type = M.GRIPPER_MSG_TYPES.get(sink.gripper_controller_type)
-            if gripper_msg_type is not None:
-                self._pubs['gripper'] = self.lifecycle_publisher(gripper_msg_type, sink.gripper_target, RELIABLE)
+            if sink.gripper_controller_type in M.GRIPPER_MSG_TYPES:
+                publisher('gripper', M.GRIPPER_MSG_TYPES[sink.gripper_controller_type], sink.gripper_target)
             elif sink.gripper_controller_type is GripperControllerType.GRIPPER_ACTION:
                 self.gripper_action = GripperAction.create(self, self._lock, self.get_logger(), sink.gripper_target,
                                                            sink.gripper_max_effort)
-        self._pubs['commanded_pose'] = self.lifecycle_publisher(PoseStamped, T.COMMANDED_POSE, RELIABLE)
+        publisher('commanded_pose', PoseStamped, T.COMMANDED_POSE)
 
+        kept = dict(count_inputs=False, while_inactive=True)   # robot state and the e-stop: also while inactive
         self.subscription(ActionChunk, T.ACTION_CHUNK, self.gate(self._on_chunk), RELIABLE)
-        self.subscription(JointState, T.JOINT_STATES, self.gate(self._on_joint_states, count_inputs=False,
-                                                        while_inactive=True), SENSOR)
-        self.subscription(String, T.ROBOT_DESCRIPTION, self.gate(self._on_robot_description, count_inputs=False,
-                                                         while_inactive=True), LATCHED)
-        self.subscription(Image, config.camera_topic, self.gate(self._on_image, count_inputs=False,
-                                                        while_inactive=True), SENSOR)
-        self.subscription(Bool, T.E_STOP, self.gate(self._on_e_stop, count_inputs=False, while_inactive=True), RELIABLE)
+        self.subscription(JointState, T.JOINT_STATES, self.gate(self._on_joint_states, **kept), SENSOR)
+        self.subscription(String, T.ROBOT_DESCRIPTION, self.gate(self._on_robot_description, **kept), LATCHED)
+        self.subscription(Image, config.camera_topic, self.gate(self._on_image, **kept), SENSOR)
+        self.subscription(Bool, T.E_STOP, self.gate(self._on_e_stop, **kept), RELIABLE)
         self.service(SetBool, T.ENABLE, self._on_enable)
         self.service(Trigger, T.RESET_E_STOP, self._on_reset_e_stop)
         self.timer(1.0 / config.control_rate_hz, self.gate(self._tick, count_inputs=False))
@@ -281,9 +262,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
                                f'{kin.dof} joints ({self.mode.value} sink)')
 
     def _on_robot_description(self, msg: String) -> None:
-        if self.config.robot_description_source != 'topic':
-            return
-        self._build_kinematics(msg.data)
+        if self.config.robot_description_source == 'topic':
+            self._build_kinematics(msg.data)
 
     def _on_joint_states(self, msg: JointState) -> None:
         with self._lock:
@@ -414,13 +394,11 @@ class CommandSinkNode(MolmoActLifecycleNode):
         """GripperCommand goals (the tracker decides) or, for a topic controller, the value when it changed."""
         if self.gripper_action is not None:
             self.gripper_action.send(value)
-            return
-        pub = self._pubs.get('gripper')
-        if pub is None or changed is None:
-            return
-        sink = self.profile.sink
-        pub.publish(M.gripper_msg(sink.gripper_controller_type, changed, sink.gripper_joint_multipliers,
-                                  sink.gripper_joint_names, duration_s))
+        elif changed is not None and 'gripper' in self._pubs:
+            sink = self.profile.sink
+            self._pubs['gripper'].publish(M.gripper_msg(sink.gripper_controller_type, changed,
+                                                        sink.gripper_joint_multipliers, sink.gripper_joint_names,
+                                                        duration_s))
 
     # -- diagnostics ----------------------------------------------------------------------------
     def figures(self) -> SinkFigures:
