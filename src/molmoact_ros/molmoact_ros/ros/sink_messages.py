@@ -31,10 +31,13 @@ ZERO3 = (0.0, 0.0, 0.0)
 
 
 def duration(seconds: float) -> Duration:
-    """Seconds -> builtin_interfaces/Duration (negative values give 0)."""
+    """Seconds -> builtin_interfaces/Duration (negative values give 0; nanoseconds rounded)."""
     seconds = max(0.0, float(seconds))
     sec = int(math.floor(seconds))
-    return Duration(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    nanosec = int(round((seconds - sec) * 1e9))
+    if nanosec >= 1_000_000_000:   # rounded up to the next second
+        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    return Duration(sec=sec, nanosec=nanosec)
 
 
 def stamp_s(stamp) -> float:

@@ -22,7 +22,7 @@ def _seconds(d) -> float:
 
 
 @pytest.mark.parametrize('seconds, sec, nanosec', [(0.0, 0, 0), (0.04, 0, 40_000_000), (1.5, 1, 500_000_000),
-                                                   (2.000000001, 2, 1), (-0.3, 0, 0)])
+                                                   (2.000000001, 2, 1), (-0.3, 0, 0), (1.9999999998, 2, 0)])
 def test_duration(seconds, sec, nanosec):
     d = M.duration(seconds)
     assert (d.sec, d.nanosec) == (sec, nanosec)
