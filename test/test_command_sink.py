@@ -35,8 +35,7 @@ from transforms3d.axangles import axangle2mat, mat2axangle
 from suite_helpers.spinning import spin_recording
 
 from molmoact_bringup.sim.trajectory import JointTrajectoryCommand, JointTrajectoryFollower, TrajectoryPoint
-from molmoact_ros.nodes.command_sink import CommandSinkNode, chunk_from_msg
-from molmoact_ros.reasoning.action_space import RotationConvention
+from molmoact_ros.nodes.command_sink import CommandSinkNode
 from molmoact_ros.robot.kinematics import ArmKinematics
 from molmoact_ros.robot.safety import ClipKind, HaltCause
 from molmoact_ros.ros.transforms import matrix_to_pose, pose_msg_to_matrix
@@ -514,28 +513,6 @@ def test_bad_chunks_are_errors_and_the_node_keeps_running(rig):
     before = arm.n_traj()
     arm.chunk(dx=0.005, steps=3, request_id='good')
     assert wait_for(lambda: arm.n_traj() - before >= 3, 10.0)
-
-
-def test_chunk_from_msg_hands_the_core_every_field_it_decides_on():
-    """The node's only chunk logic is this conversion; the decisions are tested in test/cores/test_chunk_intake."""
-    msg = ActionChunk(request_id='r', step_period_s=0.1, action_dim=7, rotation_convention=99, delta_frame_id='x')
-    msg.header.stamp.sec, msg.header.stamp.nanosec = 12, 500_000_000
-    msg.steps = [ActionStep(translation_m=Vector3(x=0.01), rotation_rad=Vector3(z=0.1), gripper=0.9, values=[0.0] * 6)]
-    msg.constraints.plan_only = True
-    msg.constraints.max_translation_m_per_step = 0.004
-    c = chunk_from_msg(msg)
-    assert (c.request_id, c.stamp_s, c.step_period_s, c.action_dim, c.delta_frame_id) == ('r', 12.5, pytest.approx(0.1),
-                                                                                          7, 'x')
-    assert c.rotation_convention is None and c.rotation_code == 99 and c.observation_pose is None
-    assert c.steps[0].translation_m == (pytest.approx(0.01), 0.0, 0.0) and c.steps[0].rotation_rad[2] == pytest.approx(0.1)
-    assert c.steps[0].n_values == 6 and c.plan_only and c.max_translation_m_per_step == pytest.approx(0.004)
-    msg.rotation_convention = ActionChunk.ROTATION_AXIS_ANGLE
-    msg.observation_pose_valid = True
-    msg.observation_pose.header.frame_id = 'panda_link0'
-    msg.observation_pose.pose.orientation.w = float('nan')
-    c = chunk_from_msg(msg)
-    assert c.rotation_convention is RotationConvention.ROTATION_VECTOR
-    assert c.observation_pose.frame_id == 'panda_link0' and np.isnan(c.observation_pose.orientation_xyzw[3])
 
 
 def test_deactivate_holds_then_commands_nothing(rig):

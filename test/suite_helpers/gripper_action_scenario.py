@@ -187,7 +187,7 @@ def main(out_path: str) -> int:
         from rclpy.lifecycle import TransitionCallbackReturn as R
         assert sink.trigger_configure() == R.SUCCESS and sink.trigger_activate() == R.SUCCESS
         assert wait_for(lambda: sink._q is not None)
-        assert wait_for(lambda: sink._gripper_client.server_is_ready())
+        assert wait_for(lambda: sink.gripper_action.client.server_is_ready())
         # camera frames arriving (the camera gate open) before the first chunk
         assert wait_for(lambda: sink.governor._last_camera_s is not None)
 
@@ -196,7 +196,7 @@ def main(out_path: str) -> int:
             has seen every result: the events each phase waits for, not a fixed time."""
             snap = harness.snapshot()
             return (len(snap['goals']) == count and all(g['status'] is not None for g in snap['goals'])
-                    and not sink._gripper_goals.in_flight)
+                    and not sink.gripper_action.tracker.in_flight)
 
         # 1. disabled: nothing (a negative: given time to go wrong)
         harness.chunk([0.9] * 4, request_id='disabled')
@@ -246,8 +246,8 @@ def main(out_path: str) -> int:
         assert wait_for(lambda: settled(6), 10.0), harness.snapshot()
         record['deactivated'] = harness.snapshot()
         record['diagnostics'] = dict(sink.diagnostic_values())
-        record['tracker_counts'] = {k.value: v for k, v in sink._gripper_goals.counts.items()}
-        record['results'] = [(seq, outcome.value, pos, eff) for seq, outcome, pos, eff in sink._gripper_results]
+        record['tracker_counts'] = {k.value: v for k, v in sink.gripper_action.tracker.counts.items()}
+        record['results'] = [(seq, outcome.value, pos, eff) for seq, outcome, pos, eff in sink.gripper_action.results]
         assert sink.trigger_cleanup() == R.SUCCESS
         record['escaped'] = escaped
         record['ok'] = True

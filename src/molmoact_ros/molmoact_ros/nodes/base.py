@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Tuple
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from lifecycle_msgs.msg import State
 from molmoact_msgs.msg import NodeStatus
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -172,8 +172,12 @@ class MolmoActLifecycleNode(LifecycleNode):
             msg.last_error_stamp = self.last_error_stamp
         return msg
 
+    def diagnostic_values(self) -> Sequence[Tuple[str, str]]:
+        """(key, value) pairs of the node's own figures, added to its /diagnostics status (none here)."""
+        return ()
+
     def publish_status(self) -> None:
-        """Publish ~/status and the same report on /diagnostics."""
+        """Publish ~/status and the same report, with :meth:`diagnostic_values`, on /diagnostics."""
         if self._status_pub is None:
             return
         status = self.build_status()
@@ -181,6 +185,7 @@ class MolmoActLifecycleNode(LifecycleNode):
         if self._diagnostics_pub is not None:
             diag = status_to_diagnostics(status, previous=self._previous_status,
                                          drop_warn_fraction=self.drop_warn_fraction)
+            diag.values.extend(KeyValue(key=k, value=v) for k, v in self.diagnostic_values())
             self._diagnostics_pub.publish(DiagnosticArray(header=status.header, status=[diag]))
         self._previous_status = status
 

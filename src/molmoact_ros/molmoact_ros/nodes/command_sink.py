@@ -1,135 +1,82 @@
 """The command sink: action chunks in, safe arm commands out (lifecycle node ``command_sink``).
 
-A thin ROS shell around :class:`~molmoact_ros.cores.chunk_intake.ChunkIntake` (chunk validation,
-anchoring and its retries, limit tightening, Servo keep-alive: read that module first) and the
-:class:`~molmoact_ros.robot.executor.ArmExecutor` it drives: this node converts messages
-(:func:`chunk_from_msg`), keeps the clock, publishes what the core returns and records its errors. Its
-parameters are :class:`~molmoact_ros.cores.chunk_intake.CommandSinkConfig` (read once at configure).
+The decisions live in :class:`~molmoact_ros.cores.chunk_intake.ChunkIntake` (chunk validation, anchoring
+and its retries, limit tightening, Servo keep-alive: read that module first) and the
+:class:`~molmoact_ros.robot.executor.ArmExecutor` it drives; messages are built by
+:mod:`molmoact_ros.ros.sink_messages` and GripperCommand goals sent by :mod:`molmoact_ros.ros.gripper_action`.
+This node wires topics to the core under one lock, keeps the clock, publishes what the core returns and
+records its errors. Its parameters (``PARAMETERS``) are :class:`~molmoact_ros.cores.chunk_intake.CommandSinkConfig`
+(read once at configure).
 
 Topics and services (relative names, so namespaces and remapping work):
 
-===========================================  ===============================================================
-subscribes                                   meaning
-===========================================  ===============================================================
-``action_chunk`` (molmoact_msgs/ActionChunk)  the decoder's chunks; ``constraints`` honoured (plan_only,
-                                             tighter per-step limits)
-``joint_states`` (sensor_msgs/JointState)    measured joints (sensor QoS); anchors chunks via FK + history
-``robot_description`` (std_msgs/String)      URDF, latched; kinematics (Pinocchio) are built from it
-``image`` (param ``camera_topic``)           only watched: motion halts when frames stop (sensor QoS)
-``e_stop`` (std_msgs/Bool)                   true latches the e-stop (also while inactive)
-``~/enable`` (std_srvs/SetBool)              true enables execution, false disables it
-``~/reset_e_stop`` (std_srvs/Trigger)        clears the latch; execution stays disabled until enabled
-===========================================  ===============================================================
+=============================================  =============================================================
+subscribes                                     meaning
+=============================================  =============================================================
+``action_chunk`` (molmoact_msgs/ActionChunk)   the decoder's chunks; ``constraints`` honoured (plan_only,
+                                               tighter per-step limits)
+``joint_states`` (sensor_msgs/JointState)      measured joints (sensor QoS); anchors chunks via FK + history
+``robot_description`` (std_msgs/String)        URDF, latched; kinematics (Pinocchio) are built from it
+``image`` (param ``camera_topic``)             only watched: motion halts when frames stop (sensor QoS)
+``e_stop`` (std_msgs/Bool)                     true latches the e-stop (also while inactive)
+``~/enable`` (std_srvs/SetBool)                true enables execution, false disables it
+``~/reset_e_stop`` (std_srvs/Trigger)          clears the latch; execution stays disabled until enabled
+=============================================  =============================================================
 
 Publishes (lifecycle publishers: nothing after deactivate), per ``sink`` mode:
 
 - ``joint_trajectory``: ``<arm_controller>/joint_trajectory`` (trajectory_msgs/JointTrajectory, one point,
-  stamp 0 = start now); a hold is a one-point trajectory at the measured joints (empty without them).
+  stamp 0 = start now; IK per ``ik_backend``); a hold is a one-point trajectory at the measured joints (empty
+  without them).
 - ``servo_twist``: MoveIt Servo ``<servo_node>/delta_twist_cmds`` (geometry_msgs/TwistStamped, base frame,
-  speed units: configure Servo with ``command_in_type: speed_units``), re-sent every control tick while
-  the step lasts (Servo's ``incoming_command_timeout`` is 0.1 s), then one zero twist; a hold is a zero
-  twist.
-- ``servo_pose``: ``<servo_node>/pose_target_cmds`` (geometry_msgs/PoseStamped, base frame); a hold is the
-  measured pose. Servo drops a pose target once its stamp is older than its ``incoming_command_timeout``
-  (0.1 s), so the current target (or hold) is re-stamped and re-sent every control tick until the next one,
-  for at most ``servo_pose_keepalive_s`` after its step's end.
+  speed units), re-sent every control tick while the step lasts, then one zero twist; a hold is a zero twist.
+- ``servo_pose``: ``<servo_node>/pose_target_cmds`` (geometry_msgs/PoseStamped, base frame), re-stamped and
+  re-sent every control tick until the next one, for at most ``servo_pose_keepalive_s`` after its step's end;
+  a hold is the measured pose.
 - ``none``: dry run, only ``~/commanded_pose``.
-- gripper: ``<gripper_controller>/commands`` (Float64MultiArray) or ``<gripper_controller>/joint_trajectory``
-  per the profile's ``gripper_controller_type`` (sent when the command changes); ``gripper_action``: goals
-  to the control_msgs/action/GripperCommand server ``<gripper_controller>/gripper_cmd`` (GripperActionController;
-  or the profile's full action name) where control_msgs is importable: position = the mapped command,
-  max_effort = the profile's ``gripper_max_effort``, a goal only when the command changes; every halt
-  cancels the goal in flight (the controller holds) and nothing is re-sent on resume
-  (:class:`~molmoact_ros.robot.executor.GripperGoalTracker`). Without control_msgs the gripper is left alone
-  (a warning at configure).
+- gripper (not with ``none``), per the profile's ``gripper_controller_type``: ``<gripper_controller>/commands``
+  (Float64MultiArray) or ``<gripper_controller>/joint_trajectory`` when the command changes, or GripperCommand
+  goals to ``<gripper_controller>/gripper_cmd`` (``gripper_action``; left alone without control_msgs).
 - ``~/commanded_pose`` (geometry_msgs/PoseStamped): every commanded (or held) end-effector pose, all modes.
 
-IK (``joint_trajectory``): ``ik_backend`` auto | pinocchio | moveit_py. moveit_py (``RobotState.set_from_ik``
-on the profile's ``sink.moveit_planning_group``) where it is importable, else Pinocchio with the reason
-logged and in /diagnostics (``ik backend``). The moveit_py path is UNVERIFIED on a real MoveIt install.
-
-Run it alone (it does not import the model stack, so it starts in about a second)::
-
-    ros2 run molmoact_ros command_sink [--autostart] --ros-args -p robot_profile:=sim_panda -p execution_enabled:=true
-
-Without ``--autostart`` the node waits unconfigured for a lifecycle manager (launch brings it up). On
-Ctrl-C or SIGTERM it deactivates (sending the hold), cleans up and shuts down.
-
-Extra key/values on ``/diagnostics``: action age at execution, clip counts per limit, halt counts per
-cause, plan-only and rejected chunks (and per reason: invalid, from_future, observation_pose), the
-pending chunk and pending chunks discarded, tick time: display strings of the typed snapshot
-:meth:`CommandSinkNode.figures` (:class:`~molmoact_ros.cores.sink_figures.SinkFigures`), which the demo reads.
+Run it alone with ``ros2 run molmoact_ros command_sink [--autostart] --ros-args -p robot_profile:=sim_panda``
+(:mod:`.standalone`; no model stack, it starts in about a second). ``/diagnostics`` adds
+:meth:`CommandSinkNode.figures` (:class:`~molmoact_ros.cores.sink_figures.SinkFigures`, which the demo reads)
+as display strings.
 """
 
 from __future__ import annotations
 
-import math
-import signal
 import sys
 import threading
 import time
 from typing import Optional
 
 import numpy as np
-from builtin_interfaces.msg import Duration
-from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from molmoact_msgs.msg import ActionChunk
 from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64MultiArray, String
+from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 
-from ..cores.chunk_intake import (ACTION_DIM, IK_BACKENDS, SINK_CHOICES, ChunkIn, ChunkIntake,  # noqa: F401
-                                  CommandSinkConfig, Intake, IntakeDecision, KeepAlive, ObservationPose, SinkTick,
-                                  StepIn)
+from ..cores.chunk_intake import (IK_BACKENDS, SINK_CHOICES, ChunkIntake, CommandSinkConfig,  # noqa: F401
+                                  Intake, IntakeDecision, KeepAlive, SinkTick)
 from ..cores.sink_figures import SinkFigures
-from ..reasoning.action_space import RotationConvention
-from ..robot.executor import (GripperGoal, GripperGoalOutcome, GripperGoalTracker, HoldCommand, JointCommand,
-                              PoseCommand, SinkMode, TwistCommand)
+from ..robot.executor import HoldCommand, JointCommand, PoseCommand, SinkMode, TwistCommand
 from ..robot.profiles import GripperControllerType, load_profile
-from ..ros.diagnostics import status_to_diagnostics
 from ..ros.gc_tuning import freeze_startup_heap
+from ..ros.gripper_action import GripperAction
 from ..ros.params import ParamSpec
+from ..ros import sink_messages as M
 from ..ros import topics as T
 from ..ros.topics import LATCHED, RELIABLE, SENSOR
-from ..ros.transforms import matrix_to_pose
 from .base import MolmoActLifecycleNode
+from .standalone import run_alone
 
-ROTATION_FROM_MSG = {ActionChunk.ROTATION_RPY: RotationConvention.EULER_SXYZ_ROLL_PITCH_YAW,
-                     ActionChunk.ROTATION_AXIS_ANGLE: RotationConvention.ROTATION_VECTOR}
 #: The one default of each parameter (cores.chunk_intake.CommandSinkConfig).
 _D = CommandSinkConfig()
-
-
-def _duration(seconds: float) -> Duration:
-    seconds = max(0.0, float(seconds))
-    sec = int(math.floor(seconds))
-    return Duration(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
-
-
-def _stamp_s(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
-def chunk_from_msg(msg: ActionChunk) -> ChunkIn:
-    """molmoact_msgs/ActionChunk -> the core's :class:`ChunkIn` (no validation: the core decides)."""
-    pose = None
-    if msg.observation_pose_valid:
-        p, o = msg.observation_pose.pose.position, msg.observation_pose.pose.orientation
-        pose = ObservationPose(msg.observation_pose.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
-    steps = tuple(StepIn((s.translation_m.x, s.translation_m.y, s.translation_m.z),
-                         (s.rotation_rad.x, s.rotation_rad.y, s.rotation_rad.z), s.gripper, len(s.values))
-                  for s in msg.steps)
-    c = msg.constraints
-    return ChunkIn(request_id=msg.request_id, stamp_s=_stamp_s(msg.header.stamp), steps=steps,
-                   step_period_s=msg.step_period_s, action_dim=msg.action_dim,
-                   rotation_convention=ROTATION_FROM_MSG.get(msg.rotation_convention),
-                   rotation_code=msg.rotation_convention, delta_frame_id=msg.delta_frame_id,
-                   observation_pose=pose, plan_only=c.plan_only,
-                   max_translation_m_per_step=c.max_translation_m_per_step,
-                   max_rotation_rad_per_step=c.max_rotation_rad_per_step)
 
 
 class CommandSinkNode(MolmoActLifecycleNode):
@@ -194,11 +141,7 @@ class CommandSinkNode(MolmoActLifecycleNode):
         self.mode: Optional[SinkMode] = None
         self.intake: Optional[ChunkIntake] = None   # the decisions (cores/chunk_intake.py)
         self._pubs = {}
-        self._gripper_client = None    # rclpy ActionClient (control_msgs/action/GripperCommand)
-        self._gripper_goal_type = None
-        self._gripper_goals = None     # GripperGoalTracker
-        self._gripper_handles = {}     # goal seq -> ClientGoalHandle
-        self._gripper_results = []     # (seq, outcome, position, effort) of finished goals, newest last
+        self.gripper_action: Optional[GripperAction] = None   # gripper_action controllers (ros/gripper_action.py)
         self.ik_selection = None       # robot.kinematics.IkSelection (joint_trajectory only)
         self._moveit_ik = None         # a MoveItPyIk kept across robot_description updates
         self.holds_sent = 0
@@ -244,33 +187,30 @@ class CommandSinkNode(MolmoActLifecycleNode):
             except Exception as exc:  # noqa: BLE001
                 return self.fail_transition(f'kinematics from the profile URDF: {type(exc).__name__}: {exc}')
 
-        sink = profile.sink
-        arm = config.arm_controller or sink.arm_controller
-        if self.mode is SinkMode.JOINT_TRAJECTORY:
-            self._pubs['arm'] = self.lifecycle_publisher(JointTrajectory, f'{arm}/joint_trajectory', RELIABLE)
-        elif self.mode is SinkMode.SERVO_TWIST:
-            self._pubs['twist'] = self.lifecycle_publisher(TwistStamped, config.servo_twist_topic or sink.twist_topic,
-                                                      RELIABLE)
-        elif self.mode is SinkMode.SERVO_POSE:
-            self._pubs['pose'] = self.lifecycle_publisher(PoseStamped, config.servo_pose_topic or sink.pose_topic,
-                                                     RELIABLE)
-        if self.mode is not SinkMode.NONE:
-            if sink.gripper_controller_type is GripperControllerType.FORWARD:
-                self._pubs['gripper'] = self.lifecycle_publisher(Float64MultiArray, sink.gripper_target, RELIABLE)
-            elif sink.gripper_controller_type is GripperControllerType.JTC:
-                self._pubs['gripper'] = self.lifecycle_publisher(JointTrajectory, sink.gripper_target, RELIABLE)
-            elif sink.gripper_controller_type is GripperControllerType.GRIPPER_ACTION:
-                self._make_gripper_client(sink)
-        self._pubs['commanded_pose'] = self.lifecycle_publisher(PoseStamped, T.COMMANDED_POSE, RELIABLE)
+        def publisher(key, msg_type, topic):
+            self._pubs[key] = self.lifecycle_publisher(msg_type, topic, RELIABLE)
 
+        sink = profile.sink
+        if self.mode is SinkMode.JOINT_TRAJECTORY:
+            publisher('arm', JointTrajectory, f'{config.arm_controller or sink.arm_controller}/joint_trajectory')
+        elif self.mode is SinkMode.SERVO_TWIST:
+            publisher('twist', TwistStamped, config.servo_twist_topic or sink.twist_topic)
+        elif self.mode is SinkMode.SERVO_POSE:
+            publisher('pose', PoseStamped, config.servo_pose_topic or sink.pose_topic)
+        if self.mode is not SinkMode.NONE:
+            if sink.gripper_controller_type in M.GRIPPER_MSG_TYPES:
+                publisher('gripper', M.GRIPPER_MSG_TYPES[sink.gripper_controller_type], sink.gripper_target)
+            elif sink.gripper_controller_type is GripperControllerType.GRIPPER_ACTION:
+                self.gripper_action = GripperAction.create(self, self._lock, self.get_logger(), sink.gripper_target,
+                                                           sink.gripper_max_effort)
+        publisher('commanded_pose', PoseStamped, T.COMMANDED_POSE)
+
+        kept = dict(count_inputs=False, while_inactive=True)   # robot state and the e-stop: also while inactive
         self.subscription(ActionChunk, T.ACTION_CHUNK, self.gate(self._on_chunk), RELIABLE)
-        self.subscription(JointState, T.JOINT_STATES, self.gate(self._on_joint_states, count_inputs=False,
-                                                        while_inactive=True), SENSOR)
-        self.subscription(String, T.ROBOT_DESCRIPTION, self.gate(self._on_robot_description, count_inputs=False,
-                                                         while_inactive=True), LATCHED)
-        self.subscription(Image, config.camera_topic, self.gate(self._on_image, count_inputs=False,
-                                                        while_inactive=True), SENSOR)
-        self.subscription(Bool, T.E_STOP, self.gate(self._on_e_stop, count_inputs=False, while_inactive=True), RELIABLE)
+        self.subscription(JointState, T.JOINT_STATES, self.gate(self._on_joint_states, **kept), SENSOR)
+        self.subscription(String, T.ROBOT_DESCRIPTION, self.gate(self._on_robot_description, **kept), LATCHED)
+        self.subscription(Image, config.camera_topic, self.gate(self._on_image, **kept), SENSOR)
+        self.subscription(Bool, T.E_STOP, self.gate(self._on_e_stop, **kept), RELIABLE)
         self.service(SetBool, T.ENABLE, self._on_enable)
         self.service(Trigger, T.RESET_E_STOP, self._on_reset_e_stop)
         self.timer(1.0 / config.control_rate_hz, self.gate(self._tick, count_inputs=False))
@@ -279,22 +219,6 @@ class CommandSinkNode(MolmoActLifecycleNode):
         freeze_startup_heap()
         self.publish_status()
         return TransitionCallbackReturn.SUCCESS
-
-    def _make_gripper_client(self, sink) -> None:
-        """An action client for the profile's GripperCommand server, where control_msgs is importable."""
-        try:
-            from control_msgs.action import GripperCommand
-        except ImportError as exc:
-            self.get_logger().warning(f'control_msgs is not importable ({exc}): the gripper (GripperCommand '
-                                      f'action {sink.gripper_target}) is left alone')
-            return
-        from rclpy.action import ActionClient
-        self._gripper_goal_type = GripperCommand
-        self._gripper_goals = GripperGoalTracker(max_effort=sink.gripper_max_effort)
-        self._gripper_client = self._own(ActionClient(self, GripperCommand, sink.gripper_target),
-                                         lambda client: client.destroy())
-        self.get_logger().info(f'gripper: GripperCommand goals to {sink.gripper_target} '
-                               f'(max_effort {sink.gripper_max_effort})')
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         result = super().on_activate(state)
@@ -338,13 +262,12 @@ class CommandSinkNode(MolmoActLifecycleNode):
                                f'{kin.dof} joints ({self.mode.value} sink)')
 
     def _on_robot_description(self, msg: String) -> None:
-        if self.config.robot_description_source != 'topic':
-            return
-        self._build_kinematics(msg.data)
+        if self.config.robot_description_source == 'topic':
+            self._build_kinematics(msg.data)
 
     def _on_joint_states(self, msg: JointState) -> None:
         with self._lock:
-            error = self.intake.joint_state(self._now_s(), _stamp_s(msg.header.stamp), msg.name, msg.position)
+            error = self.intake.joint_state(self._now_s(), M.stamp_s(msg.header.stamp), msg.name, msg.position)
         if error:
             self.record_error(error)
 
@@ -385,7 +308,7 @@ class CommandSinkNode(MolmoActLifecycleNode):
         return response
 
     def _on_chunk(self, msg: ActionChunk) -> None:
-        chunk = chunk_from_msg(msg)
+        chunk = M.chunk_from_msg(msg)
         with self._lock:
             decision = self.intake.chunk(chunk, self._now_s())
         self._account(decision)
@@ -423,11 +346,11 @@ class CommandSinkNode(MolmoActLifecycleNode):
         if command is None:
             resend = tick.resend
             if resend is not None and resend.kind is KeepAlive.TWIST and 'twist' in self._pubs:
-                self._pubs['twist'].publish(self._twist_msg(resend.twist))
+                self._pubs['twist'].publish(self._twist(resend.twist.linear_m_s, resend.twist.angular_rad_s))
             elif resend is not None and resend.kind is KeepAlive.ZERO_TWIST and 'twist' in self._pubs:
-                self._pubs['twist'].publish(self._zero_twist())
+                self._pubs['twist'].publish(self._twist())
             elif resend is not None and resend.kind is KeepAlive.POSE and 'pose' in self._pubs:
-                self._pubs['pose'].publish(self._pose_msg(resend.pose))
+                self._pubs['pose'].publish(self._pose(resend.pose))
             return
         if isinstance(command, HoldCommand):
             self._publish_hold(command)
@@ -436,141 +359,46 @@ class CommandSinkNode(MolmoActLifecycleNode):
         self.last_latency_s = command.age_s
         self.current_request_id = command.request_id
         if isinstance(command, JointCommand):
-            traj = JointTrajectory(joint_names=list(command.names))
-            traj.points = [JointTrajectoryPoint(positions=[float(v) for v in command.positions],
-                                                time_from_start=_duration(command.time_from_start_s))]
-            self._pubs['arm'].publish(traj)
+            self._pubs['arm'].publish(M.joint_trajectory(command.names, command.positions,
+                                                         command.time_from_start_s))
         elif isinstance(command, TwistCommand):
-            self._pubs['twist'].publish(self._twist_msg(command))
+            self._pubs['twist'].publish(self._twist(command.linear_m_s, command.angular_rad_s))
         elif isinstance(command, PoseCommand) and 'pose' in self._pubs:
-            self._pubs['pose'].publish(self._pose_msg(command.pose))
-        self._pubs['commanded_pose'].publish(self._pose_msg(command.pose))
+            self._pubs['pose'].publish(self._pose(command.pose))
+        self._pubs['commanded_pose'].publish(self._pose(command.pose))
         self._publish_gripper(command.gripper, tick.gripper_changed, getattr(command, 'time_from_start_s', 0.1))
 
-    def _twist_msg(self, command: TwistCommand) -> TwistStamped:
-        twist = self._zero_twist()
-        (twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z) = map(float, command.linear_m_s)
-        (twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z) = map(float, command.angular_rad_s)
-        return twist
+    def _twist(self, linear=M.ZERO3, angular=M.ZERO3) -> TwistStamped:
+        return M.twist_stamped(self.get_clock().now().to_msg(), self.profile.frames.base, linear, angular)
 
-    def _zero_twist(self) -> TwistStamped:
-        twist = TwistStamped()
-        twist.header.stamp = self.get_clock().now().to_msg()
-        twist.header.frame_id = self.profile.frames.base
-        return twist
+    def _pose(self, pose: np.ndarray) -> PoseStamped:
+        return M.pose_stamped(self.get_clock().now().to_msg(), self.profile.frames.base, pose)
 
     def _publish_hold(self, hold: HoldCommand) -> None:
         self.holds_sent += 1
-        self._halt_gripper()
+        if self.gripper_action is not None:
+            self.gripper_action.halt()
         cause = hold.cause.value if hold.cause is not None else 'unknown'
         self.get_logger().info(f'halt ({cause}): holding the arm')
         if 'arm' in self._pubs:
-            traj = JointTrajectory(joint_names=list(self.profile.joint_names))
-            if hold.joint_positions is not None:
-                traj.points = [JointTrajectoryPoint(positions=[float(v) for v in hold.joint_positions],
-                                                    time_from_start=_duration(self.config.hold_time_s))]
-            self._pubs['arm'].publish(traj)
+            self._pubs['arm'].publish(M.joint_trajectory(self.profile.joint_names, hold.joint_positions,
+                                                         self.config.hold_time_s))
         if 'twist' in self._pubs:
-            self._pubs['twist'].publish(self._zero_twist())
+            self._pubs['twist'].publish(self._twist())
         if 'pose' in self._pubs and hold.pose is not None:
-            self._pubs['pose'].publish(self._pose_msg(hold.pose))
+            self._pubs['pose'].publish(self._pose(hold.pose))
         if hold.pose is not None and 'commanded_pose' in self._pubs:
-            self._pubs['commanded_pose'].publish(self._pose_msg(hold.pose))
+            self._pubs['commanded_pose'].publish(self._pose(hold.pose))
 
     def _publish_gripper(self, value: Optional[float], changed: Optional[float], duration_s: float) -> None:
         """GripperCommand goals (the tracker decides) or, for a topic controller, the value when it changed."""
-        if self._gripper_client is not None:
-            self._send_gripper_goal(value)
-            return
-        pub = self._pubs.get('gripper')
-        if pub is None or changed is None:
-            return
-        sink = self.profile.sink
-        values = [float(changed) * m for m in sink.gripper_joint_multipliers]
-        if sink.gripper_controller_type is GripperControllerType.FORWARD:
-            pub.publish(Float64MultiArray(data=values))
-        else:
-            pub.publish(JointTrajectory(joint_names=list(sink.gripper_joint_names), points=[
-                JointTrajectoryPoint(positions=values, time_from_start=_duration(max(duration_s, 0.01)))]))
-
-    # -- GripperCommand action (see robot.executor.GripperGoalTracker for what is sent when) ----------
-    def _send_gripper_goal(self, value: Optional[float]) -> None:
-        goal = self._gripper_goals.request(value)
-        if goal is None:
-            return
-        if not self._gripper_client.server_is_ready():
-            self._gripper_goals.not_sent(goal)
-            self.get_logger().warning(f'gripper: no GripperCommand server at {self.profile.sink.gripper_target}; '
-                                      f'command {goal.position} not sent', throttle_duration_sec=5.0)
-            return
-        msg = self._gripper_goal_type.Goal()
-        msg.command.position = goal.position
-        msg.command.max_effort = goal.max_effort
-        future = self._gripper_client.send_goal_async(msg)
-        future.add_done_callback(lambda f, goal=goal: self._on_gripper_goal_response(goal, f))
-
-    def _on_gripper_goal_response(self, goal: GripperGoal, future) -> None:
-        try:
-            handle = future.result()
-        except Exception as exc:  # noqa: BLE001 - e.g. the client was destroyed on cleanup
-            with self._lock:
-                if self._gripper_goals is not None:
-                    self._gripper_goals.rejected(goal.seq)
-            self.get_logger().warning(f'gripper goal {goal.position}: {type(exc).__name__}: {exc}')
-            return
-        with self._lock:
-            tracker = self._gripper_goals
-            if tracker is None:
-                return
-            if not handle.accepted:
-                tracker.rejected(goal.seq)
-                self.get_logger().warning(f'gripper goal {goal.position} rejected by the GripperCommand server')
-                return
-            cancel_now = tracker.accepted(goal.seq)
-            self._gripper_handles[goal.seq] = handle
-        handle.get_result_async().add_done_callback(lambda f, goal=goal: self._on_gripper_result(goal, f))
-        if cancel_now:  # a halt came while the goal was on its way
-            handle.cancel_goal_async()
-
-    def _on_gripper_result(self, goal: GripperGoal, future) -> None:
-        from action_msgs.msg import GoalStatus
-        try:
-            response = future.result()
-        except Exception:  # noqa: BLE001
-            return
-        status = {GoalStatus.STATUS_SUCCEEDED: 'succeeded', GoalStatus.STATUS_CANCELED: 'canceled'}.get(
-            response.status, 'aborted')
-        result = response.result
-        outcome = GripperGoalTracker.outcome(status, bool(result.reached_goal), bool(result.stalled))
-        with self._lock:
-            if self._gripper_goals is None:
-                return
-            self._gripper_goals.finished(goal.seq, outcome)
-            self._gripper_handles.pop(goal.seq, None)
-            self._gripper_results.append((goal.seq, outcome, float(result.position), float(result.effort)))
-            del self._gripper_results[:-20]
-        log = (self.get_logger().warning if outcome is GripperGoalOutcome.ABORTED else self.get_logger().info)
-        log(f'gripper goal {goal.position}: {outcome.value} (position {result.position:.4f}, '
-            f'effort {result.effort:.2f}, stalled {bool(result.stalled)}, reached_goal {bool(result.reached_goal)})')
-
-    def _halt_gripper(self) -> None:
-        """Every halt: cancel the GripperCommand goal in flight (the controller holds); re-send nothing."""
-        if self._gripper_goals is None:
-            return
-        for seq in self._gripper_goals.halt():
-            handle = self._gripper_handles.get(seq)
-            if handle is not None:
-                handle.cancel_goal_async()
-
-    def _pose_msg(self, pose: np.ndarray) -> PoseStamped:
-        msg = PoseStamped()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self.profile.frames.base
-        (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(pose)
-        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = float(x), float(y), float(z)
-        (msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z,
-         msg.pose.orientation.w) = float(qx), float(qy), float(qz), float(qw)
-        return msg
+        if self.gripper_action is not None:
+            self.gripper_action.send(value)
+        elif changed is not None and 'gripper' in self._pubs:
+            sink = self.profile.sink
+            self._pubs['gripper'].publish(M.gripper_msg(sink.gripper_controller_type, changed,
+                                                        sink.gripper_joint_multipliers, sink.gripper_joint_names,
+                                                        duration_s))
 
     # -- diagnostics ----------------------------------------------------------------------------
     def figures(self) -> SinkFigures:
@@ -578,9 +406,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
         with self._lock:
             node = dict(commands_sent=self.commands_sent, holds_sent=self.holds_sent,
                         ik_backend=self.ik_selection.describe() if self.ik_selection is not None else None)
-            if self._gripper_goals is not None:
-                g = self._gripper_goals
-                node.update(gripper_goals_sent=g.sent, gripper_goals={k.value: n for k, n in g.counts.items()})
+            if self.gripper_action is not None:
+                node.update(self.gripper_action.figures())
             if self._tick_times:
                 node.update(tick_time_mean_s=float(np.mean(self._tick_times)), tick_time_max_s=self._tick_max_s)
             if self.intake is not None:
@@ -588,72 +415,14 @@ class CommandSinkNode(MolmoActLifecycleNode):
             return SinkFigures(**node)
 
     def diagnostic_values(self) -> list:
-        """Sink figures for /diagnostics (key, value) pairs: :meth:`figures` as display strings."""
+        """Sink figures for /diagnostics (key, value) pairs: :meth:`figures` as display strings (the base
+        node adds them to its /diagnostics status)."""
         return self.figures().display_values()
-
-    def publish_status(self) -> None:
-        """~/status as the base class does; /diagnostics with the sink's figures added."""
-        if self._status_pub is None:
-            return
-        status = self.build_status()
-        self._status_pub.publish(status)
-        if self._diagnostics_pub is not None:
-            diag = status_to_diagnostics(status, previous=self._previous_status,
-                                         drop_warn_fraction=self.drop_warn_fraction)
-            diag.values.extend(KeyValue(key=k, value=v) for k, v in self.diagnostic_values())
-            self._diagnostics_pub.publish(DiagnosticArray(header=status.header, status=[diag]))
-        self._previous_status = status
 
 
 def main(argv=None) -> int:
-    """``ros2 run molmoact_ros command_sink [--autostart]``: the sink alone, on a single-threaded executor
-    (its callbacks are short; rclpy's MultiThreadedExecutor starved its 50 Hz tick on a 2-core machine)."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-
-    argv = list(sys.argv if argv is None else argv)
-    autostart = '--autostart' in argv
-    if autostart:
-        argv.remove('--autostart')
-    rclpy.init(args=argv)
-    node = CommandSinkNode(cli_args=argv)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    spinner = threading.Thread(target=lambda: _spin(executor, ExternalShutdownException), daemon=True)
-    spinner.start()
-    code = 0
-    try:
-        if autostart:
-            if (node.trigger_configure() != TransitionCallbackReturn.SUCCESS
-                    or node.trigger_activate() != TransitionCallbackReturn.SUCCESS):
-                node.get_logger().error(f'bring-up failed: {node.last_error}')
-                code = 1
-                stop.set()
-            else:
-                node.get_logger().info('command sink active')
-        while not stop.wait(0.2):
-            pass
-    finally:
-        # Deactivate first: the hold goes out while the publishers are still on.
-        if node.lifecycle_label == 'active':
-            node.trigger_deactivate()
-        if node.lifecycle_label == 'inactive':
-            node.trigger_cleanup()
-        executor.shutdown()
-        spinner.join(timeout=5)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return code
-
-
-def _spin(executor, external_shutdown) -> None:
-    try:
-        executor.spin()
-    except external_shutdown:
-        pass
+    """``ros2 run molmoact_ros command_sink [--autostart]``: the sink alone (:func:`.standalone.run_alone`)."""
+    return run_alone(CommandSinkNode, argv, label='command sink')
 
 
 if __name__ == '__main__':
