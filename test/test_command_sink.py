@@ -531,6 +531,38 @@ def test_deactivate_holds_then_commands_nothing(rig):
     assert sink.trigger_cleanup() == R.SUCCESS
 
 
+def test_input_handlers_return_quietly_once_the_core_is_gone(rig):
+    """The executor may run a callback for a message it took before cleanup destroyed the subscription; the
+    handler then finds no core (was: AttributeError 'NoneType' ... in _on_joint_states, recorded as an error)."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    sink = CommandSinkNode(namespace='/gone', parameter_overrides=[
+        Parameter('robot_description_source', value='profile')])
+    try:
+        assert sink.trigger_configure() == R.SUCCESS and sink.kinematics is not None
+        assert sink.trigger_cleanup() == R.SUCCESS and sink.intake is None
+        errors = sink.errors
+        state = JointState(name=ARM, position=Q0)
+        state.header.stamp = sink.get_clock().now().to_msg()
+        chunk = ActionChunk(request_id='late', step_period_s=0.1, action_dim=7,
+                            rotation_convention=ActionChunk.ROTATION_RPY, delta_frame_id='panda_link0')
+        chunk.header.stamp = state.header.stamp
+        chunk.steps = [ActionStep(values=[0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.9])]
+        sink._on_joint_states(state)
+        sink._on_chunk(chunk)
+        sink._on_robot_description(String(data=URDF))
+        sink._on_image(Image())
+        sink._on_e_stop(Bool(data=True))
+        sink._tick()
+        assert sink.errors == errors and sink.intake is None and sink.commands_sent == 0
+        # configured again, the same handlers reach the new core
+        assert sink.trigger_configure() == R.SUCCESS
+        sink._on_joint_states(state)
+        assert sink._q is not None and np.allclose(sink._q[1], Q0) and sink.errors == errors
+        assert sink.trigger_cleanup() == R.SUCCESS
+    finally:
+        sink.destroy_node()
+
+
 def test_servo_twist_within_limits(rig):
     arm, sink = rig['servo_arm'], rig['servo_sink']
     from rclpy.lifecycle import TransitionCallbackReturn as R

@@ -238,35 +238,46 @@ class CommandSinkNode(MolmoActLifecycleNode):
         return super().on_deactivate(state)
 
     # -- inputs ---------------------------------------------------------------------------------
+    # Every input handler returns quietly when the core is gone (``intake`` None: not configured, or cleaned
+    # up): the executor may run a callback for a message it took before cleanup destroyed the subscription.
+
     def _build_kinematics(self, urdf: str) -> None:
         # Pinocchio: only a node that needs it imports it
         from ..robot.kinematics import ArmKinematics, MoveItPyIk, make_ik_solver
-        profile, config = self.profile, self.config
+        with self._lock:
+            intake, profile, config, mode, existing = self.intake, self.profile, self.config, self.mode, self._moveit_ik
+        if intake is None:
+            return
         kin = ArmKinematics.from_urdf(urdf, base_frame=profile.frames.base, ee_frame=profile.frames.ee,
                                       joint_names=profile.joint_names)
         solver, selection = None, None
-        if self.mode is SinkMode.JOINT_TRAJECTORY:
+        if mode is SinkMode.JOINT_TRAJECTORY:
             # Outside the lock: starting MoveItPy takes a while (it loads the robot model and plugins).
             solver, selection = make_ik_solver(
                 config.ik_backend, kin, planning_group=config.ik_planning_group or profile.sink.moveit_planning_group,
                 timeout_s=config.ik_timeout_s, node_name=config.moveit_py_node_name,
-                params_file=config.moveit_py_params_file, existing=self._moveit_ik)
+                params_file=config.moveit_py_params_file, existing=existing)
             log = self.get_logger().warning if selection.fell_back else self.get_logger().info
             log(f'IK backend: {selection.describe()}')
         with self._lock:
+            if self.intake is not intake:  # cleaned up (or configured anew) meanwhile: not for this core
+                return
             self.ik_selection = selection
             if isinstance(solver, MoveItPyIk):
                 self._moveit_ik = solver
-            self.intake.kinematics_ready(kin, solver)
+            intake.kinematics_ready(kin, solver)
         self.get_logger().info(f'kinematics ready: {profile.frames.base} -> {profile.frames.ee}, '
-                               f'{kin.dof} joints ({self.mode.value} sink)')
+                               f'{kin.dof} joints ({mode.value} sink)')
 
     def _on_robot_description(self, msg: String) -> None:
-        if self.config.robot_description_source == 'topic':
+        config = self.config
+        if config is not None and config.robot_description_source == 'topic':
             self._build_kinematics(msg.data)
 
     def _on_joint_states(self, msg: JointState) -> None:
         with self._lock:
+            if self.intake is None:
+                return
             error = self.intake.joint_state(self._now_s(), M.stamp_s(msg.header.stamp), msg.name, msg.position)
         if error:
             self.record_error(error)
@@ -279,8 +290,9 @@ class CommandSinkNode(MolmoActLifecycleNode):
     def _on_e_stop(self, msg: Bool) -> None:
         if msg.data:
             with self._lock:
-                if self.governor is not None:
-                    self.governor.e_stop(self._now_s())
+                if self.governor is None:
+                    return
+                self.governor.e_stop(self._now_s())
             self.get_logger().warning('e-stop latched: motion halted; ~/reset_e_stop then ~/enable to resume')
             self.publish_status()
 
@@ -310,6 +322,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
     def _on_chunk(self, msg: ActionChunk) -> None:
         chunk = M.chunk_from_msg(msg)
         with self._lock:
+            if self.intake is None:
+                return
             decision = self.intake.chunk(chunk, self._now_s())
         self._account(decision)
 
@@ -331,6 +345,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
     def _tick(self) -> None:
         start = time.perf_counter()
         with self._lock:
+            if self.intake is None:
+                return
             now = self._now_s()
             tick = self.intake.tick(now)
             self._publish(tick, now)

@@ -174,6 +174,9 @@ class TimelineStep:
     #: When the step is due and when its target should be reached (s, the sink's clock).
     start_s: float
     end_s: float
+    #: The chunk's step period (s), exact: ``end_s - start_s`` of clock values near 1.8e9 s is off by up to
+    #: about 2.4e-7 s (their float spacing), which would loosen every bound derived from the period.
+    period_s: float
     #: Planned time of the step on the observation timeline: observation stamp + index * period.
     planned_s: float
     observation_stamp_s: float
@@ -340,7 +343,7 @@ class ExecutionQueue:
         assert tl is not None
         start = self._t0 + index * tl.step_period_s
         return TimelineStep(index=index, pose=tl.poses[index], gripper_raw=float(tl.gripper_raw[index]),
-                            start_s=start, end_s=start + tl.step_period_s,
+                            start_s=start, end_s=start + tl.step_period_s, period_s=tl.step_period_s,
                             planned_s=tl.observation_stamp_s + index * tl.step_period_s,
                             observation_stamp_s=tl.observation_stamp_s, request_id=tl.request_id)
 

@@ -289,8 +289,9 @@ class ArmExecutor:
         if decision.pose is None:
             return self._hold(decision.halt, q_meas, pose_meas)
         gripper = gov.clamp_gripper(self.gripper(step.gripper_raw))
-        period = step.end_s - step.start_s
-        dt = max(step.end_s - now_s, MIN_TIME_FRACTION * period)
+        # The floor uses the exact period, not end_s - start_s (clock values ~1.8e9 s: off by up to 2.4e-7 s),
+        # so that a twist never exceeds max_step_translation_m / (MIN_TIME_FRACTION * period) beyond rounding.
+        dt = max(step.end_s - now_s, MIN_TIME_FRACTION * step.period_s)
         clipped = set(decision.clipped)
         if self.mode is SinkMode.JOINT_TRAJECTORY:
             kin = self.kinematics

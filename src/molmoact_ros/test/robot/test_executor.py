@@ -9,8 +9,8 @@ from transforms3d.axangles import axangle2mat
 from molmoact_ros.reasoning.action_space import RotationConvention
 from molmoact_ros.robot.execution import (DeltaFrame, ExecutionQueue, GripperMapping, OfferResult, StartMode,
                                           build_timeline)
-from molmoact_ros.robot.executor import (ArmExecutor, HoldCommand, JointCommand, PoseCommand, SinkMode,
-                                         TwistCommand)
+from molmoact_ros.robot.executor import (MIN_TIME_FRACTION, ArmExecutor, HoldCommand, JointCommand, PoseCommand,
+                                         SinkMode, TwistCommand)
 from molmoact_ros.robot.kinematics import pose_error
 from molmoact_ros.robot.safety import HaltCause, SafetyGovernor, SafetyLimits
 
@@ -183,6 +183,30 @@ def test_large_deltas_are_clipped_and_counted(panda_kin):
     x = [c.pose[0, 3] for _, c in commands]
     assert x[-1] <= LIMITS.workspace_max_m[0] + 1e-9
     assert executor.governor.clip_counts['step_translation'] >= 3
+
+
+def test_a_late_tick_twist_stays_within_the_speed_bound_on_a_large_clock(panda_kin):
+    # A step picked up with less than MIN_TIME_FRACTION of its period left gets that fraction of the period:
+    # its twist is at most max_step_translation_m / (MIN_TIME_FRACTION * period). On a ROS clock (~1.8e9 s)
+    # end_s - start_s is off by up to 2.4e-7 s; taken as the period it let the speed exceed the bound by
+    # ~1e-6 relative (seen in the sink rig). The exact period keeps it within rounding.
+    bound = LIMITS.max_step_translation_m / (MIN_TIME_FRACTION * PERIOD)
+    rng = np.random.default_rng(11)
+    T0 = panda_kin.fk(PANDA_READY)
+    worst = 0.0
+    for t0 in [1.7966e9 + x for x in rng.uniform(0.0, 1e6, 200)]:
+        executor = make(panda_kin, SinkMode.SERVO_TWIST)
+        go(executor, t0)
+        tl = build_timeline(np.tile([0.2, 0.0, 0.0], (4, 1)), np.zeros((4, 3)), np.ones(4), observation_pose=T0,
+                            observation_stamp_s=t0, step_period_s=PERIOD)
+        assert executor.submit(tl, t0) is OfferResult.ACCEPTED
+        now = t0 + 0.095 * PERIOD / 0.1    # 95 % through step 0: 5 % of its period left
+        executor.governor.camera_seen(now)
+        command = executor.tick(now, ee_pose=T0).command
+        assert isinstance(command, TwistCommand) and command.step_index == 0
+        assert command.duration_s == MIN_TIME_FRACTION * PERIOD
+        worst = max(worst, float(np.linalg.norm(command.linear_m_s)) / bound - 1.0)
+    assert worst <= 1e-12, worst
 
 
 def test_ik_failure_and_missing_state_halt(panda_kin):
