@@ -268,22 +268,24 @@ def _run_sink(ros, tmp_path, ns, backend):
         time.sleep(0.3)
         start = ee(arm.q())
         before = arm.n_traj()
-        # 1 cm per 0.3 s: slow enough that no joint-velocity clip or late step depends on how fast a loaded
-        # machine runs the fake arm (this test is about which IK solves the steps, not about speed)
-        sent_at = time.monotonic()
+        # 1 cm per 0.3 s: slow enough that no joint-velocity clip depends on how fast a loaded machine runs the
+        # fake arm (this test is about which IK solves the steps, not about speed)
         arm.chunk(dx=0.01, steps=5, period=0.3, request_id='ik')
-        # 5 steps; a step whose whole period passes before a control tick picks it up is skipped, never sent
-        # late (CI: 2 of 5 on a loaded machine), so at least 3 and then the chunk's 1.5 s over
-        assert wait_for(lambda: sink.commands_sent >= 3 and arm.n_traj() - before >= 3, 6.0), (
-            sink.commands_sent, arm.n_traj() - before, sink.last_error, sink.governor.diagnostics())
-        wait_for(lambda: sink.commands_sent >= 5 and arm.n_traj() - before >= 5,
-                 max(0.1, sent_at + 1.8 - time.monotonic()))
-        time.sleep(0.3)
-        assert sink.commands_sent + sink.arm_executor.diagnostics().skipped_steps == 5  # each step sent or skipped
+        # Each of the 5 steps is sent, or skipped when its whole period passed before a control tick picked it
+        # up (counted, never sent late: CI saw 2 of 5 sent on a loaded machine); at least one is sent.
+        assert wait_for(lambda: sink.commands_sent + sink.arm_executor.diagnostics().skipped_steps >= 5, 10.0), (
+            sink.commands_sent, sink.last_error, sink.governor.diagnostics())
+        sent = sink.commands_sent
+        assert sent + sink.arm_executor.diagnostics().skipped_steps == 5 and sent >= 1
         hold_s = float(sink.params['hold_time_s'])  # a hold (e.g. a halt between tests) is no step
-        steps = [t for t in arm.trajs_since(before)
-                 if t.points and abs(duration_s(t.points[0].time_from_start) - hold_s) > 1e-6]
-        assert len(steps) == sink.commands_sent
+
+        def step_trajs():
+            return [t for t in arm.trajs_since(before)
+                    if t.points and abs(duration_s(t.points[0].time_from_start) - hold_s) > 1e-6]
+
+        assert wait_for(lambda: len(step_trajs()) >= sent, 10.0)
+        steps = step_trajs()
+        assert len(steps) == sent
         targets = np.array([ee(np.array(t.points[0].positions)) for t in steps])
         diag = dict(sink.diagnostic_values())
         assert sink.trigger_deactivate() == R.SUCCESS and sink.trigger_cleanup() == R.SUCCESS
@@ -299,7 +301,7 @@ def _follows(start, targets):
     """Each commanded end-effector target is the start + k cm along x, k rising within 1..5 (skipped steps
     leave gaps), on the line through the start."""
     k = (targets[:, 0] - start[0]) / 0.01
-    return (len(k) >= 3 and np.allclose(k, np.round(k), atol=0.2) and np.all(np.diff(np.round(k)) > 0)
+    return (len(k) >= 1 and np.allclose(k, np.round(k), atol=0.2) and np.all(np.diff(np.round(k)) > 0)
             and 1 <= round(k[0]) and round(k[-1]) <= 5 and np.allclose(targets[:, 1:], start[1:], atol=2e-3))
 
 
@@ -308,7 +310,7 @@ def test_sink_solves_ik_with_moveit_py_where_importable(ros, tmp_path, monkeypat
     start, targets, diag = _run_sink(ros, tmp_path, '/ik_moveit', 'moveit_py')
     assert diag['ik backend'] == "moveit_py (moveit_py, planning group 'panda_arm')"  # the profile's group
     calls = log.named('set_from_ik')
-    assert len(calls) == int(diag['commands sent']) >= 3 and all(c['timeout'] == 0.01 for c in calls)
+    assert len(calls) == int(diag['commands sent']) >= 1 and all(c['timeout'] == 0.01 for c in calls)
     assert _follows(start, targets), targets - start
 
 

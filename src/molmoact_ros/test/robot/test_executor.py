@@ -185,6 +185,46 @@ def test_large_deltas_are_clipped_and_counted(panda_kin):
     assert executor.governor.clip_counts['step_translation'] >= 3
 
 
+@pytest.mark.parametrize('stall', [(0.09, 0.21), (0.09, 0.37), (0.41, 0.79), (0.0, 0.75)])
+def test_a_stall_skips_steps_and_the_next_command_keeps_the_limits(panda_kin, stall):
+    # A loaded machine: the 50 Hz control ticks stop from stall[0] to stall[1]. Each step is commanded once or
+    # skipped (its whole period passed without a tick: counted, never sent late); the step picked up after the
+    # stall starts from the last command and keeps the step and joint velocity limits over the time left to its
+    # end (at least MIN_TIME_FRACTION of the period), falling short along the path where they bind.
+    executor = make(panda_kin)
+    gov, lim = executor.governor, executor.governor.limits
+    go(executor)
+    T0 = panda_kin.fk(PANDA_READY)
+    tl = build_timeline(np.tile([0.01, 0.0, 0.0], (8, 1)), np.zeros((8, 3)), np.ones(8), observation_pose=T0,
+                        observation_stamp_s=0.0, step_period_s=PERIOD)
+    assert executor.submit(tl, 0.0) is OfferResult.ACCEPTED
+    q, t, commands = PANDA_READY, 0.0, []
+    while t < 1.0:
+        if not stall[0] <= t < stall[1]:
+            gov.camera_seen(t)
+            command = executor.tick(t, joint_positions=q).command
+            if command is not None:
+                commands.append(command)
+                q = command.positions   # a perfectly tracking arm
+        t = round(t + 0.02, 9)
+    indices = [c.step_index for c in commands]
+    assert indices == sorted(set(indices)) and commands
+    assert len(commands) + executor.queue.skipped_steps == 8 and executor.queue.skipped_steps >= 1
+    vmax = lim.joint_limits.velocity_max * lim.max_joint_velocity_scale
+    previous_q, previous = PANDA_READY, T0[:3, 3]
+    for c in commands:
+        assert isinstance(c, JointCommand) and c.request_id == tl.request_id
+        assert MIN_TIME_FRACTION * PERIOD <= c.time_from_start_s <= PERIOD + 1e-9
+        assert np.all(np.abs(c.positions - previous_q) <= vmax * c.time_from_start_s * (1 + 1e-9))
+        position, target = c.pose[:3, 3], tl.poses[c.step_index][:3, 3]
+        assert np.linalg.norm(position - previous) <= lim.max_step_translation_m + 1e-9
+        if c.clipped:   # short of its step's target, on the way there
+            assert previous[0] < position[0] < target[0] and np.allclose(position[1:], T0[1:3, 3], atol=2e-3)
+        else:
+            np.testing.assert_allclose(position, target, atol=1e-4)
+        previous_q, previous = c.positions, position
+
+
 def test_a_late_tick_twist_stays_within_the_speed_bound_on_a_large_clock(panda_kin):
     # A step picked up with less than MIN_TIME_FRACTION of its period left gets that fraction of the period:
     # its twist is at most max_step_translation_m / (MIN_TIME_FRACTION * period). On a ROS clock (~1.8e9 s)
