@@ -504,7 +504,8 @@ def test_per_step_limits_and_plan_only(rig):
     before = arm.n_traj()
     arm.chunk(dx=0.01, steps=5, request_id='plan', plan_only=True)
     assert wait_for(lambda: sink.plan_only_chunks == 1, 10.0), _sink_state(sink)
-    time.sleep(0.3)  # a plan-only chunk commands nothing (a queued one would have sent its first steps by now)
+    # A plan-only chunk commands nothing: it never reaches the queue (the decision: test_chunk_intake.py).
+    assert sink.arm_executor.queue.timeline is None
     assert arm.n_traj() == before
     # A tighter per-step limit from the chunk's constraints: 2 cm steps clipped to 5 mm.
     start = ee(arm.q())
@@ -847,8 +848,10 @@ def test_servo_pose_e_stop_holds_at_the_measured_pose(rig):
     assert min(np.linalg.norm(hold - p) for p in seen) < 1e-4
     # ... and the arm holds there (the fake Servo follows the hold's keep-alive copies back to it).
     assert wait_for(lambda: np.linalg.norm(ee(arm.q()) - hold) < 2e-3, 5.0), ee(arm.q()) - hold
+    refused = sink.intake.counts[Intake.REFUSED]
     _observation_chunk(arm, KIN.fk(arm.q()), d=(0.0, 0.01, 0.0), steps=5, period=0.1, request_id='during_stop')
-    time.sleep(0.4)  # nothing while the e-stop is latched (checked below)
+    # Refused while the e-stop is latched (the decision: test_chunk_intake.py); nothing of it is sent (below).
+    assert wait_for(lambda: sink.intake.counts[Intake.REFUSED] > refused, 10.0), _sink_state(sink)
     assert arm.reset_e_stop().success and arm.enable().success
     time.sleep(0.6)  # chunk 'long' would still be running: none of its steps fires
     # After the hold, only its keep-alive copies (re-stamped, for servo_pose_keepalive_s): no step of 'long',

@@ -146,6 +146,17 @@ def test_plan_only_counts_and_feeds_the_model_heartbeat(kin):
     assert intake.executor.queue.timeline is None
 
 
+def test_a_chunk_while_the_e_stop_is_latched_is_refused_and_commands_nothing(kin):
+    intake = make(kin)
+    go(intake, T0)
+    intake.governor.e_stop(T0 + 0.01)
+    decision = intake.chunk(chunk('during_stop', stamp=T0 + 0.02, pose=ready_pose(kin)), T0 + 0.02)
+    assert decision.intake is Intake.REFUSED and intake.counts[Intake.REFUSED] == 1
+    assert not decision.dropped  # refused while halted: expected, not a dropped input
+    cmds = commands(run(intake, T0 + 0.02, T0 + 1.0))
+    assert not [c for c in cmds if getattr(c, 'request_id', None) == 'during_stop']
+
+
 def test_a_chunk_waits_for_the_joint_state_at_its_stamp(kin):
     intake = make(kin)
     t = 2.0
