@@ -38,6 +38,8 @@ from geometry_msgs.msg import Point, Vector3
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
+from .sync import split_seconds
+
 __all__ = [
     'DEFAULT_NS',
     'ID_LINE',
@@ -97,10 +99,7 @@ def _duration(seconds: float) -> Duration:
     s = float(seconds)
     if not math.isfinite(s) or s < 0:
         raise ValueError(f'lifetime_s must be finite and >= 0 (0 = forever), got {seconds!r}')
-    sec = int(math.floor(s))
-    nanosec = int(round((s - sec) * 1e9))
-    if nanosec >= 1_000_000_000:
-        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    sec, nanosec = split_seconds(s)
     return Duration(sec=sec, nanosec=nanosec)
 
 

@@ -8,7 +8,6 @@ with the builders below.
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -21,6 +20,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from ..cores.chunk_intake import ChunkIn, ObservationPose, StepIn
 from ..reasoning.action_space import RotationConvention
 from ..robot.profiles import GripperControllerType
+from .sync import split_seconds, stamp_to_s
 from .transforms import matrix_to_pose
 
 ROTATION_FROM_MSG = {ActionChunk.ROTATION_RPY: RotationConvention.EULER_SXYZ_ROLL_PITCH_YAW,
@@ -32,17 +32,12 @@ ZERO3 = (0.0, 0.0, 0.0)
 
 def duration(seconds: float) -> Duration:
     """Seconds -> builtin_interfaces/Duration (negative values give 0; nanoseconds rounded)."""
-    seconds = max(0.0, float(seconds))
-    sec = int(math.floor(seconds))
-    nanosec = int(round((seconds - sec) * 1e9))
-    if nanosec >= 1_000_000_000:   # rounded up to the next second
-        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    sec, nanosec = split_seconds(max(0.0, float(seconds)))
     return Duration(sec=sec, nanosec=nanosec)
 
 
-def stamp_s(stamp) -> float:
-    """builtin_interfaces/Time -> seconds."""
-    return stamp.sec + stamp.nanosec * 1e-9
+#: builtin_interfaces/Time -> seconds.
+stamp_s = stamp_to_s
 
 
 def chunk_from_msg(msg: ActionChunk) -> ChunkIn:

@@ -7,6 +7,7 @@ keeps a short buffer of each side input and asks for the one nearest to the fram
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from typing import Any, Deque, Optional, Tuple
@@ -43,4 +44,15 @@ class StampBuffer:
 
 
 def stamp_to_s(stamp) -> float:
+    """builtin_interfaces/Time (or Duration) -> seconds."""
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+def split_seconds(seconds: float) -> Tuple[int, int]:
+    """Non-negative seconds -> (sec, nanosec) of a builtin_interfaces Time / Duration, nanoseconds rounded
+    (a fraction that rounds up to a whole second carries into ``sec``)."""
+    sec = int(math.floor(seconds))
+    nanosec = int(round((seconds - sec) * 1e9))
+    if nanosec >= 1_000_000_000:
+        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    return sec, nanosec

@@ -78,6 +78,13 @@ def interpolate_pose(T0: np.ndarray, T1: np.ndarray, t: float) -> np.ndarray:
     return out
 
 
+def _nearest(stamps: np.ndarray, t: float) -> tuple[int, float]:
+    """The index of the sample nearest ``t`` in sorted ``stamps`` and its distance (s)."""
+    j = int(np.searchsorted(stamps, t))
+    best = min((c for c in (j - 1, j) if 0 <= c < len(stamps)), key=lambda c: abs(stamps[c] - t))
+    return best, float(abs(stamps[best] - t))
+
+
 def _bracket(stream: Stream, t: float, tol: float, episode: str, what: str) -> tuple[int, int, float]:
     """Samples around ``t`` and the interpolation weight; the nearest must lie within ``tol``."""
     st = stream.stamps
@@ -126,10 +133,7 @@ def synchronize(raw: RawEpisode, *, step_period_s: float, sync: SyncConfig, join
     frames, has_frame, worst = [], [], 0.0
     for k in range(n_steps):
         t = t0 + k * step_period_s
-        j = int(np.searchsorted(img.stamps, t))
-        cands = [c for c in (j - 1, j) if 0 <= c < len(img)]
-        best = min(cands, key=lambda c: abs(img.stamps[c] - t))
-        gap = abs(img.stamps[best] - t)
+        best, gap = _nearest(img.stamps, t)
         has_frame.append(gap <= img_tol)
         worst = max(worst, gap)
         frames.append(best)
@@ -144,11 +148,8 @@ def synchronize(raw: RawEpisode, *, step_period_s: float, sync: SyncConfig, join
     # Depth: the nearest to each shown frame, within the depth tolerance. A frame without one (a depth
     # message lost on a loaded machine) is no example, as a step without a frame; its depth is NaN.
     depths, depth_tol, missing_depth, worst_depth = [], float(sync.depth_tolerance_s), 0, 0.0
-    dst = raw.depths.stamps
     for k, t in enumerate(frame_stamps):
-        j = int(np.searchsorted(dst, t))
-        near = min((c for c in (j - 1, j) if 0 <= c < len(dst)), key=lambda c: abs(dst[c] - t))
-        gap = abs(dst[near] - t)
+        near, gap = _nearest(raw.depths.stamps, t)
         if gap > depth_tol:
             worst_depth = max(worst_depth, gap)
             if has_frame[k]:
