@@ -315,7 +315,7 @@ class Evaluator:
             node = suite.probe
             self.watcher = Watcher(node, recording, gif=args.gif)
             self.policy = ScriptedPolicy(node, self.watcher, LiftExpertConfig(
-                step_period_s=self.profile.step_period_s)) if args.policy == 'scripted' else None
+                step_period_s=self.profile.step_period_s, align_yaw=args.expert_align_yaw)) if args.policy == 'scripted' else None
             self.goal_client = ActionClient(node, ExecuteInstruction, 'execute_instruction') \
                 if args.policy == 'model' else None
             self.reset_client = node.create_client(ResetEpisode, 'sim_arm/reset_episode')
@@ -623,6 +623,9 @@ def parse_args(argv=None):
     p.add_argument('--policy', choices=('model', 'scripted'), default='model',
                    help='model: the pipeline with --model; scripted: the privileged-state expert (upper bound, '
                    'demonstrator)')
+    p.add_argument('--expert-align-yaw', action=argparse.BooleanOptionalAction, default=True,
+                   help="scripted: turn the fingers to the cube's faces during the approach (--no-expert-align-yaw: "
+                   'keep the wrist still; the demonstrations of the bundled model)')
     p.add_argument('--model', default=default_model(), help='tiny, a checkpoint directory or a hub id (default: the '
                    "demo's default model, $MOLMOACT_MODEL or tiny)")
     p.add_argument('--scene', choices=('lift', 'libero'), default='lift')

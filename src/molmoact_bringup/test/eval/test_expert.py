@@ -77,6 +77,16 @@ def test_expert_lifts_the_cube_from_any_placement(x, y, yaw):
     assert arm.ee[2, 2] < -0.99
 
 
+@settings(max_examples=30, deadline=None)
+@given(x=st.floats(0.35, 0.65), y=st.floats(-0.2, 0.2), yaw=st.floats(-math.pi, math.pi))
+def test_without_yaw_alignment_the_wrist_never_turns(x, y, yaw):
+    ok, arm, expert = episode((x, y), yaw, config=LiftExpertConfig(align_yaw=False))
+    assert ok, (expert.phase, arm.ee[:3, 3], arm.cube[:3, 3])
+    # The finger axis is the start's (0.3 rad), whatever the cube's yaw; the tool still points down.
+    assert math.atan2(arm.ee[1, 1], arm.ee[0, 1]) == pytest.approx(0.3, abs=1e-9)
+    assert arm.ee[2, 2] < -0.99
+
+
 def test_phases_in_order_and_grasp_waits_for_the_fingers():
     config = LiftExpertConfig()
     ee = pose([0.5, 0.0, -0.09 + 0.08], top_down_rotation(0.0))

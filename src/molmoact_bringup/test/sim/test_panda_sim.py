@@ -220,7 +220,7 @@ def test_robosuite_camera_at_another_size():
 
 
 @pytest.mark.parametrize('kwargs', [dict(image_width_px=8), dict(camera_fovy_deg=0.0),
-                                    dict(camera_target_m=(1.6, -0.5, 0.7)), dict(render_multisamples=3),
+                                    dict(camera_target_m=SimConfig.camera_position_m), dict(render_multisamples=3),
                                     dict(initial_positions_rad=(0.0,)), dict(position_gain_per_s2=0.0)])
 def test_config_is_validated(kwargs):
     with pytest.raises(ValueError):

@@ -106,6 +106,52 @@ class _Prepared:
     succeeded: Optional[bool]
 
 
+#: The big arrays of a prepared episode, kept on disk between the two passes (the images and depth maps of a
+#: few hundred episodes do not fit in memory: 500 simulated episodes took 20 GB when held together).
+_SPILLED = ('images', 'depth_u8', 'state', 'stamps')
+
+
+@dataclass
+class _Spilled:
+    """A prepared episode whose big arrays wait in ``path`` (an .npz); the small ones stay in memory."""
+
+    name: str
+    instruction: str
+    traces: list
+    actions: np.ndarray
+    frames: int
+    path: Path
+
+    @staticmethod
+    def spill(prep: _Prepared, path: Path) -> '_Spilled':
+        np.savez(path, **{k: getattr(prep, k) for k in _SPILLED})
+        return _Spilled(prep.name, prep.instruction, prep.traces, prep.actions, len(prep.actions), path)
+
+    def load(self) -> _Prepared:
+        with np.load(self.path) as z:
+            arrays = {k: z[k] for k in _SPILLED}
+        return _Prepared(self.name, self.instruction, arrays['images'], arrays['depth_u8'], self.traces,
+                         self.actions, arrays['state'], arrays['stamps'], None)
+
+    def depth_maps(self, indices) -> np.ndarray:
+        with np.load(self.path) as z:
+            return z['depth_u8'][indices]
+
+
+def _depth_pool(prepared: List[_Spilled], count: int, rng) -> np.ndarray:
+    """``count`` depth maps drawn uniformly without replacement from all frames (all when there are fewer),
+    in frame order, read from the spilled episodes."""
+    total = sum(p.frames for p in prepared)
+    chosen = np.arange(total) if total <= count else np.sort(rng.choice(total, count, replace=False))
+    starts = np.cumsum([0] + [p.frames for p in prepared])
+    parts = []
+    for i, p in enumerate(prepared):
+        local = chosen[(chosen >= starts[i]) & (chosen < starts[i + 1])] - starts[i]
+        if len(local):
+            parts.append(p.depth_maps(local))
+    return np.concatenate(parts)
+
+
 def _find_episodes(path: Path) -> List[Path]:
     if path.is_file():
         return [path]
@@ -226,7 +272,9 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
             fk_cache.append(_fk(profile))
         return fk_cache[0](q)
 
-    prepared: List[_Prepared] = []
+    prepared: List[_Spilled] = []
+    spill = work / '_prepared'
+    spill.mkdir()
     skipped: List[dict] = []
     dropped_total = 0
     for path in _progress(files, len(files), 'episodes', opts.progress):
@@ -247,7 +295,8 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
                                    f'fewer than the chunk horizon {opts.horizon}')
             prep, dropped = _prepare(steps, profile, opts)
             dropped_total += dropped
-            prepared.append(prep)
+            prepared.append(_Spilled.spill(prep, spill / f'{len(prepared):06d}.npz'))
+            del prep, steps, raw
         except EpisodeError as error:
             skipped.append({'episode': error.episode, 'topic': error.topic, 'reason': error.reason})
             log(f'skipped {error}')
@@ -261,10 +310,7 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
     meta = work / 'meta'
     meta.mkdir(parents=True, exist_ok=True)
     if tokenizer is None:
-        rng = np.random.default_rng(opts.seed)
-        pool = np.concatenate([p.depth_u8 for p in prepared])
-        if len(pool) > opts.tokenizer_images:
-            pool = pool[np.sort(rng.choice(len(pool), opts.tokenizer_images, replace=False))]
+        pool = _depth_pool(prepared, opts.tokenizer_images, np.random.default_rng(opts.seed))
         log(f'training the depth tokenizer on {len(pool)} depth maps ({opts.tokenizer_steps} steps)')
         tokenizer, checkpoint = train_depth_tokenizer(pool, steps=opts.tokenizer_steps, seed=opts.seed)
         save_checkpoint(checkpoint, meta / 'depth_tokenizer.pt')
@@ -272,11 +318,14 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
     stats_dict = dataset_statistics(np.concatenate([p.actions for p in prepared]), len(prepared), key)
     stats = NormStats.from_action_dict(stats_dict[key]['action'], key=key)
     h = opts.horizon
-    mh, mw = prepared[0].images.shape[1:3]
+    with np.load(prepared[0].path) as z:
+        mh, mw = z['images'].shape[1:3]
     features = molmoact_features(mh, mw, h)
     writer = LeRobotWriter(work, fps=_fps(profile.step_period_s), features=features, robot_type=profile.name)
     examples = 0
-    for prep in _progress(prepared, len(prepared), 'writing', opts.progress):
+    for spilled in _progress(prepared, len(prepared), 'writing', opts.progress):
+        prep = spilled.load()
+        spilled.path.unlink()
         try:
             codes = tokenizer.encode(prep.depth_u8)
             chunks, padding = action_chunks(prep.actions, h)
@@ -308,6 +357,7 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
             'molmoact.prompt': [prompt] * len(keep),
         }, task=' '.join(prep.instruction.split()))
         examples += len(keep)
+    shutil.rmtree(spill, ignore_errors=True)
     if examples == 0:
         shutil.rmtree(work, ignore_errors=True)
         raise ValueError('no examples were written: ' + '; '.join(s['reason'] for s in skipped[:5]))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -82,11 +83,38 @@ def feature_stats(values: np.ndarray) -> dict:
             'q99': np.quantile(v, 0.99, axis=0).tolist()}
 
 
-def _image_stats(values: list) -> dict:
-    """Per-channel stats of images in [0, 1], shaped (3, 1, 1) as LeRobot keeps them."""
-    arr = np.stack([np.asarray(v, dtype=np.float32) / 255.0 for v in values]).reshape(-1, 3)
-    s = feature_stats(arr)
-    return {k: (np.asarray(v).reshape(3, 1, 1).tolist() if k != 'count' else v) for k, v in s.items()}
+def _channel_histogram(image: np.ndarray) -> np.ndarray:
+    """(3, 256) counts of each uint8 value per channel of an (H, W, 3) image."""
+    flat = np.asarray(image, dtype=np.uint8).reshape(-1, 3)
+    return np.stack([np.bincount(flat[:, c], minlength=256) for c in range(3)]).astype(np.int64)
+
+
+def _order_statistic(cumulative: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The k-th smallest value (0-based) per channel from cumulative counts (3, 256)."""
+    return np.array([np.searchsorted(cumulative[c], k[c], side='right') for c in range(3)])
+
+
+def _image_stats(histogram: np.ndarray) -> dict:
+    """Per-channel stats of uint8 images scaled to [0, 1], shaped (3, 1, 1) as LeRobot keeps them, from the
+    (3, 256) value counts: the same figures as ``feature_stats`` of every pixel (np.quantile's linear
+    interpolation between order statistics), in memory independent of the number of images."""
+    values = (np.arange(256, dtype=np.float32) / np.float32(255.0)).astype(np.float64)
+    n = int(histogram[0].sum())
+    mean = histogram @ values / n
+    std = np.sqrt((histogram * (values[None, :] - mean[:, None]) ** 2).sum(1) / n)
+    cumulative = np.cumsum(histogram, axis=1)
+    present = histogram > 0
+    out = {'min': values[present.argmax(1)], 'max': values[255 - present[:, ::-1].argmax(1)], 'mean': mean,
+           'std': std}
+    for name, q in (('q01', 0.01), ('q99', 0.99)):
+        position = q * (n - 1)
+        lo = int(math.floor(position))
+        below = values[_order_statistic(cumulative, np.full(3, lo))]
+        above = values[_order_statistic(cumulative, np.full(3, min(lo + 1, n - 1)))]
+        out[name] = below + (above - below) * (position - lo)
+    stats = {k: np.asarray(v).reshape(3, 1, 1).tolist() for k, v in out.items()}
+    stats['count'] = [n]
+    return stats
 
 
 class LeRobotWriter:
@@ -153,9 +181,10 @@ class LeRobotWriter:
                 self._bytes += sum(len(b) for b in enc)
                 arrays.append(pa.array([{'bytes': b, 'path': None} for b in enc], type=_IMAGE_TYPE))
                 if name in self._stats_values:
-                    stride = max(1, n // 8)  # image stats from a sample of frames
-                    self._stats_values[name].extend(np.asarray(values[i]) for i in range(0, n, stride)
-                                                    if not isinstance(values[i], (bytes, bytearray)))
+                    stride = max(1, n // 8)  # image stats from a sample of frames, kept as value counts
+                    for i in range(0, n, stride):
+                        if not isinstance(values[i], (bytes, bytearray)):
+                            self._stats_values[name].append(_channel_histogram(values[i]))
             elif ft['dtype'] == 'string':
                 arrays.append(pa.array([str(v) for v in values], type=pa.string()))
                 self._bytes += sum(len(str(v)) for v in values)
@@ -187,7 +216,7 @@ class LeRobotWriter:
             if not values:
                 continue
             if self.features[name]['dtype'] == 'image':
-                out[name] = _image_stats(values)
+                out[name] = _image_stats(np.sum(values, axis=0))
             else:
                 out[name] = feature_stats(np.concatenate(values))
         return out

@@ -13,7 +13,7 @@ from molmoact_ros.robot.execution import build_timeline
 from molmoact_ros.robot.geometry import model_space_to_model_pixels
 from molmoact_ros.robot.profiles import load_profile
 from molmoact_ros.training import labels
-from molmoact_ros.training.build import BuildOptions, build_dataset
+from molmoact_ros.training.build import BuildOptions, _depth_pool, _Prepared, _Spilled, build_dataset
 from molmoact_ros.training.config import SyncConfig, TopicConfig
 from molmoact_ros.training.episode import synchronize
 from molmoact_ros.training.recording import EpisodeError, read_episode
@@ -190,6 +190,27 @@ def test_lerobot_layout(dataset):
         assert (root / rel).is_file(), rel
     eps = pq.read_table(root / 'meta/episodes/chunk-000/file-000.parquet').to_pylist()
     assert [(e['dataset_from_index'], e['dataset_to_index']) for e in eps] == [(0, 11), (11, 22)]
+    # The prepared episodes spilled between the passes are gone.
+    assert not (root / '_prepared').exists() and not list(root.rglob('*.npz'))
+
+
+def test_depth_pool_from_spilled_episodes_is_the_in_memory_draw(tmp_path):
+    rng = np.random.default_rng(3)
+    frames = [5, 1, 7, 3]
+    depth = [rng.integers(0, 256, (m, 4, 4), dtype=np.uint8) for m in frames]
+    spilled = []
+    for i, (m, d) in enumerate(zip(frames, depth)):
+        prep = _Prepared(f'ep{i}', 'x', np.zeros((m, 2, 2, 3), np.uint8), d, [[]] * m, np.zeros((m, 7)),
+                         np.zeros((m, 7)), np.arange(m, dtype=float), True)
+        spilled.append(_Spilled.spill(prep, tmp_path / f'{i}.npz'))
+    everything = np.concatenate(depth)
+    for count in (4, 9, 16, 100):
+        expected = everything if count >= len(everything) else \
+            everything[np.sort(np.random.default_rng(7).choice(len(everything), count, replace=False))]
+        np.testing.assert_array_equal(_depth_pool(spilled, count, np.random.default_rng(7)), expected)
+    back = spilled[2].load()
+    np.testing.assert_array_equal(back.depth_u8, depth[2])
+    assert back.name == 'ep2' and back.images.shape == (7, 2, 2, 3)
 
 
 # --- bad input -------------------------------------------------------------------------------------
