@@ -148,7 +148,7 @@ PARAMS = (
               read_only=True),
     ParamSpec('camera_position_m', [1.15, -0.35, 0.5], 'Workspace camera position [x, y, z] in panda_link0 (m)',
               read_only=True),
-    ParamSpec('camera_target_m', [0.5, 0.0, -0.02], 'Point the workspace camera looks at [x, y, z] in '
+    ParamSpec('camera_target_m', [0.5, 0.0, 0.0], 'Point the workspace camera looks at [x, y, z] in '
               'panda_link0 (m); the image\'s x axis stays horizontal', read_only=True),
     ParamSpec('camera_frame', 'sim_camera_color_optical_frame', 'frame_id of the images and camera_info '
               '(the camera\'s optical frame: z forward, x right, y down)', read_only=True),

@@ -16,9 +16,10 @@ Phases (the state decides, with two memories: the cube's resting height and when
 
 ``approach``  gripper open, the TCP above the cube (``approach_height_m`` over its centre), fingers turned
               to the nearest pair of the cube's faces (the cube's yaw modulo 90 deg) when ``align_yaw``, else
-              the wrist kept as it is (the Panda's fingers open to 8 cm, and a 4 cm cube turns into the grasp at
-              any yaw: 20/20 lifts measured on seeds 1000-1019; the demonstrations of the bundled model use it,
-              as the yaw of a cube ~14 px wide is barely visible to a small model);
+              the tool's orientation kept as it is, translation only (the Panda's fingers open to 8 cm, and a
+              4 cm cube turns into the grasp at any yaw, with the rest pose's 7 deg tilt too: 20/20 lifts on
+              seeds 1000-1019; the demonstrations of the bundled model use it: the yaw of a cube ~14 px wide is
+              barely visible to a small model, and rotation deltas a model gets wrong tilt the gripper);
 ``descend``   once above it (within ``xy_tolerance_m`` and ``yaw_tolerance_rad``): down to the cube's
               centre height (``grasp_offset_m``);
 ``grasp``     once there (within ``grasp_tolerance_m``): close and hold still for ``close_s``;
@@ -170,7 +171,7 @@ class LiftExpert:
         # Fingers across the nearest pair of faces: the smallest turn from the current finger axis.
         current = _finger_axis_angle(R)
         turn = wrap_quarter_turn(_cube_yaw(cube[:3, :3]) - current) if cfg.align_yaw else 0.0
-        R_goal = top_down_rotation(current + turn)
+        R_goal = top_down_rotation(current + turn) if cfg.align_yaw else R
         grasp_z = float(c[2]) + cfg.grasp_offset_m
         above = np.array([c[0], c[1], grasp_z + cfg.approach_height_m])
 

@@ -140,7 +140,7 @@ class SimConfig:
     # Framed on the cube's reach (table centre +-0.10 m) and the gripper's path: the 4 cm cube ~14 px wide in the
     # 320x240 image (was ~8 px from (1.6, -0.5, 0.7) towards (0.35, 0, 0.15), too small for a small model's view).
     camera_position_m: Tuple[float, float, float] = (1.15, -0.35, 0.5)
-    camera_target_m: Tuple[float, float, float] = (0.5, 0.0, -0.02)
+    camera_target_m: Tuple[float, float, float] = (0.5, 0.0, 0.0)
     camera_fovy_deg: float = 45.0       # the workspace camera's vertical field of view
     camera_frame: str = 'sim_camera_color_optical_frame'
     seed: int = 0                       # cube placement of the first episode (lift)

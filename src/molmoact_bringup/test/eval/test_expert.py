@@ -79,9 +79,13 @@ def test_expert_lifts_the_cube_from_any_placement(x, y, yaw):
 
 @settings(max_examples=30, deadline=None)
 @given(x=st.floats(0.35, 0.65), y=st.floats(-0.2, 0.2), yaw=st.floats(-math.pi, math.pi))
-def test_without_yaw_alignment_the_wrist_never_turns(x, y, yaw):
+def test_without_yaw_alignment_the_tool_never_turns(x, y, yaw):
     ok, arm, expert = episode((x, y), yaw, config=LiftExpertConfig(align_yaw=False))
     assert ok, (expert.phase, arm.ee[:3, 3], arm.cube[:3, 3])
+    # Translation only: no chunk turns the tool, whatever the pose it starts from.
+    tilted = pose([0.45, 0.0, 0.1], euler2mat(0.0, 0.12, 0.3, 'sxyz') @ top_down_rotation(0.0))
+    chunk = LiftExpert(LiftExpertConfig(align_yaw=False)).act(ExpertObservation(tilted, arm.cube), 0.0)
+    assert np.all(chunk.rotation_rad == 0.0) and np.any(chunk.translation_m != 0.0)
     # The finger axis is the start's (0.3 rad), whatever the cube's yaw; the tool still points down.
     assert math.atan2(arm.ee[1, 1], arm.ee[0, 1]) == pytest.approx(0.3, abs=1e-9)
     assert arm.ee[2, 2] < -0.99
