@@ -248,6 +248,21 @@ class Trainer:
         model.config.use_cache = False
         return model.to(device=self.device, dtype=dtype), processor
 
+    def _lineage(self) -> tuple:
+        """(filler seed of the untouched embedding rows, tokenizer) of the saved model: a model trained from
+        scratch here has both (the compact export needs them); a model fine-tuned from one inherits them from the
+        base's molmoact_training.json; any other base has neither (its tokenizer files are kept)."""
+        if self.config.base == 'scratch':
+            return self.config.seed, 'build_molmoact_tokenizer'
+        info = Path(self.config.base) / 'molmoact_training.json'
+        try:
+            base = json.loads(info.read_text()) if info.is_file() else {}
+        except (OSError, ValueError):
+            base = {}
+        if base.get('tokenizer') == 'build_molmoact_tokenizer':
+            return base.get('filler_seed'), 'build_molmoact_tokenizer'
+        return None, 'base checkpoint'
+
     def _wrap_lora(self, model, state, source):
         from peft import LoraConfig, PeftModel, get_peft_model
         c = self.config
@@ -480,11 +495,11 @@ class Trainer:
             f'# MolmoAct trained by molmoact_ros\n\nTrained here with `train_molmoact` (base: {self.config.base}) '
             f'on the dataset {self.dataset.name} ({len(self.dataset)} examples, {len(self.dataset.episodes())} '
             f'episodes), {self.step} steps. Not MolmoAct-7B. norm_stats key: {self.dataset.key!r}.\n')
+        filler_seed, tokenizer = self._lineage()
         (directory / 'molmoact_training.json').write_text(json.dumps({
             'trained_by': 'molmoact_ros.training.train', 'steps': self.step, 'dataset': str(self.dataset.root),
             'dataset_key': self.dataset.key, 'config': self.config.to_json(),
-            'filler_seed': self.config.seed if self.config.base == 'scratch' else None,
-            'tokenizer': 'build_molmoact_tokenizer' if self.config.base == 'scratch' else 'base checkpoint',
+            'filler_seed': filler_seed, 'tokenizer': tokenizer,
             'last_eval': self.evals[-1] if self.evals else None}, indent=2) + '\n')
         return directory
 

@@ -1,5 +1,6 @@
 """train_molmoact on a tiny synthetic dataset (written with the builder's functions) and a tiny model spec."""
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -269,6 +270,22 @@ def test_compact_export_round_trip(trained, tmp_path):
     with torch.no_grad():
         assert torch.equal(model(**inputs, use_cache=False).logits, ref(**inputs, use_cache=False).logits)
     assert model.config.norm_stats == ref.config.norm_stats
+
+
+def test_a_model_fine_tuned_from_one_trained_here_keeps_its_compact_lineage(trained, dataset, tmp_path):
+    from molmoact_ros.training.compact import export_compact
+
+    _, _, out = trained
+    tuned = Trainer(_config(dataset, tmp_path / 'tuned', base=str(out / 'model'), steps=1, checkpoint_every=0),
+                    log=lambda m: None)
+    tuned.run()
+    info = json.loads((tmp_path / 'tuned' / 'model' / 'molmoact_training.json').read_text())
+    base = json.loads((out / 'model' / 'molmoact_training.json').read_text())
+    assert info['tokenizer'] == 'build_molmoact_tokenizer' and info['filler_seed'] == base['filler_seed']
+    meta = export_compact(tmp_path / 'tuned' / 'model', tmp_path / 'compact')
+    # The tokenizer (~11 MB) is rebuilt on assembly, not stored; the untouched rows stay the filler.
+    assert meta['tokenizer'] == 'build_molmoact_tokenizer' and not (tmp_path / 'compact' / 'tokenizer.json').exists()
+    assert meta['filler_seed'] == base['filler_seed'] and meta['embedding_rows'] < 10_000
 
 
 def test_part_metrics_of_a_perfect_prediction(trained):
