@@ -42,6 +42,16 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 
     return bool(predicate())
 
 
+def die_with_parent() -> None:
+    """``preexec_fn`` of a child process: on Linux the kernel sends it SIGTERM when this process dies, however it
+    dies (SIGKILL included), so a simulator started in its own session is never left running on its own (it was:
+    an ``evaluate`` stopped from outside left ``sim_arm`` rendering at 60 % CPU for 40 minutes). A no-op elsewhere."""
+    if sys.platform.startswith('linux'):
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+
 def ros_parameter_args(parameters: Dict[str, object]) -> List[str]:
     """``{'a': True, 'b': 2}`` -> ``['-p', 'a:=true', '-p', 'b:=2']``."""
     out: List[str] = []
@@ -112,7 +122,8 @@ class SuiteSession:
         self._sim_log = self.sim_log_path.open('w')
         cmd = [sys.executable, '-m', 'molmoact_bringup.sim_arm_node', '--ros-args', '-r', f'__ns:={cfg.namespace}',
                *ros_parameter_args(cfg.sim_parameters)]
-        self.sim = subprocess.Popen(cmd, stdout=self._sim_log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.sim = subprocess.Popen(cmd, stdout=self._sim_log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=die_with_parent)
         rclpy.init()
         self._rclpy_started = True
         ns_args = ['--ros-args', '-r', f'__ns:={cfg.namespace}']
