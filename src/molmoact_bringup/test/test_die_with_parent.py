@@ -1,58 +1,65 @@
 """A child started with ``suite.die_with_parent`` (as the suite starts the simulator, in its own session) ends when
-its parent is killed, SIGKILL included; without it the same child lives on (the control)."""
+its parent is killed, SIGKILL included; without it the same child lives on (the control).
+
+No clock: both processes block in ``signal.pause()``, and the child's death is seen as end-of-file on a pipe whose
+write end only the child holds once the parent is dead (a dead process's descriptors are closed, zombie or not)."""
 
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith('linux'), reason='PR_SET_PDEATHSIG is Linux-only')
 
 PARENT = """
-import subprocess, sys, time
+import signal, subprocess, sys
 from molmoact_bringup.suite import die_with_parent
-kw = dict(preexec_fn=die_with_parent) if sys.argv[1] == 'linked' else {}
-child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True, **kw)
+mode, fd = sys.argv[1], int(sys.argv[2])
+kw = dict(preexec_fn=die_with_parent) if mode == 'linked' else {}
+child = subprocess.Popen([sys.executable, '-c', 'import signal; signal.pause()'], start_new_session=True,
+                         pass_fds=(fd,), **kw)
 print(child.pid, flush=True)
-time.sleep(120)
+signal.pause()
 """
+EVENT_BOUND_S = 30.0  # generous: the kernel signals the child at once
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ('Z', 'X')
-
-
-def _child_after_parent_killed(mode: str) -> int:
-    parent = subprocess.Popen([sys.executable, '-c', PARENT, mode], stdout=subprocess.PIPE, text=True)
+def _child_of_a_killed_parent(mode: str):
+    """(child pid, read end of the pipe only the child still writes to) after its parent was SIGKILLed."""
+    r, w = os.pipe()
+    parent = subprocess.Popen([sys.executable, '-c', PARENT, mode, str(w)], stdout=subprocess.PIPE, text=True,
+                              pass_fds=(w,))
+    os.close(w)
     try:
         pid = int(parent.stdout.readline())
-        assert _alive(pid)
     finally:
         parent.kill()
-        parent.wait(timeout=30)
-    return pid
+        parent.wait(timeout=EVENT_BOUND_S)
+    return pid, r
+
+
+def _ended(r: int, bound_s: float) -> bool:
+    """True once the pipe reads end-of-file (every writer gone) within ``bound_s``."""
+    ready, _, _ = select.select([r], [], [], bound_s)
+    return bool(ready) and os.read(r, 1) == b''
 
 
 def test_the_child_ends_when_its_parent_is_killed():
-    pid = _child_after_parent_killed('linked')
-    deadline = time.monotonic() + 30.0  # generous: the kernel signals at once
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(pid)
+    _, r = _child_of_a_killed_parent('linked')
+    try:
+        assert _ended(r, EVENT_BOUND_S)
+    finally:
+        os.close(r)
 
 
 def test_without_it_the_child_outlives_its_parent():
-    pid = _child_after_parent_killed('plain')
+    pid, r = _child_of_a_killed_parent('plain')
     try:
-        time.sleep(0.5)
-        assert _alive(pid)
-    finally:
+        assert not _ended(r, 0.0)          # alive now that its parent is gone ...
         os.kill(pid, signal.SIGKILL)
+        assert _ended(r, EVENT_BOUND_S)    # ... and the pipe does tell a dead child
+    finally:
+        os.close(r)
