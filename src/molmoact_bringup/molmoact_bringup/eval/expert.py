@@ -169,9 +169,12 @@ class LiftExpert:
         if self._rest_z is None:
             self._rest_z = float(c[2])
         # Fingers across the nearest pair of faces: the smallest turn from the current finger axis.
-        current = _finger_axis_angle(R)
-        turn = wrap_quarter_turn(_cube_yaw(cube[:3, :3]) - current) if cfg.align_yaw else 0.0
-        R_goal = top_down_rotation(current + turn) if cfg.align_yaw else R
+        if cfg.align_yaw:
+            current = _finger_axis_angle(R)
+            turn = wrap_quarter_turn(_cube_yaw(cube[:3, :3]) - current)
+            R_goal = top_down_rotation(current + turn)
+        else:  # translation only: the tool keeps its orientation
+            turn, R_goal = 0.0, R
         grasp_z = float(c[2]) + cfg.grasp_offset_m
         above = np.array([c[0], c[1], grasp_z + cfg.approach_height_m])
 

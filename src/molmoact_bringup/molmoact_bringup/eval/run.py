@@ -314,8 +314,8 @@ class Evaluator:
             suite.start()
             node = suite.probe
             self.watcher = Watcher(node, recording, gif=args.gif)
-            self.policy = ScriptedPolicy(node, self.watcher, LiftExpertConfig(
-                step_period_s=self.profile.step_period_s, align_yaw=args.expert_align_yaw)) if args.policy == 'scripted' else None
+            expert = LiftExpertConfig(step_period_s=self.profile.step_period_s, align_yaw=args.expert_align_yaw)
+            self.policy = ScriptedPolicy(node, self.watcher, expert) if args.policy == 'scripted' else None
             self.goal_client = ActionClient(node, ExecuteInstruction, 'execute_instruction') \
                 if args.policy == 'model' else None
             self.reset_client = node.create_client(ResetEpisode, 'sim_arm/reset_episode')

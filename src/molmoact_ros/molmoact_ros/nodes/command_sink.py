@@ -70,6 +70,7 @@ from ..ros.gc_tuning import freeze_startup_heap
 from ..ros.gripper_action import GripperAction
 from ..ros.params import ParamSpec
 from ..ros import sink_messages as M
+from ..ros.sync import stamp_to_s
 from ..ros import topics as T
 from ..ros.topics import LATCHED, RELIABLE, SENSOR
 from .base import MolmoActLifecycleNode
@@ -278,7 +279,7 @@ class CommandSinkNode(MolmoActLifecycleNode):
         with self._lock:
             if self.intake is None:
                 return
-            error = self.intake.joint_state(self._now_s(), M.stamp_s(msg.header.stamp), msg.name, msg.position)
+            error = self.intake.joint_state(self._now_s(), stamp_to_s(msg.header.stamp), msg.name, msg.position)
         if error:
             self.record_error(error)
 

@@ -36,10 +36,6 @@ def duration(seconds: float) -> Duration:
     return Duration(sec=sec, nanosec=nanosec)
 
 
-#: builtin_interfaces/Time -> seconds.
-stamp_s = stamp_to_s
-
-
 def chunk_from_msg(msg: ActionChunk) -> ChunkIn:
     """molmoact_msgs/ActionChunk -> the core's :class:`ChunkIn` (no validation: the core decides)."""
     pose = None
@@ -50,7 +46,7 @@ def chunk_from_msg(msg: ActionChunk) -> ChunkIn:
                          (s.rotation_rad.x, s.rotation_rad.y, s.rotation_rad.z), s.gripper, len(s.values))
                   for s in msg.steps)
     c = msg.constraints
-    return ChunkIn(request_id=msg.request_id, stamp_s=stamp_s(msg.header.stamp), steps=steps,
+    return ChunkIn(request_id=msg.request_id, stamp_s=stamp_to_s(msg.header.stamp), steps=steps,
                    step_period_s=msg.step_period_s, action_dim=msg.action_dim,
                    rotation_convention=ROTATION_FROM_MSG.get(msg.rotation_convention),
                    rotation_code=msg.rotation_convention, delta_frame_id=msg.delta_frame_id,

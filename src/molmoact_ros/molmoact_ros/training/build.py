@@ -119,13 +119,17 @@ class _Spilled:
     instruction: str
     traces: list
     actions: np.ndarray
-    frames: int
+    image_hw: tuple
     path: Path
 
     @staticmethod
     def spill(prep: _Prepared, path: Path) -> '_Spilled':
         np.savez(path, **{k: getattr(prep, k) for k in _SPILLED})
-        return _Spilled(prep.name, prep.instruction, prep.traces, prep.actions, len(prep.actions), path)
+        return _Spilled(prep.name, prep.instruction, prep.traces, prep.actions, prep.images.shape[1:3], path)
+
+    @property
+    def frames(self) -> int:
+        return len(self.actions)
 
     def load(self) -> _Prepared:
         with np.load(self.path) as z:
@@ -318,8 +322,7 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
     stats_dict = dataset_statistics(np.concatenate([p.actions for p in prepared]), len(prepared), key)
     stats = NormStats.from_action_dict(stats_dict[key]['action'], key=key)
     h = opts.horizon
-    with np.load(prepared[0].path) as z:
-        mh, mw = z['images'].shape[1:3]
+    mh, mw = prepared[0].image_hw
     features = molmoact_features(mh, mw, h)
     writer = LeRobotWriter(work, fps=_fps(profile.step_period_s), features=features, robot_type=profile.name)
     examples = 0

@@ -89,9 +89,9 @@ def _channel_histogram(image: np.ndarray) -> np.ndarray:
     return np.stack([np.bincount(flat[:, c], minlength=256) for c in range(3)]).astype(np.int64)
 
 
-def _order_statistic(cumulative: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """The k-th smallest value (0-based) per channel from cumulative counts (3, 256)."""
-    return np.array([np.searchsorted(cumulative[c], k[c], side='right') for c in range(3)])
+def _kth_smallest(cumulative: np.ndarray, k: int) -> np.ndarray:
+    """The k-th smallest value (0-based) of each channel, as a value index, from cumulative counts (3, 256)."""
+    return np.array([np.searchsorted(row, k, side='right') for row in cumulative])
 
 
 def _image_stats(histogram: np.ndarray) -> dict:
@@ -103,14 +103,13 @@ def _image_stats(histogram: np.ndarray) -> dict:
     mean = histogram @ values / n
     std = np.sqrt((histogram * (values[None, :] - mean[:, None]) ** 2).sum(1) / n)
     cumulative = np.cumsum(histogram, axis=1)
-    present = histogram > 0
-    out = {'min': values[present.argmax(1)], 'max': values[255 - present[:, ::-1].argmax(1)], 'mean': mean,
-           'std': std}
+    out = {'min': values[_kth_smallest(cumulative, 0)], 'max': values[_kth_smallest(cumulative, n - 1)],
+           'mean': mean, 'std': std}
     for name, q in (('q01', 0.01), ('q99', 0.99)):
         position = q * (n - 1)
         lo = int(math.floor(position))
-        below = values[_order_statistic(cumulative, np.full(3, lo))]
-        above = values[_order_statistic(cumulative, np.full(3, min(lo + 1, n - 1)))]
+        below = values[_kth_smallest(cumulative, lo)]
+        above = values[_kth_smallest(cumulative, min(lo + 1, n - 1))]
         out[name] = below + (above - below) * (position - lo)
     stats = {k: np.asarray(v).reshape(3, 1, 1).tolist() for k, v in out.items()}
     stats['count'] = [n]

@@ -12,6 +12,7 @@ from transforms3d.euler import euler2mat
 from molmoact_ros.reasoning.action_space import RotationConvention
 from molmoact_ros.robot.profiles import GripperControllerType
 from molmoact_ros.ros import sink_messages as M
+from molmoact_ros.ros.sync import stamp_to_s
 from molmoact_ros.ros.transforms import pose_msg_to_matrix
 
 STAMP = Time(sec=7, nanosec=250_000_000)
@@ -28,8 +29,8 @@ def test_duration(seconds, sec, nanosec):
     assert (d.sec, d.nanosec) == (sec, nanosec)
 
 
-def test_stamp_s():
-    assert M.stamp_s(STAMP) == pytest.approx(7.25)
+def test_stamp_to_s():
+    assert stamp_to_s(STAMP) == pytest.approx(7.25)
 
 
 def test_chunk_from_msg_hands_the_core_every_field_it_decides_on():
