@@ -13,7 +13,13 @@ becomes an example (the last has no next pose, so no action):
 * ``molmoact.depth_codes``: 100 codes from the aligned depth through the depth tokenizer;
 * ``molmoact.trace`` / ``trace_length``: up to 5 [x, y] points in 0..255 (padded with -1);
 * ``action``: the step's end-effector delta + gripper; ``molmoact.action_chunk`` / ``action_bins``: H steps
-  from this one (row-major H x 7), normalised with the dataset's q01/q99 and binned as MolmoAct does;
+  from this one (row-major H x 7), normalised with the dataset's q01/q99 and binned as MolmoAct does.
+  ``--actions measured`` (default): the deltas of the recorded end-effector poses, step to step;
+  ``--actions commanded``: the chunks that were commanded (the recording's ``ActionChunk`` topic, e.g. a
+  scripted expert's or a teleoperator's), each labelling the step of the observation it was computed
+  from; steps without one are no examples. Commanded labels are what the arm was told, measured ones what
+  it did: an arm that lags its commands (a simulated one on a loaded CPU, a compliant real one) moves in
+  bursts, and a model trained on the bursts learns that standing still is the commonest action;
 * ``molmoact.answer``: the full answer text (checked by parsing it back), ``molmoact.prompt``: the prompt.
 
 A bad episode (missing topic, unsynchronised stamps, NaN pose, shorter than the horizon, not successful with
@@ -42,16 +48,19 @@ from ..model.processing import PromptVariant, build_prompt
 from ..reasoning import grammar
 from ..reasoning.action_space import NormStats, normalize_bounds_q99, normalized_to_bins
 from ..reasoning.depth import relative_depth_image
+from ..robot.execution import DeltaFrame
 from ..robot.profiles import RobotProfile, load_profile, resolve_urdf_file
 from .config import SyncConfig, TopicConfig, load_topic_config
 from .depth_tokenizer import DepthTokenizer, load_depth_tokenizer, save_checkpoint, train_depth_tokenizer
 from .episode import EpisodeSteps, synchronize
-from .labels import AnswerMismatch, action_chunks, answer_text, ee_deltas, gripper_raw_value, model_image, traces
+from .labels import (AnswerMismatch, action_chunks, answer_text, commanded_chunks, ee_deltas, gripper_raw_value,
+                     model_image, traces)
 from .lerobot_format import LeRobotWriter
-from .recording import EpisodeError, read_episode
+from .recording import EpisodeError, RawEpisode, read_episode
 
 __all__ = ['BuildOptions', 'BuildReport', 'build_dataset', 'dataset_statistics', 'main']
 
+ACTION_SOURCES = ('measured', 'commanded')
 ACTION_NAMES = ['dx', 'dy', 'dz', 'r0', 'r1', 'r2', 'gripper']
 STATE_NAMES = ['x', 'y', 'z', 'roll', 'pitch', 'yaw', 'gripper']
 
@@ -76,6 +85,7 @@ class BuildOptions:
     overwrite: bool = False
     progress: bool = True
     seed: int = 0
+    actions: str = 'measured'
 
 
 @dataclass
@@ -104,6 +114,8 @@ class _Prepared:
     state: np.ndarray         # (M, 7)
     stamps: np.ndarray        # (M,)
     succeeded: Optional[bool]
+    chunks: Optional[np.ndarray] = None    # (M, H, 7) commanded chunks (NaN: none), or None: from ``actions``
+    padding: Optional[np.ndarray] = None   # (M,) padded steps of ``chunks``
 
 
 #: The big arrays of a prepared episode, kept on disk between the two passes (the images and depth maps of a
@@ -121,11 +133,14 @@ class _Spilled:
     actions: np.ndarray
     image_hw: tuple
     path: Path
+    chunks: Optional[np.ndarray] = None
+    padding: Optional[np.ndarray] = None
 
     @staticmethod
     def spill(prep: _Prepared, path: Path) -> '_Spilled':
         np.savez(path, **{k: getattr(prep, k) for k in _SPILLED})
-        return _Spilled(prep.name, prep.instruction, prep.traces, prep.actions, prep.images.shape[1:3], path)
+        return _Spilled(prep.name, prep.instruction, prep.traces, prep.actions, prep.images.shape[1:3], path,
+                        prep.chunks, prep.padding)
 
     @property
     def frames(self) -> int:
@@ -135,7 +150,15 @@ class _Spilled:
         with np.load(self.path) as z:
             arrays = {k: z[k] for k in _SPILLED}
         return _Prepared(self.name, self.instruction, arrays['images'], arrays['depth_u8'], self.traces,
-                         self.actions, arrays['state'], arrays['stamps'], None)
+                         self.actions, arrays['state'], arrays['stamps'], None, self.chunks, self.padding)
+
+    def label_actions(self) -> np.ndarray:
+        """The per-step actions the norm stats are computed from: every step of the commanded chunks that
+        label an example, else the measured step actions."""
+        if self.chunks is None:
+            return self.actions
+        keep = [i for i, t in enumerate(self.traces) if t]
+        return self.chunks[keep].reshape(-1, self.chunks.shape[-1])
 
     def depth_maps(self, indices) -> np.ndarray:
         with np.load(self.path) as z:
@@ -179,7 +202,38 @@ def _fk(profile: RobotProfile):
     return lambda q: kin.fk(q)
 
 
-def _prepare(steps: EpisodeSteps, profile: RobotProfile, opts: BuildOptions) -> tuple[_Prepared, int]:
+def _commanded(raw: RawEpisode, profile: RobotProfile) -> tuple[np.ndarray, list]:
+    """The recorded commanded chunks in the profile's action units: (stamps, [(H, 7) arrays]); an
+    :class:`EpisodeError` naming the topic when there are none or they are in another action space."""
+    stream = raw.action_chunks
+    if stream is None:
+        raise EpisodeError(raw.name, raw.topics.get('action_chunk', 'action_chunk'),
+                           'missing: no commanded action chunks (ActionChunk topic) for --actions commanded')
+    frame = profile.frames.base if profile.delta_frame is DeltaFrame.BASE else profile.frames.ee
+    scale = profile.action_scale
+    out = []
+    for stamp, chunk in zip(stream.stamps, stream.values):
+        problems = []
+        if chunk.rotation_convention != profile.rotation_convention.value:
+            problems.append(f'rotation convention {chunk.rotation_convention}, the profile '
+                            f'{profile.rotation_convention.value}')
+        if chunk.delta_frame_id and chunk.delta_frame_id != frame:
+            problems.append(f'delta frame {chunk.delta_frame_id!r}, the profile {frame!r}')
+        if abs(chunk.step_period_s - profile.step_period_s) > 1e-6:
+            problems.append(f'step period {chunk.step_period_s:g} s, the profile {profile.step_period_s:g} s')
+        if problems:
+            raise EpisodeError(raw.name, stream.topic, f'the chunk at {stamp:.3f} s has ' + '; '.join(problems))
+        a = chunk.actions.copy()
+        if scale is not None and not scale.is_identity:
+            a[:, :3] /= scale.translation_m_per_unit
+            a[:, 3:6] /= scale.rotation_rad_per_unit
+        out.append(a)
+    return stream.stamps, out
+
+
+def _prepare(steps: EpisodeSteps, profile: RobotProfile, opts: BuildOptions,
+             commanded: Optional[tuple] = None) -> tuple[_Prepared, int]:
+    """Labels of every step but the last; ``commanded``: (stamps, chunks) of :func:`_commanded`."""
     n = len(steps)
     imgs, m2s = [], None
     for rgb in steps.images[:n - 1]:
@@ -198,8 +252,16 @@ def _prepare(steps: EpisodeSteps, profile: RobotProfile, opts: BuildOptions) -> 
     tr = [t if shown else [] for t, shown in zip(tr, steps.has_frame[:n - 1])]
     keep = np.array([len(t) > 0 for t in tr])
     dropped = int((~keep).sum())
+    chunks = padding = None
+    if commanded is not None:
+        # A commanded chunk labels the step of its observation (within half a step); the others are no
+        # examples (they are not dropped for a missing trace, so they are not counted in ``dropped``).
+        chunks, padding, labelled = commanded_chunks(steps.stamps[:n - 1], commanded[0], commanded[1],
+                                                     opts.horizon, 0.5 * profile.step_period_s)
+        tr = [t if has else [] for t, has in zip(tr, labelled)]
+        actions = np.where(labelled[:, None], np.nan_to_num(chunks[:, 0]), actions)
     return _Prepared(steps.name, steps.instruction, np.stack(imgs), depth_u8, tr, actions, state,
-                     steps.frame_stamps[:n - 1], steps.succeeded), dropped
+                     steps.frame_stamps[:n - 1], steps.succeeded, chunks, padding), dropped
 
 
 def molmoact_features(height: int, width: int, horizon: int) -> dict:
@@ -253,6 +315,8 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
     if opts.depth_tokenizer is None and not opts.train_depth_tokenizer:
         raise ValueError('choose a depth tokenizer: --depth-tokenizer PATH (the released vae-final.pt, or one '
                          'trained before) or --train-depth-tokenizer')
+    if opts.actions not in ACTION_SOURCES:
+        raise ValueError(f'actions must be one of {ACTION_SOURCES}, got {opts.actions!r}')
     if opts.template not in grammar.TEMPLATES or opts.template == 'trajectory_conditioned':
         raise ValueError(f'template must be one of multi_view, single_view, finetune; got {opts.template!r}')
     template = grammar.TEMPLATES[opts.template]
@@ -297,7 +361,11 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
             if len(steps) - 1 < opts.horizon:
                 raise EpisodeError(name, '', f'too short: {len(steps)} steps give {len(steps) - 1} actions, '
                                    f'fewer than the chunk horizon {opts.horizon}')
-            prep, dropped = _prepare(steps, profile, opts)
+            commanded = _commanded(raw, profile) if opts.actions == 'commanded' else None
+            prep, dropped = _prepare(steps, profile, opts, commanded)
+            if commanded is not None and not any(prep.traces):
+                raise EpisodeError(name, raw.topics.get('action_chunk', ''), 'no example: no commanded chunk '
+                                   'labels a step whose end effector is in the image')
             dropped_total += dropped
             prepared.append(_Spilled.spill(prep, spill / f'{len(prepared):06d}.npz'))
             del prep, steps, raw
@@ -319,7 +387,7 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
         tokenizer, checkpoint = train_depth_tokenizer(pool, steps=opts.tokenizer_steps, seed=opts.seed)
         save_checkpoint(checkpoint, meta / 'depth_tokenizer.pt')
         tokenizer.source = 'meta/depth_tokenizer.pt'
-    stats_dict = dataset_statistics(np.concatenate([p.actions for p in prepared]), len(prepared), key)
+    stats_dict = dataset_statistics(np.concatenate([p.label_actions() for p in prepared]), len(prepared), key)
     stats = NormStats.from_action_dict(stats_dict[key]['action'], key=key)
     h = opts.horizon
     mh, mw = prepared[0].image_hw
@@ -331,7 +399,10 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
         spilled.path.unlink()
         try:
             codes = tokenizer.encode(prep.depth_u8)
-            chunks, padding = action_chunks(prep.actions, h)
+            if prep.chunks is None:
+                chunks, padding = action_chunks(prep.actions, h)
+            else:
+                chunks, padding = np.nan_to_num(prep.chunks), prep.padding
             bins = normalized_to_bins(normalize_bounds_q99(chunks, stats))
             keep = [i for i, t in enumerate(prep.traces) if t]
             prompt = build_prompt(prep.instruction, PromptVariant.MULTI_VIEW)
@@ -370,7 +441,7 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
         'builder': 'molmoact_ros.training.build', 'profile': profile.name, 'dataset_key': key,
         'horizon': h, 'action_dim': 7, 'action_names': ACTION_NAMES,
         'delta_frame': profile.delta_frame.value, 'rotation_convention': profile.rotation_convention.value,
-        'step_period_s': profile.step_period_s, 'chunk_padding': 'repeat_last (MolmoAct chunk_actions)',
+        'step_period_s': profile.step_period_s, 'actions': opts.actions, 'chunk_padding': 'repeat_last (MolmoAct chunk_actions)',
         'answer_template': template.name, 'prompt_variant': PromptVariant.MULTI_VIEW.value,
         'trace': {'max_points': grammar.MAX_TRACE_POINTS, 'space': '0..255 model space of the first image',
                   'future': 'from the current step to the episode end, subsampled like MolmoAct line_length 5'},
@@ -408,6 +479,9 @@ def main(argv=None) -> int:
                    help='train a small VQ-VAE (10x10 codes of 128) on the dataset\'s depth maps')
     p.add_argument('--tokenizer-steps', type=int, default=300, help='training steps of --train-depth-tokenizer')
     p.add_argument('--only-successful', action='store_true', help='skip episodes whose task state never succeeded')
+    p.add_argument('--actions', choices=ACTION_SOURCES, default='measured',
+                   help='action labels: the measured end-effector motion step to step (default), or the chunks '
+                   'commanded (the ActionChunk topic: a scripted expert\'s, a teleoperator\'s)')
     p.add_argument('--template', default='finetune', choices=['finetune', 'multi_view', 'single_view'],
                    help='answer wording (default: the released fine-tune recipe\'s)')
     p.add_argument('--instruction', help='instruction for episodes that record none')
@@ -428,7 +502,7 @@ def main(argv=None) -> int:
                             only_successful=args.only_successful, template=args.template,
                             instruction=args.instruction, dataset_key=args.dataset_key,
                             max_image_side_px=args.max_image_side, overwrite=args.overwrite,
-                            progress=not args.no_progress, sync=SyncConfig(state_tolerance_s=args.state_tolerance))
+                            progress=not args.no_progress, actions=args.actions, sync=SyncConfig(state_tolerance_s=args.state_tolerance))
         report = build_dataset(opts, log=lambda m: print(m, file=sys.stderr))
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f'build_dataset: {error}', file=sys.stderr)

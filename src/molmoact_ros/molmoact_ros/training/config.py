@@ -15,6 +15,8 @@ A YAML file (``build_dataset --topics topics.yaml``) holds any subset of :class:
     gripper_joint: panda_finger_joint1
     instruction: instruction        # std_msgs/String (optional: the task state's or --instruction)
     task_state: sim_arm/task_state  # molmoact_msgs/TaskState (success flag; optional)
+    action_chunk: action_chunk      # molmoact_msgs/ActionChunk: the chunks commanded (optional; the labels
+                                    #   of build_dataset --actions commanded)
     ee_source: auto                 # auto | pose | fk (forward kinematics of joint_states)
 
 A name that starts with ``/`` is absolute. ``''`` disables an optional topic.
@@ -55,6 +57,7 @@ class TopicConfig:
     gripper_joint: str = 'panda_finger_joint1'
     instruction: str = 'instruction'
     task_state: str = 'sim_arm/task_state'
+    action_chunk: str = 'action_chunk'
     ee_source: str = 'auto'
 
     def __post_init__(self) -> None:

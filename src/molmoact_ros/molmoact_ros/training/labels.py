@@ -14,6 +14,9 @@
   (:func:`ee_deltas`), then the gripper's target (:func:`gripper_raw_value`). Step i's action moves the arm
   from step i's pose to step i+1's; a chunk of H steps from step i holds actions i..i+H-1, and near the
   end of the episode the last action is repeated (MolmoAct's ``chunk_actions``) (:func:`action_chunks`).
+  Or, where the recording holds the chunks that were commanded (``ActionChunk``: a teleoperator's or a
+  scripted expert's), each commanded chunk labels the step of the observation it was computed from
+  (:func:`commanded_chunks`): what the arm was told to do, not what it did while it lagged behind.
 * **Answer**: the full answer text in the released grammar, checked by parsing it back (:func:`answer_text`).
 """
 
@@ -34,7 +37,7 @@ from ..robot.geometry import (CameraIntrinsics, MODEL_SPACE_MAX, project, resize
 
 __all__ = ['LINE_LENGTH', 'AnswerMismatch', 'model_image_size', 'model_image', 'project_points',
            'subsample_line', 'trace_for_step', 'traces', 'ee_deltas', 'gripper_raw_value', 'action_chunks',
-           'answer_text', 'check_answer']
+           'commanded_chunks', 'answer_text', 'check_answer']
 
 #: Trace points per frame in MolmoAct's data (``--line-length 5``).
 LINE_LENGTH = grammar.MAX_TRACE_POINTS
@@ -215,6 +218,42 @@ def action_chunks(actions: np.ndarray, horizon: int) -> tuple[np.ndarray, np.nda
     idx = np.arange(m)[:, None] + np.arange(horizon)[None, :]
     padded = np.maximum(idx - (m - 1), 0).max(axis=1)
     return a[np.minimum(idx, m - 1)], padded
+
+
+def commanded_chunks(step_stamps: np.ndarray, chunk_stamps: np.ndarray, chunks: Sequence[np.ndarray],
+                     horizon: int, tolerance_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Commanded chunks -> per-step labels: ((N, H, D) chunks, NaN where none; (N,) padded steps; (N,) bool).
+
+    A chunk labels the step whose time is nearest its stamp (its observation's time), when within
+    ``tolerance_s``; a step claimed by several keeps the nearest (the later on a tie). A chunk longer than
+    ``horizon`` is cut to its first ``horizon`` steps; a shorter one is padded by repeating its last step
+    (as :func:`action_chunks` pads at an episode's end), and the padding is counted.
+    """
+    t = np.asarray(step_stamps, dtype=np.float64)
+    if len(chunks) != len(chunk_stamps):
+        raise ValueError(f'{len(chunk_stamps)} stamps for {len(chunks)} chunks')
+    if horizon < 1:
+        raise ValueError(f'horizon must be >= 1, got {horizon}')
+    dims = {np.asarray(c).shape[1] for c in chunks if np.asarray(c).ndim == 2}
+    dim = dims.pop() if len(dims) == 1 else (7 if not dims else None)
+    if dim is None or any(np.asarray(c).ndim != 2 or len(c) == 0 for c in chunks):
+        raise ValueError('commanded chunks must be non-empty (steps, dims) arrays of one width')
+    out = np.full((len(t), horizon, dim), np.nan)
+    padding = np.zeros(len(t), dtype=np.int64)
+    best = np.full(len(t), np.inf)
+    for stamp, chunk in zip(np.asarray(chunk_stamps, dtype=np.float64), chunks):
+        if len(t) == 0:
+            break
+        i = int(np.argmin(np.abs(t - stamp)))
+        gap = abs(float(t[i]) - float(stamp))
+        if gap > tolerance_s or gap > best[i]:
+            continue
+        c = np.asarray(chunk, dtype=np.float64)
+        if not np.all(np.isfinite(c)):
+            raise ValueError(f'the chunk at {stamp:.3f} s holds non-finite values')
+        idx = np.minimum(np.arange(horizon), len(c) - 1)
+        out[i], padding[i], best[i] = c[idx], max(horizon - len(c), 0), gap
+    return out, padding, np.isfinite(best)
 
 
 # --- answer ----------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ import numpy as np
 from ..ros.image import ImageFormatError, depth_to_meters, to_rgb8
 from .config import TopicConfig
 
-__all__ = ['EpisodeError', 'Stream', 'RawEpisode', 'resolve_topics', 'read_episode', 'pose_to_matrix',
-           'quaternion_to_matrix']
+__all__ = ['EpisodeError', 'Stream', 'RawEpisode', 'CommandedChunk', 'resolve_topics', 'read_episode',
+           'pose_to_matrix', 'quaternion_to_matrix']
 
 
 class EpisodeError(ValueError):
@@ -60,10 +60,43 @@ class RawEpisode:
     ee_pose: Optional[Stream] = None            # 4x4 base -> ee
     camera_pose: Optional[Stream] = None        # 4x4 base -> camera optical
     gripper_command: Optional[Stream] = None    # float
+    action_chunks: Optional[Stream] = None      # CommandedChunk, stamped with its observation's time
     instruction: Optional[str] = None
     succeeded: Optional[bool] = None
     task_instruction: Optional[str] = None
     frames: Dict[str, str] = field(default_factory=dict)   # base / ee / camera frame ids seen
+
+
+@dataclass(frozen=True)
+class CommandedChunk:
+    """One recorded ``ActionChunk``: ``actions`` (H, 7) = translation (m), rotation (rad, per
+    ``rotation_convention``) in ``delta_frame_id``, raw gripper value; one step every ``step_period_s``."""
+
+    actions: np.ndarray
+    step_period_s: float
+    rotation_convention: str
+    delta_frame_id: str
+
+
+#: ActionChunk.rotation_convention -> the suite's RotationConvention value.
+_ROTATION_CONVENTIONS = {0: 'euler_sxyz_roll_pitch_yaw', 1: 'rotation_vector'}
+
+
+def _decode_action_chunk(msg: Any) -> CommandedChunk:
+    steps = list(msg.steps)
+    if not steps:
+        raise ValueError('the action chunk has no steps')
+    actions = np.array([[s.translation_m.x, s.translation_m.y, s.translation_m.z, s.rotation_rad.x,
+                         s.rotation_rad.y, s.rotation_rad.z, s.gripper] for s in steps], dtype=np.float64)
+    if not np.all(np.isfinite(actions)):
+        raise ValueError('the action chunk holds non-finite values')
+    period = float(msg.step_period_s)
+    if not (math.isfinite(period) and period > 0):
+        raise ValueError(f'step_period_s must be > 0, got {period}')
+    convention = _ROTATION_CONVENTIONS.get(int(msg.rotation_convention))
+    if convention is None:
+        raise ValueError(f'unknown rotation_convention {int(msg.rotation_convention)}')
+    return CommandedChunk(actions, period, convention, str(msg.delta_frame_id).lstrip('/'))
 
 
 def quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
@@ -110,7 +143,8 @@ def resolve_topics(available: Sequence[str], config: TopicConfig) -> Dict[str, s
     """
     available = sorted(set(available))
     roles = {k: getattr(config, k) for k in ('image', 'depth', 'camera_info', 'joint_states', 'ee_pose',
-                                              'camera_pose', 'gripper_command', 'instruction', 'task_state')}
+                                              'camera_pose', 'gripper_command', 'instruction', 'task_state',
+                                              'action_chunk')}
     for i, name in enumerate(config.tf):
         roles[f'tf{i}'] = name
 
@@ -215,6 +249,8 @@ def read_episode(path: str | Path, config: TopicConfig, *, name: Optional[str] =
                         value = str(msg.data)
                     elif role == 'task_state':
                         value = (bool(msg.succeeded), str(msg.instruction))
+                    elif role == 'action_chunk':
+                        value = _decode_action_chunk(msg)
                     elif role.startswith('tf'):
                         for ts in msg.transforms:
                             key = (str(ts.header.frame_id).lstrip('/'), str(ts.child_frame_id).lstrip('/'))
@@ -271,5 +307,6 @@ def read_episode(path: str | Path, config: TopicConfig, *, name: Optional[str] =
             frames[role] = ids[-1]
     return RawEpisode(name=episode, path=path, topics=topics, images=streams['image'], depths=streams['depth'],
                       camera_info=streams['camera_info'], joint_states=streams['joint_states'], ee_pose=ee,
-                      camera_pose=cam, gripper_command=stream('gripper_command'), instruction=instruction,
+                      camera_pose=cam, gripper_command=stream('gripper_command'),
+                      action_chunks=stream('action_chunk'), instruction=instruction,
                       succeeded=succeeded, task_instruction=task_instruction, frames=frames)

@@ -25,6 +25,7 @@ TYPES = {
     'sim_arm/ee_pose': 'geometry_msgs/msg/PoseStamped', 'sim_arm/camera_pose': 'geometry_msgs/msg/PoseStamped',
     'instruction': 'std_msgs/msg/String', 'sim_arm/task_state': 'molmoact_msgs/msg/TaskState',
     'gripper_controller/commands': 'std_msgs/msg/Float64MultiArray',
+    'action_chunk': 'molmoact_msgs/msg/ActionChunk',
 }
 
 
@@ -69,6 +70,27 @@ def _pose(T: np.ndarray) -> dict:
             'orientation': {'x': float(x), 'y': float(y), 'z': float(z), 'w': float(w)}}
 
 
+def commanded_actions(frame: int, steps: int) -> np.ndarray:
+    """The (steps, 7) commanded chunk recorded with ``frame``: distinct, known values per frame and step."""
+    j = np.arange(steps)[:, None]
+    a = np.concatenate([0.001 * (frame + 1) + 0.0001 * j + [[0.0, 0.002, -0.003]],
+                        0.01 * (frame + 1) - 0.001 * j + [[0.0, 0.02, -0.03]], np.ones((steps, 1))], axis=1)
+    a[:, 6] = 1.0 if frame < 4 else 0.0
+    return a
+
+
+def _write_chunk(w: 'TopicWriter', t: float, frame: int, spec: 'EpisodeSpec') -> np.ndarray:
+    from types import SimpleNamespace  # a step has a field named ``values``: a dict's method of that name hides it
+    a = commanded_actions(frame, spec.chunk_steps)
+    steps = [SimpleNamespace(translation_m={'x': r[0], 'y': r[1], 'z': r[2]}, rotation_rad={'x': r[3], 'y': r[4],
+                                                                                           'z': r[5]},
+                             gripper=float(r[6]), values=[], normalized=[], bins=b'') for r in a.tolist()]
+    w.write('action_chunk', t, {'header': _header(t, 'sim_camera_color_optical_frame'), 'steps': steps,
+                                'step_period_s': 0.1, 'action_dim': 7, 'rotation_convention': spec.chunk_convention,
+                                'delta_frame_id': 'panda_link0', 'model_id': 'test'})
+    return a
+
+
 @dataclass
 class EpisodeSpec:
     steps: int = 12                     # camera frames (one per 0.1 s)
@@ -82,6 +104,10 @@ class EpisodeSpec:
     drop_depth_at: tuple = ()           # frame indices whose depth alone is not recorded
     joint_delta_rad: tuple = (0.35, 0.25, -0.2, -0.3, 0.2, 0.25, 0.3)
     close_gripper_at: Optional[int] = 6
+    chunk_every: int = 0                # > 0: an ActionChunk stamped with every chunk_every-th frame's time
+    chunk_offset_s: float = 0.0         # the chunks' stamps shifted by this from their frames'
+    chunk_steps: int = 4                # steps per commanded chunk
+    chunk_convention: int = 0           # ActionChunk.rotation_convention of the commanded chunks
     truth: dict = field(default_factory=dict)   # filled: per-frame TCP poses, camera pose, sim intrinsics
 
 
@@ -101,7 +127,7 @@ def record_sim_episode(sim, path: Path, spec: EpisodeSpec, namespace: str = '/de
     cam_frame = sim.config.camera_frame
     k = sim.intrinsics
     w.write('instruction', t0, {'data': spec.instruction})
-    tcp, cams, images = [], [], []
+    tcp, cams, images, chunks = [], [], [], {}
     for i in range(spec.steps):
         if spec.close_gripper_at is not None and i == spec.close_gripper_at:
             sim.set_gripper(0.0)
@@ -144,6 +170,8 @@ def record_sim_episode(sim, path: Path, spec: EpisodeSpec, namespace: str = '/de
                 tcp.append(sim.ee_pose().matrix.copy())
                 cams.append(sim.camera_pose().matrix.copy())
                 images.append(frame.rgb)
+                if spec.chunk_every and i % spec.chunk_every == 0:
+                    chunks[i] = _write_chunk(w, t + spec.chunk_offset_s, i, spec)
             sim.step_for(period / 2)
     tend = t0 + spec.steps * period
     w.write('sim_arm/task_state', tend, {
@@ -152,5 +180,6 @@ def record_sim_episode(sim, path: Path, spec: EpisodeSpec, namespace: str = '/de
         'first_success_s': 1.0 if spec.succeeded else -1.0, 'reason': 'synthetic', 'object_names': [],
         'object_poses': []})
     w.close()
-    spec.truth = {'tcp': np.stack(tcp), 'camera': np.stack(cams), 'intrinsics': k, 'images': images}
+    spec.truth = {'tcp': np.stack(tcp), 'camera': np.stack(cams), 'intrinsics': k, 'images': images,
+                  'chunks': chunks}
     return spec

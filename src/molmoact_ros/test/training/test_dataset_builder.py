@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from molmoact_ros.reasoning import grammar
 from molmoact_ros.reasoning.action_space import NormStatsTable
@@ -310,3 +312,81 @@ def test_topic_config_from_yaml(tmp_path):
     p.write_text('imgae: x\n')
     with pytest.raises(ConfigError, match='imgae'):
         load_topic_config(p)
+
+
+# --- commanded action labels -----------------------------------------------------------------------
+
+def test_commanded_chunks_label_the_nearest_step_cut_or_padded_to_the_horizon():
+    t = 10.0 + 0.1 * np.arange(6)
+    a = [np.full((5, 2), 1.0), np.arange(4).reshape(2, 2) + 0.0, np.full((3, 2), 7.0), np.full((3, 2), 9.0)]
+    # 10.02 -> step 0; 10.29 -> step 3 (0.01 away); 10.33 -> step 3 too, further: ignored; 10.9: past the end.
+    chunks, pad, has = labels.commanded_chunks(t, [10.02, 10.29, 10.33, 10.9], a, horizon=3, tolerance_s=0.05)
+    assert has.tolist() == [True, False, False, True, False, False]
+    assert chunks[0].tolist() == [[1, 1]] * 3 and pad[0] == 0               # cut to the horizon
+    assert chunks[3].tolist() == [[0, 1], [2, 3], [2, 3]] and pad[3] == 1   # padded with its last step
+    assert np.isnan(chunks[1]).all() and pad[1] == 0
+    # A later chunk at the same distance replaces the earlier one.
+    chunks, _, _ = labels.commanded_chunks(t, [10.25, 10.35], [np.zeros((3, 2)), np.ones((3, 2))], 3, 0.05)
+    assert chunks[3].tolist() == [[1, 1]] * 3
+    with pytest.raises(ValueError, match='non-finite'):
+        labels.commanded_chunks(t, [10.0], [np.full((3, 2), np.nan)], 3, 0.05)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-1.0, 2.0, allow_nan=False), min_size=1, max_size=12),
+       st.integers(1, 20), st.floats(0.0, 0.2))
+def test_commanded_chunks_every_labelled_step_holds_its_nearest_chunk(stamps, n_steps, tol):
+    t = 0.1 * np.arange(n_steps)
+    chunks = [np.full((2, 1), float(k)) for k in range(len(stamps))]
+    out, _, has = labels.commanded_chunks(t, stamps, chunks, 2, tol)
+    for i in range(n_steps):
+        claims = [k for k, s in enumerate(stamps)
+                  if abs(t[i] - s) <= tol and int(np.argmin(np.abs(t - s))) == i]
+        assert has[i] == bool(claims)
+        if claims:
+            d = min(abs(t[i] - stamps[k]) for k in claims)
+            assert int(out[i, 0, 0]) in [k for k in claims if abs(t[i] - stamps[k]) == d]
+
+
+def test_commanded_actions_label_the_dataset(sim, tmp_path):
+    """--actions commanded: each recorded ActionChunk labels the example of its observation's frame (stamps
+    up to half a step away), padded to the horizon; other steps are no examples; the norm stats are the
+    commanded chunks'."""
+    from sim_episodes import EpisodeSpec, commanded_actions, record_sim_episode
+    src = tmp_path / 'eps'
+    src.mkdir()
+    record_sim_episode(sim, src / 'cmd.mcap', EpisodeSpec(steps=10, chunk_every=3, chunk_steps=3, chunk_offset_s=0.03))
+    report = build_dataset(BuildOptions(episodes=src, out_dir=tmp_path / 'out', horizon=4, train_depth_tokenizer=True,
+                                        tokenizer_steps=1, progress=False, actions='commanded'), log=lambda m: None)
+    assert report.skipped == [] and report.examples == 3     # frames 0, 3, 6 (9 is the last step: no example)
+    rows = _rows({'dir': tmp_path / 'out'})
+    want = {f: commanded_actions(f, 3)[[0, 1, 2, 2]] for f in (0, 3, 6)}
+    for row, frame in zip(rows, (0, 3, 6)):
+        np.testing.assert_allclose(np.reshape(row['molmoact.action_chunk'], (4, 7)), want[frame], atol=1e-6)
+        np.testing.assert_allclose(row['action'], want[frame][0], atol=1e-6)
+        assert row['molmoact.chunk_padding'] == 1
+    stats = json.loads((tmp_path / 'out' / 'dataset_statistics.json').read_text())['molmoact']['action']
+    every = np.concatenate(list(want.values()))
+    np.testing.assert_allclose(stats['max'], every.max(0), atol=1e-9)
+    np.testing.assert_allclose(stats['min'], every.min(0), atol=1e-9)
+    meta = json.loads((tmp_path / 'out' / 'meta' / 'molmoact.json').read_text())
+    assert meta['actions'] == 'commanded'
+
+
+def test_commanded_actions_need_the_topic_and_the_profiles_action_space(sim, tmp_path):
+    from sim_episodes import EpisodeSpec, record_sim_episode
+    src = tmp_path / 'eps'
+    src.mkdir()
+    record_sim_episode(sim, src / 'none.mcap', EpisodeSpec(steps=6))
+    record_sim_episode(sim, src / 'axang.mcap', EpisodeSpec(steps=6, chunk_every=2, chunk_convention=1))
+    record_sim_episode(sim, src / 'good.mcap', EpisodeSpec(steps=6, chunk_every=2))
+    report = build_dataset(BuildOptions(episodes=src, out_dir=tmp_path / 'out', horizon=4, train_depth_tokenizer=True,
+                                        tokenizer_steps=1, progress=False, actions='commanded'), log=lambda m: None)
+    assert report.episodes == 1 and report.examples == 3
+    reasons = {s['episode']: (s['topic'], s['reason']) for s in report.skipped}
+    assert reasons['none'][1].startswith('missing: no commanded action chunks')
+    assert reasons['axang'][0] == '/demo/action_chunk'
+    assert 'rotation convention rotation_vector, the profile euler_sxyz_roll_pitch_yaw' in reasons['axang'][1]
+    with pytest.raises(ValueError, match='actions must be one of'):
+        build_dataset(BuildOptions(episodes=src, out_dir=tmp_path / 'o2', train_depth_tokenizer=True,
+                                   actions='smoothed'))
