@@ -22,6 +22,11 @@ and prints a table of success rates with 95 % Wilson intervals and ``name: value
 ``--record DIR`` keeps each episode as ``DIR/episode_NNNN.mcap``: the topics a real arm also has (image,
 aligned depth, camera_info, joint states, end-effector pose, gripper commands, TF where installed) plus the
 task state (instruction and success flag) and the action chunks; ``--gif`` writes ``DIR/episode_NNNN.gif``.
+``--expert-labels`` (model policy, lift, with ``--record``) is DAgger's labelling: for every chunk the model
+computes, the scripted expert plans from the same observation (the chunk's ``observation_pose``, the cube's
+pose in the task state) and its chunk is recorded on ``expert/action_chunk``, stamped with the observation's
+time; nothing executes it. ``build_dataset --actions commanded --action-chunk-topic expert/action_chunk`` turns
+the states the model visited into examples labelled by the expert.
 """
 
 from __future__ import annotations
@@ -46,7 +51,9 @@ from .results import EndReason, EpisodeBudget, EpisodeClock, EpisodeResult, Eval
 #: and what the policy sent.
 RECORDED_TOPICS = ('image', 'aligned_depth', 'camera_info', 'joint_states', 'sim_arm/ee_pose',
                    'sim_arm/camera_pose', 'tf', 'gripper_controller/commands', 'sim_arm/task_state',
-                   'action_chunk', 'trajectory_trace')
+                   'action_chunk', 'trajectory_trace', 'expert/action_chunk')
+#: Where ``--expert-labels`` publishes the expert's chunk for each observation the model acted on (relative).
+EXPERT_ACTION_CHUNK = 'expert/action_chunk'
 MAX_GIF_FRAMES = 300
 DEFAULT_INSTRUCTION = 'pick up the red cube'
 
@@ -99,6 +106,7 @@ class Watcher:
         node.create_subscription(PerceptionTokens, 'perception_tokens', self._timing('perception'), 10)
         node.create_subscription(TrajectoryTrace, 'trajectory_trace', self._on_trace, 10)
         node.create_subscription(ActionChunk, 'action_chunk', self._on_chunk, 10)
+        self.on_model_chunk = None   # called with each chunk the model computed (``--expert-labels``)
         self._raw = []
         if recording is not None:
             self._subscribe_raw()
@@ -114,7 +122,8 @@ class Watcher:
                  'sim_arm/camera_pose': 'geometry_msgs/msg/PoseStamped', 'tf': 'tf2_msgs/msg/TFMessage',
                  'gripper_controller/commands': 'std_msgs/msg/Float64MultiArray',
                  'sim_arm/task_state': 'molmoact_msgs/msg/TaskState', 'action_chunk': 'molmoact_msgs/msg/ActionChunk',
-                 'trajectory_trace': 'molmoact_msgs/msg/TrajectoryTrace'}
+                 'trajectory_trace': 'molmoact_msgs/msg/TrajectoryTrace',
+                 EXPERT_ACTION_CHUNK: 'molmoact_msgs/msg/ActionChunk'}
         share = default_share_dirs()
         ns = self.node.get_namespace().rstrip('/')
         for rel in RECORDED_TOPICS:
@@ -177,6 +186,8 @@ class Watcher:
     def _on_chunk(self, msg) -> None:
         if msg.model_id == ScriptedPolicy.MODEL_ID:
             return
+        if self.on_model_chunk is not None:
+            self.on_model_chunk(msg)
         self.timings['action'].append(msg.timing.total_s)
         with self._lock:
             self.chunk_ids.append((msg.request_id, int(msg.trace_revision)))
@@ -209,17 +220,19 @@ class Watcher:
 
 
 class ScriptedPolicy:
-    """The scripted expert as a publisher of ActionChunks on ``action_chunk`` (the command sink's input)."""
+    """The scripted expert as a publisher of ActionChunks on ``topic``: ``action_chunk`` (the command sink's
+    input) to drive the arm, or :data:`EXPERT_ACTION_CHUNK` to label a model's observations (:meth:`label`)."""
 
     MODEL_ID = 'scripted_expert'
 
-    def __init__(self, node, watcher: Watcher, config: LiftExpertConfig, base_frame: str = 'panda_link0'):
+    def __init__(self, node, watcher: Watcher, config: LiftExpertConfig, base_frame: str = 'panda_link0',
+                 topic: str = ''):
         from molmoact_msgs.msg import ActionChunk
 
         from molmoact_ros.ros.topics import ACTION_CHUNK, RELIABLE
         self.node, self.watcher, self.base_frame = node, watcher, base_frame
         self.expert = LiftExpert(config)
-        self.pub = node.create_publisher(ActionChunk, ACTION_CHUNK, RELIABLE)
+        self.pub = node.create_publisher(ActionChunk, topic or ACTION_CHUNK, RELIABLE)
         self.chunks = 0
         self.episode = 0
 
@@ -230,15 +243,34 @@ class ScriptedPolicy:
 
     def step(self, now_s: float, instruction: str) -> bool:
         """Publish one chunk from the newest state; False when there is no state to plan from yet."""
-        from molmoact_msgs.msg import ActionChunk, ActionStep
         state, ee, _, _ = self.watcher.snapshot()
         if state is None or ee is None or not state.object_poses:
             return False
+        self._publish(ee, ee.header.stamp, state, now_s, instruction, f'scripted-{self.episode}-{self.chunks}')
+        return True
+
+    def label(self, model_chunk) -> bool:
+        """DAgger's label of the observation ``model_chunk`` (a model's ActionChunk) was computed from: the
+        expert's chunk from that observation's end-effector pose and the cube's pose now (the arm is held while
+        the model thinks, lockstep), stamped with the observation's time; False when the chunk carries no
+        observation pose or no cube pose is known."""
+        state, _, _, _ = self.watcher.snapshot()
+        if state is None or not state.object_poses or not model_chunk.observation_pose_valid:
+            return False
+        stamp = model_chunk.header.stamp
+        self._publish(model_chunk.observation_pose, stamp, state, stamp.sec + stamp.nanosec * 1e-9,
+                      model_chunk.instruction, f'label-{model_chunk.request_id}')
+        return True
+
+    def _publish(self, ee, stamp, state, now_s: float, instruction: str, request_id: str) -> None:
+        """The expert's chunk from ``ee`` (PoseStamped, base frame) and the task state's cube, stamped
+        ``stamp``, published."""
+        from molmoact_msgs.msg import ActionChunk, ActionStep
         chunk = self.expert.act(ExpertObservation(_pose_matrix(ee.pose), _pose_matrix(state.object_poses[0])), now_s)
         msg = ActionChunk()
-        msg.header.stamp = ee.header.stamp
+        msg.header.stamp = stamp
         msg.header.frame_id = ee.header.frame_id or self.base_frame
-        msg.request_id = f'scripted-{self.episode}-{self.chunks}'
+        msg.request_id = request_id
         msg.instruction = instruction
         cfg = self.expert.config
         for dp, dr, g in zip(chunk.translation_m, chunk.rotation_rad, chunk.gripper):
@@ -258,7 +290,6 @@ class ScriptedPolicy:
         msg.model_id = self.MODEL_ID
         self.pub.publish(msg)
         self.chunks += 1
-        return True
 
 
 class Evaluator:
@@ -268,6 +299,7 @@ class Evaluator:
         self.args = args
         self.out = Path(args.output).resolve()
         self.record_dir = Path(args.record).resolve() if args.record else None
+        self.labeler: Optional[ScriptedPolicy] = None
         self.report = EvalReport(args.policy, args.model if args.policy == 'model' else '', args.scene)
         self.suite: Optional[SuiteSession] = None
 
@@ -316,6 +348,9 @@ class Evaluator:
             self.watcher = Watcher(node, recording, gif=args.gif)
             expert = LiftExpertConfig(step_period_s=self.profile.step_period_s, align_yaw=args.expert_align_yaw)
             self.policy = ScriptedPolicy(node, self.watcher, expert) if args.policy == 'scripted' else None
+            if args.expert_labels:
+                self.labeler = ScriptedPolicy(node, self.watcher, expert, topic=EXPERT_ACTION_CHUNK)
+                self.watcher.on_model_chunk = self.labeler.label
             self.goal_client = ActionClient(node, ExecuteInstruction, 'execute_instruction') \
                 if args.policy == 'model' else None
             self.reset_client = node.create_client(ResetEpisode, 'sim_arm/reset_episode')
@@ -482,6 +517,8 @@ class Evaluator:
 
     def _run_model(self, clock: EpisodeClock, episode_no: int, instruction: str, result: EpisodeResult) -> None:
         args = self.args
+        if self.labeler is not None:
+            self.labeler.reset(episode_no)
         if args.steer == 'edit':
             goal = self._run_steered(clock, episode_no, instruction)
             clock.steps = int(goal['steps_completed'])
@@ -640,6 +677,9 @@ def parse_args(argv=None):
     p.add_argument('--episode-timeout', type=float, default=0.0, help='seconds per episode (default 240 model, '
                    '60 scripted)')
     p.add_argument('--replan-period', type=float, default=0.4, help='scripted: seconds between chunks')
+    p.add_argument('--expert-labels', action='store_true',
+                   help='model, lift, with --record: DAgger labels: record the scripted expert\'s chunk for every '
+                   'observation the model acted on (expert/action_chunk; nothing executes it)')
     p.add_argument('--instruction', default='', help="default: the task's own (sim_arm/task_state)")
     p.add_argument('--namespace', default='/eval')
     p.add_argument('--camera-rate', type=float, default=0.0, help='camera frames per second (default 10 lift: '
@@ -700,6 +740,8 @@ def parse_args(argv=None):
         p.error('--replan-period must be within 0.05..10 s')
     if args.policy == 'scripted' and libero:
         p.error('the scripted expert knows the lift scene only')
+    if args.expert_labels and (libero or args.policy != 'model' or not args.record):
+        p.error('--expert-labels labels the model policy\'s observations on the lift scene; it needs --record')
     if args.steer != 'off' and (libero or args.policy != 'model'):
         p.error('--steer runs the model policy on the lift scene')
     return args

@@ -31,6 +31,7 @@ existing dataset is never left half-overwritten.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -460,6 +461,11 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
                        seconds=time.perf_counter() - t_start, tokenizer=tok_meta, dropped_steps=dropped_total)
 
 
+def _topics(args) -> TopicConfig:
+    topics = load_topic_config(args.topics)
+    return dataclasses.replace(topics, action_chunk=args.action_chunk_topic) if args.action_chunk_topic else topics
+
+
 def _fps(period: float):
     fps = 1.0 / period
     return int(round(fps)) if abs(fps - round(fps)) < 1e-6 else fps
@@ -482,6 +488,9 @@ def main(argv=None) -> int:
     p.add_argument('--actions', choices=ACTION_SOURCES, default='measured',
                    help='action labels: the measured end-effector motion step to step (default), or the chunks '
                    'commanded (the ActionChunk topic: a scripted expert\'s, a teleoperator\'s)')
+    p.add_argument('--action-chunk-topic', default='',
+                   help='the ActionChunk topic of --actions commanded (default: the topics file\'s, action_chunk); '
+                   'expert/action_chunk: the expert\'s labels of a model\'s run (evaluate --expert-labels, DAgger)')
     p.add_argument('--template', default='finetune', choices=['finetune', 'multi_view', 'single_view'],
                    help='answer wording (default: the released fine-tune recipe\'s)')
     p.add_argument('--instruction', help='instruction for episodes that record none')
@@ -497,7 +506,7 @@ def main(argv=None) -> int:
         if not (math.isfinite(args.state_tolerance) and args.state_tolerance > 0):
             raise ValueError(f'--state-tolerance must be finite and > 0, got {args.state_tolerance}')
         opts = BuildOptions(episodes=args.episodes, out_dir=args.out_dir, profile=args.profile, horizon=args.horizon,
-                            topics=load_topic_config(args.topics), depth_tokenizer=args.depth_tokenizer,
+                            topics=_topics(args), depth_tokenizer=args.depth_tokenizer,
                             train_depth_tokenizer=args.train_depth_tokenizer, tokenizer_steps=args.tokenizer_steps,
                             only_successful=args.only_successful, template=args.template,
                             instruction=args.instruction, dataset_key=args.dataset_key,

@@ -1,0 +1,89 @@
+"""DAgger's labels (evaluate --expert-labels): for each chunk the model computed, the scripted expert's chunk
+from the same observation, published on expert/action_chunk with the observation's stamp; and the dataset
+builder picks that topic over the model's own when told to."""
+
+import numpy as np
+
+from molmoact_bringup.eval.expert import ExpertObservation, LiftExpert, LiftExpertConfig
+from molmoact_bringup.eval.run import EXPERT_ACTION_CHUNK, ScriptedPolicy, _pose_matrix
+from molmoact_ros.training.config import TopicConfig
+from molmoact_ros.training.recording import resolve_topics
+
+
+class _Publisher:
+    def __init__(self):
+        self.sent = []
+
+    def publish(self, msg):
+        self.sent.append(msg)
+
+
+class _Node:
+    def __init__(self):
+        self.publishers = {}
+
+    def create_publisher(self, _type, topic, _qos):
+        self.publishers[topic] = _Publisher()
+        return self.publishers[topic]
+
+
+class _Watcher:
+    def __init__(self, state):
+        self.state = state
+
+    def snapshot(self):
+        return self.state, None, 0, 0.0
+
+
+def _pose(x, y, z):
+    from geometry_msgs.msg import Pose
+    p = Pose()
+    p.position.x, p.position.y, p.position.z = x, y, z
+    p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = 1.0, 0.0, 0.0, 0.0  # tool pointing down
+    return p
+
+
+def _model_chunk(sec, x, y, z, valid=True):
+    from molmoact_msgs.msg import ActionChunk
+    msg = ActionChunk()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, 250_000_000
+    msg.request_id, msg.instruction, msg.model_id = 'r7', 'pick up the red cube', 'sim-lift'
+    msg.observation_pose.header.frame_id = 'panda_link0'
+    msg.observation_pose.header.stamp.sec = sec + 3       # a pose stamp that is not the observation's
+    msg.observation_pose.pose = _pose(x, y, z)
+    msg.observation_pose_valid = valid
+    return msg
+
+
+def test_the_expert_labels_the_models_observation_on_its_own_topic():
+    from molmoact_msgs.msg import TaskState
+    state = TaskState()
+    state.object_poses = [_pose(0.55, 0.05, 0.02)]
+    node = _Node()
+    labeler = ScriptedPolicy(node, _Watcher(state), LiftExpertConfig(align_yaw=False), topic=EXPERT_ACTION_CHUNK)
+    labeler.reset(3)
+    model = _model_chunk(12, 0.40, -0.10, 0.30)
+    assert labeler.label(model)
+    assert set(node.publishers) == {EXPERT_ACTION_CHUNK}    # never the sink's action_chunk
+    (sent,) = node.publishers[EXPERT_ACTION_CHUNK].sent
+    assert (sent.header.stamp.sec, sent.header.stamp.nanosec) == (12, 250_000_000)   # the observation's time
+    assert sent.model_id == ScriptedPolicy.MODEL_ID and sent.instruction == 'pick up the red cube'
+    # The same chunk the expert plans from that observation: the model chunk's pose and the cube's.
+    want = LiftExpert(LiftExpertConfig(align_yaw=False)).act(
+        ExpertObservation(_pose_matrix(model.observation_pose.pose), _pose_matrix(state.object_poses[0])), 12.25)
+    got = np.array([[s.translation_m.x, s.translation_m.y, s.translation_m.z] for s in sent.steps])
+    np.testing.assert_allclose(got, want.translation_m, atol=1e-9)
+    assert [s.gripper for s in sent.steps] == list(want.gripper)
+    assert np.linalg.norm(got[0]) > 0.019      # far from the cube: a full step toward it
+    # Nothing to label: no observation pose, or no cube known.
+    assert not labeler.label(_model_chunk(13, 0.4, -0.1, 0.3, valid=False))
+    empty = ScriptedPolicy(_Node(), _Watcher(TaskState()), LiftExpertConfig(), topic=EXPERT_ACTION_CHUNK)
+    assert not empty.label(model)
+    assert len(node.publishers[EXPERT_ACTION_CHUNK].sent) == 1
+
+
+def test_the_builder_reads_the_expert_topic_only_when_told():
+    available = ['/eval/image', '/eval/action_chunk', '/eval/expert/action_chunk', '/eval/aligned_depth']
+    assert resolve_topics(available, TopicConfig())['action_chunk'] == '/eval/action_chunk'
+    told = TopicConfig(action_chunk='expert/action_chunk')
+    assert resolve_topics(available, told)['action_chunk'] == '/eval/expert/action_chunk'
