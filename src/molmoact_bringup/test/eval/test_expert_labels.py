@@ -87,3 +87,9 @@ def test_the_builder_reads_the_expert_topic_only_when_told():
     assert resolve_topics(available, TopicConfig())['action_chunk'] == '/eval/action_chunk'
     told = TopicConfig(action_chunk='expert/action_chunk')
     assert resolve_topics(available, told)['action_chunk'] == '/eval/expert/action_chunk'
+    # By preference: the expert's labels where a DAgger run has them, else the demonstration's own chunks.
+    both = TopicConfig(action_chunk='expert/action_chunk, action_chunk')
+    assert resolve_topics(available, both)['action_chunk'] == '/eval/expert/action_chunk'
+    demo = [t for t in available if 'expert' not in t]
+    assert resolve_topics(demo, both)['action_chunk'] == '/eval/action_chunk'
+    assert 'action_chunk' not in resolve_topics(demo, told)

@@ -490,7 +490,8 @@ def main(argv=None) -> int:
                    'commanded (the ActionChunk topic: a scripted expert\'s, a teleoperator\'s)')
     p.add_argument('--action-chunk-topic', default='',
                    help='the ActionChunk topic of --actions commanded (default: the topics file\'s, action_chunk); '
-                   'expert/action_chunk: the expert\'s labels of a model\'s run (evaluate --expert-labels, DAgger)')
+                   'expert/action_chunk: the expert\'s labels of a model\'s run (evaluate --expert-labels, DAgger); '
+                   'several, comma-separated, by preference: expert/action_chunk,action_chunk')
     p.add_argument('--template', default='finetune', choices=['finetune', 'multi_view', 'single_view'],
                    help='answer wording (default: the released fine-tune recipe\'s)')
     p.add_argument('--instruction', help='instruction for episodes that record none')

@@ -16,7 +16,8 @@ A YAML file (``build_dataset --topics topics.yaml``) holds any subset of :class:
     instruction: instruction        # std_msgs/String (optional: the task state's or --instruction)
     task_state: sim_arm/task_state  # molmoact_msgs/TaskState (success flag; optional)
     action_chunk: action_chunk      # molmoact_msgs/ActionChunk: the chunks commanded (optional; the labels
-                                    #   of build_dataset --actions commanded)
+                                    #   of build_dataset --actions commanded); several, comma-separated, by
+                                    #   preference: expert/action_chunk,action_chunk (DAgger runs and demos)
     ee_source: auto                 # auto | pose | fk (forward kinematics of joint_states)
 
 A name that starts with ``/`` is absolute. ``''`` disables an optional topic.

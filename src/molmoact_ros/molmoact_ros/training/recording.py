@@ -139,7 +139,7 @@ def resolve_topics(available: Sequence[str], config: TopicConfig) -> Dict[str, s
 
     With ``config.namespace`` set, relative names are prefixed by it. Without, a relative name matches the
     topic ``/name`` or the only topic ending in ``/name`` (several: the first in sorted order whose namespace
-    also holds the image topic).
+    also holds the image topic). ``action_chunk`` may name several topics, comma-separated, by preference.
     """
     available = sorted(set(available))
     roles = {k: getattr(config, k) for k in ('image', 'depth', 'camera_info', 'joint_states', 'ee_pose',
@@ -162,12 +162,15 @@ def resolve_topics(available: Sequence[str], config: TopicConfig) -> Dict[str, s
     image = candidates(roles['image'])
     prefix = image[0][:-len(roles['image'])] if len(image) == 1 else None
     out: Dict[str, str] = {}
-    for role, name in roles.items():
-        found = candidates(name)
-        if len(found) > 1 and prefix is not None:
-            found = [t for t in found if t == prefix + name] or found
-        if found:
-            out[role] = found[0]
+    for role, names in roles.items():
+        # ``action_chunk`` may list topics by preference ("expert/action_chunk,action_chunk"): the first present.
+        for name in (n.strip() for n in names.split(',')) if role == 'action_chunk' else (names,):
+            found = candidates(name)
+            if len(found) > 1 and prefix is not None:
+                found = [t for t in found if t == prefix + name] or found
+            if found:
+                out[role] = found[0]
+                break
     return out
 
 
