@@ -32,6 +32,7 @@ the states the model visited into examples labelled by the expert.
 from __future__ import annotations
 
 import argparse
+import collections
 import math
 import os
 import sys
@@ -55,6 +56,8 @@ RECORDED_TOPICS = ('image', 'aligned_depth', 'camera_info', 'joint_states', 'sim
 #: Where ``--expert-labels`` publishes the expert's chunk for each observation the model acted on (relative).
 EXPERT_ACTION_CHUNK = 'expert/action_chunk'
 MAX_GIF_FRAMES = 300
+#: End-effector poses kept for --expert-labels (50 Hz: 60 s, longer than any model's answer).
+EE_HISTORY = 3000
 DEFAULT_INSTRUCTION = 'pick up the red cube'
 
 
@@ -86,6 +89,7 @@ class Watcher:
         self._lock = threading.Lock()
         self.state = None
         self.ee_pose = None
+        self.ee_history = collections.deque(maxlen=EE_HISTORY)   # (stamp s, PoseStamped), oldest first
         self.images = 0
         self.last_image_stamp_s = -math.inf
         self.timings: Dict[str, List[float]] = {'perception': [], 'planning': [], 'action': [],
@@ -147,6 +151,7 @@ class Watcher:
     def _on_ee(self, msg) -> None:
         with self._lock:
             self.ee_pose = msg
+            self.ee_history.append((msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, msg))
             if self.trial is not None:
                 p = msg.pose.position
                 self.trial.observe((p.x, p.y, p.z))
@@ -196,6 +201,16 @@ class Watcher:
             self.timings['observation_to_action'].append(self.node.get_clock().now().nanoseconds * 1e-9 - stamp)
 
     # -- what the loop reads --------------------------------------------------------------------------------
+    def ee_pose_at(self, stamp_s: float, tolerance_s: float = 0.1):
+        """The end-effector pose (PoseStamped) sampled nearest ``stamp_s``, or None when none is within
+        ``tolerance_s`` (the history holds the last :data:`EE_HISTORY` samples)."""
+        with self._lock:
+            samples = list(self.ee_history)
+        if not samples:
+            return None
+        gap, msg = min(((abs(t - stamp_s), m) for t, m in samples), key=lambda g: g[0])
+        return msg if gap <= tolerance_s else None
+
     def snapshot(self):
         with self._lock:
             return self.state, self.ee_pose, self.images, self.last_image_stamp_s
@@ -251,15 +266,16 @@ class ScriptedPolicy:
 
     def label(self, model_chunk) -> bool:
         """DAgger's label of the observation ``model_chunk`` (a model's ActionChunk) was computed from: the
-        expert's chunk from that observation's end-effector pose and the cube's pose now (the arm is held while
-        the model thinks, lockstep), stamped with the observation's time; False when the chunk carries no
-        observation pose or no cube pose is known."""
+        expert's chunk from that observation's end-effector pose (the chunk's ``observation_pose``, else the
+        recorded pose nearest its stamp) and the cube's pose now (the arm is held while the model thinks,
+        lockstep), stamped with the observation's time; False when there is no such pose or no cube pose."""
         state, _, _, _ = self.watcher.snapshot()
-        if state is None or not state.object_poses or not model_chunk.observation_pose_valid:
-            return False
         stamp = model_chunk.header.stamp
-        self._publish(model_chunk.observation_pose, stamp, state, stamp.sec + stamp.nanosec * 1e-9,
-                      model_chunk.instruction, f'label-{model_chunk.request_id}')
+        stamp_s = stamp.sec + stamp.nanosec * 1e-9
+        ee = model_chunk.observation_pose if model_chunk.observation_pose_valid else self.watcher.ee_pose_at(stamp_s)
+        if state is None or not state.object_poses or ee is None:
+            return False
+        self._publish(ee, stamp, state, stamp_s, model_chunk.instruction, f'label-{model_chunk.request_id}')
         return True
 
     def _publish(self, ee, stamp, state, now_s: float, instruction: str, request_id: str) -> None:

@@ -3,9 +3,10 @@ from the same observation, published on expert/action_chunk with the observation
 builder picks that topic over the model's own when told to."""
 
 import numpy as np
+import pytest
 
 from molmoact_bringup.eval.expert import ExpertObservation, LiftExpert, LiftExpertConfig
-from molmoact_bringup.eval.run import EXPERT_ACTION_CHUNK, ScriptedPolicy, _pose_matrix
+from molmoact_bringup.eval.run import EXPERT_ACTION_CHUNK, ScriptedPolicy, Watcher, _pose_matrix
 from molmoact_ros.training.config import TopicConfig
 from molmoact_ros.training.recording import resolve_topics
 
@@ -26,6 +27,9 @@ class _Node:
         self.publishers[topic] = _Publisher()
         return self.publishers[topic]
 
+    def create_subscription(self, *_args, **_kwargs):
+        return None
+
 
 class _Watcher:
     def __init__(self, state):
@@ -33,6 +37,9 @@ class _Watcher:
 
     def snapshot(self):
         return self.state, None, 0, 0.0
+
+    def ee_pose_at(self, stamp_s, tolerance_s=0.1):
+        return None   # no pose recorded
 
 
 def _pose(x, y, z):
@@ -75,11 +82,38 @@ def test_the_expert_labels_the_models_observation_on_its_own_topic():
     np.testing.assert_allclose(got, want.translation_m, atol=1e-9)
     assert [s.gripper for s in sent.steps] == list(want.gripper)
     assert np.linalg.norm(got[0]) > 0.019      # far from the cube: a full step toward it
-    # Nothing to label: no observation pose, or no cube known.
+    # Nothing to label: no observation pose (and none recorded near its stamp), or no cube known.
     assert not labeler.label(_model_chunk(13, 0.4, -0.1, 0.3, valid=False))
     empty = ScriptedPolicy(_Node(), _Watcher(TaskState()), LiftExpertConfig(), topic=EXPERT_ACTION_CHUNK)
     assert not empty.label(model)
     assert len(node.publishers[EXPERT_ACTION_CHUNK].sent) == 1
+
+
+def test_without_an_observation_pose_the_expert_plans_from_the_pose_recorded_at_the_observation():
+    """The pipeline's chunks anchor on the joint states (no observation_pose): the labeler takes the recorded
+    end-effector pose nearest the chunk's stamp, not the newest one."""
+    from geometry_msgs.msg import PoseStamped
+    from molmoact_msgs.msg import TaskState
+    state = TaskState()
+    state.object_poses = [_pose(0.55, 0.05, 0.02)]
+
+    def stamped(t, x):
+        m = PoseStamped()
+        m.header.stamp.sec, m.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
+        m.pose = _pose(x, 0.05, 0.10)
+        return m
+    node = _Node()
+    watcher = Watcher(node)
+    watcher._on_state(state)
+    for k in range(30):   # 50 Hz from 12.0 s; x grows 1 cm per sample
+        watcher._on_ee(stamped(12.0 + 0.02 * k, 0.30 + 0.01 * k))
+    labeler = ScriptedPolicy(node, watcher, LiftExpertConfig(align_yaw=False), topic=EXPERT_ACTION_CHUNK)
+    assert labeler.label(_model_chunk(12, 0.0, 0.0, 0.0, valid=False))   # observed at 12.25 s
+    (sent,) = node.publishers[EXPERT_ACTION_CHUNK].sent
+    # The sample at 12.24 s or 12.26 s (0.01 s either side), not the newest (12.58 s, x 0.59).
+    assert sent.observation_pose.pose.position.x in (pytest.approx(0.42), pytest.approx(0.43))
+    assert (sent.header.stamp.sec, sent.header.stamp.nanosec) == (12, 250_000_000)
+    assert not labeler.label(_model_chunk(20, 0.0, 0.0, 0.0, valid=False))   # nothing recorded near 20.25 s
 
 
 def test_the_builder_reads_the_expert_topic_only_when_told():
