@@ -2,7 +2,8 @@
 
 Steps are laid every ``step_period_s`` from the first camera frame inside the window where every needed
 stream has samples. The robot's state at each step (joint state, end-effector and camera poses, gripper) is
-interpolated at the step's time (linear, rotations by slerp), which needs a sample within the state tolerance,
+interpolated at the step's time (linear, rotations by slerp), which needs a sample within the state tolerance
+(but for a camera pose that never changes: a fixed camera's pose holds between samples),
 so the actions between consecutive steps are exact ``step_period_s`` deltas whatever the camera does. Each step
 shows the camera frame nearest to its time and the aligned depth nearest to that frame (depth tolerance). A
 step with no frame within the image tolerance (a camera that dropped frames, e.g. a simulator rendering on a
@@ -178,7 +179,13 @@ def synchronize(raw: RawEpisode, *, step_period_s: float, sync: SyncConfig, join
             out.append(interpolate_pose(stream.values[i0], stream.values[i1], a))
         return np.stack(out)
 
-    camera_poses = poses(raw.camera_pose)
+    first_camera_pose = raw.camera_pose.values[0]
+    if all(np.allclose(v, first_camera_pose, atol=1e-9) for v in raw.camera_pose.values):
+        # A fixed camera: its pose holds between samples, however far apart (a simulator whose pose stream
+        # paused while it rendered under load lost 10 % of its episodes to this check).
+        camera_poses = np.repeat(np.asarray(first_camera_pose, dtype=np.float64)[None], len(stamps), axis=0)
+    else:
+        camera_poses = poses(raw.camera_pose)
     js = raw.joint_states
     joints = []
     fingers = []

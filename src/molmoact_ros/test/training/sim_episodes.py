@@ -102,6 +102,8 @@ class EpisodeSpec:
     depth_offset_s: float = 0.0         # depth stamps shifted by this
     drop_frames_at: tuple = ()          # frame indices whose image and depth are not recorded
     drop_depth_at: tuple = ()           # frame indices whose depth alone is not recorded
+    drop_camera_pose_at: tuple = ()     # frame indices whose camera pose samples are not recorded
+    camera_drift_m: float = 0.0         # the recorded camera pose moves this far along x per frame
     joint_delta_rad: tuple = (0.35, 0.25, -0.2, -0.3, 0.2, 0.25, 0.3)
     close_gripper_at: Optional[int] = 6
     chunk_every: int = 0                # > 0: an ActionChunk stamped with every chunk_every-th frame's time
@@ -143,8 +145,10 @@ def record_sim_episode(sim, path: Path, spec: EpisodeSpec, namespace: str = '/de
             if spec.nan_pose_at is not None and i == spec.nan_pose_at and half == 0:
                 ee[0, 3] = float('nan')
             w.write('sim_arm/ee_pose', t, {'header': _header(t, 'panda_link0'), 'pose': _pose(ee)})
-            w.write('sim_arm/camera_pose', t, {'header': _header(t, 'panda_link0'),
-                                               'pose': _pose(sim.camera_pose().matrix)})
+            if i not in spec.drop_camera_pose_at:
+                cam_pose = sim.camera_pose().matrix.copy()
+                cam_pose[0, 3] += spec.camera_drift_m * i
+                w.write('sim_arm/camera_pose', t, {'header': _header(t, 'panda_link0'), 'pose': _pose(cam_pose)})
             if half == 0 and i in spec.drop_frames_at:
                 tcp.append(sim.ee_pose().matrix.copy())
                 cams.append(sim.camera_pose().matrix.copy())
