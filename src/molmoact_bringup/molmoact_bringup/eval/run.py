@@ -412,10 +412,21 @@ class Evaluator:
         progress = _progress(args.episodes)
         try:
             for i in range(args.episodes):
+                if not _ros_ok():
+                    # SIGINT / SIGTERM: rclpy's handlers shut the context down; nothing more can run (the
+                    # episodes so far are written to results.json, the simulator is stopped on the way out).
+                    why = f'stopped after {i} of {args.episodes} episodes: a signal shut ROS down'
+                    self.report.settings['stopped'] = why
+                    print(f'evaluate: {why}', file=sys.stderr)
+                    break
                 if not self.suite.sim_alive():
                     self._crashed(i, 'the simulator process is gone', 0.0)
                     continue
                 result = self._episode(i, recording)
+                if result.end_reason == EndReason.CRASHED.value and not _ros_ok():
+                    # Cut off by the signal, not failed: left out of the rates (the loop stops next).
+                    self.report.settings['interrupted_episode'] = i
+                    continue
                 self.report.episodes.append(result)
                 done = self.report.episodes
                 wins = sum(e.success for e in done)
@@ -638,6 +649,11 @@ class Evaluator:
                 break
             wait_until(lambda: trial.steered, execution_s)
         return goal
+
+
+def _ros_ok() -> bool:
+    import rclpy
+    return rclpy.ok()
 
 
 class _progress:

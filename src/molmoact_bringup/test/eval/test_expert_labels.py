@@ -127,3 +127,4 @@ def test_the_builder_reads_the_expert_topic_only_when_told():
     demo = [t for t in available if 'expert' not in t]
     assert resolve_topics(demo, both)['action_chunk'] == '/eval/action_chunk'
     assert 'action_chunk' not in resolve_topics(demo, told)
+
