@@ -415,7 +415,8 @@ class Evaluator:
                 if not _ros_ok():
                     # SIGINT / SIGTERM: rclpy's handlers shut the context down; nothing more can run (the
                     # episodes so far are written to results.json, the simulator is stopped on the way out).
-                    why = f'stopped after {i} of {args.episodes} episodes: a signal shut ROS down'
+                    why = (f'a signal shut ROS down: {len(self.report.episodes)} of {args.episodes} episodes '
+                           'finished')
                     self.report.settings['stopped'] = why
                     print(f'evaluate: {why}', file=sys.stderr)
                     break

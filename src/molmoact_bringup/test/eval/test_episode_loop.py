@@ -17,7 +17,7 @@ def test_a_signal_stops_the_episode_loop_with_the_episodes_so_far(monkeypatch):
     monkeypatch.setattr(run, '_ros_ok', lambda: next(context))
     ev._episodes(None)
     assert [e.index for e in ev.report.episodes] == [0, 1]
-    assert ev.report.settings['stopped'] == 'stopped after 2 of 5 episodes: a signal shut ROS down'
+    assert ev.report.settings['stopped'] == 'a signal shut ROS down: 2 of 5 episodes finished'
     monkeypatch.setattr(run, '_ros_ok', lambda: True)
     ev.report = EvalReport('scripted', '', 'lift')
     ev._episodes(None)
@@ -45,7 +45,7 @@ def test_an_episode_cut_off_by_the_signal_is_not_counted_as_a_failure(monkeypatc
     ev._episodes(None)
     assert [e.index for e in ev.report.episodes] == [0]
     assert ev.report.settings['interrupted_episode'] == 1
-    assert ev.report.settings['stopped'] == 'stopped after 2 of 5 episodes: a signal shut ROS down'
+    assert ev.report.settings['stopped'] == 'a signal shut ROS down: 1 of 5 episodes finished'
     # A crash with ROS still up is a failure as before.
     ok['value'] = True
     ev.report = EvalReport('scripted', '', 'lift')
