@@ -45,6 +45,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..suite import SuiteConfig, SuiteSession, wait_until
+from molmoact_ros.ros.sync import stamp_to_s
+
 from .expert import ExpertObservation, LiftExpert, LiftExpertConfig
 from .results import EndReason, EpisodeBudget, EpisodeClock, EpisodeResult, EvalReport, latency_summary
 
@@ -151,7 +153,7 @@ class Watcher:
     def _on_ee(self, msg) -> None:
         with self._lock:
             self.ee_pose = msg
-            self.ee_history.append((msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, msg))
+            self.ee_history.append((stamp_to_s(msg.header.stamp), msg))
             if self.trial is not None:
                 p = msg.pose.position
                 self.trial.observe((p.x, p.y, p.z))
@@ -271,7 +273,7 @@ class ScriptedPolicy:
         lockstep), stamped with the observation's time; False when there is no such pose or no cube pose."""
         state, _, _, _ = self.watcher.snapshot()
         stamp = model_chunk.header.stamp
-        stamp_s = stamp.sec + stamp.nanosec * 1e-9
+        stamp_s = stamp_to_s(stamp)
         ee = model_chunk.observation_pose if model_chunk.observation_pose_valid else self.watcher.ee_pose_at(stamp_s)
         if state is None or not state.object_poses or ee is None:
             return False

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..reasoning.action_space import RotationConvention
 from ..ros.image import ImageFormatError, depth_to_meters, to_rgb8
 from .config import TopicConfig
 
@@ -78,8 +79,10 @@ class CommandedChunk:
     delta_frame_id: str
 
 
-#: ActionChunk.rotation_convention -> the suite's RotationConvention value.
-_ROTATION_CONVENTIONS = {0: 'euler_sxyz_roll_pitch_yaw', 1: 'rotation_vector'}
+#: ActionChunk.rotation_convention (ROTATION_RPY, ROTATION_AXIS_ANGLE) -> the suite's convention (the message
+#: constants themselves are in ros/sink_messages.py, which needs the ROS message package; this reader does not).
+_ROTATION_CONVENTIONS = {0: RotationConvention.EULER_SXYZ_ROLL_PITCH_YAW.value,
+                         1: RotationConvention.ROTATION_VECTOR.value}
 
 
 def _decode_action_chunk(msg: Any) -> CommandedChunk:
