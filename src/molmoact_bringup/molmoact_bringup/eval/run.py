@@ -44,9 +44,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..suite import SuiteConfig, SuiteSession, wait_until
 from molmoact_ros.ros.sync import stamp_to_s
 
+from ..suite import SuiteConfig, SuiteSession, wait_until
 from .expert import ExpertObservation, LiftExpert, LiftExpertConfig
 from .results import EndReason, EpisodeBudget, EpisodeClock, EpisodeResult, EvalReport, latency_summary
 
