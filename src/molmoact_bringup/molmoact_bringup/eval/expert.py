@@ -40,7 +40,7 @@ import numpy as np
 from transforms3d.euler import mat2euler
 
 __all__ = ['Phase', 'LiftExpertConfig', 'ExpertObservation', 'ExpertChunk', 'LiftExpert', 'top_down_rotation',
-           'wrap_quarter_turn']
+           'wrap_quarter_turn', 'DetourConfig', 'Detour', 'sample_detour', 'DetouringExpert']
 
 GRIPPER_OPEN = 1.0
 GRIPPER_CLOSED = 0.0
@@ -229,3 +229,82 @@ class LiftExpert:
             drs[i] = mat2euler(dR, 'sxyz')
             p, R = p + dp, dR @ R
         return ExpertChunk(dps, drs, np.full(cfg.horizon, gripper), self.phase)
+
+
+@dataclass(frozen=True)
+class DetourConfig:
+    """Noise injection into demonstrations (DART, Laskey et al. 2017): in a ``probability`` share of the
+    episodes the arm is driven for a while by an expert that believes the cube is elsewhere (its xy shifted by
+    ``min_offset_m``..``max_offset_m`` in a random direction, from ``0..max_start_s`` for
+    ``min_duration_s``..``max_duration_s`` of the episode), while every observation is labelled by the expert
+    that knows where the cube is. The labels then show how to recover from the states a learner drifts into
+    (beside the cube, low, gripper closed on nothing), at the scripted expert's speed rather than the model's."""
+
+    probability: float = 0.0
+    min_offset_m: float = 0.03
+    max_offset_m: float = 0.10
+    max_start_s: float = 2.0
+    min_duration_s: float = 1.0
+    max_duration_s: float = 5.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f'probability must be within [0, 1], got {self.probability!r}')
+        if not 0.0 <= self.min_offset_m <= self.max_offset_m <= 0.5:
+            raise ValueError('detour offsets must satisfy 0 <= min_offset_m <= max_offset_m <= 0.5 m, got '
+                             f'{self.min_offset_m!r}, {self.max_offset_m!r}')
+        if not 0.0 <= self.max_start_s <= 600.0:
+            raise ValueError(f'max_start_s must be within [0, 600] s, got {self.max_start_s!r}')
+        if not 0.0 < self.min_duration_s <= self.max_duration_s <= 600.0:
+            raise ValueError('detour durations must satisfy 0 < min_duration_s <= max_duration_s <= 600 s, got '
+                             f'{self.min_duration_s!r}, {self.max_duration_s!r}')
+
+
+@dataclass(frozen=True)
+class Detour:
+    """One episode's detour: the acting expert's cube is shifted by ``offset_m`` (base frame, m; z = 0) while
+    ``start_s <= elapsed < end_s`` (seconds since the episode started)."""
+
+    offset_m: tuple[float, float, float]
+    start_s: float
+    end_s: float
+
+    def active(self, elapsed_s: float) -> bool:
+        return self.start_s <= float(elapsed_s) < self.end_s
+
+
+def sample_detour(config: DetourConfig, rng: np.random.Generator) -> Optional[Detour]:
+    """The detour of one episode, or None (the episode is a plain demonstration); reproducible from ``rng``."""
+    if config.probability <= 0.0 or rng.random() >= config.probability:
+        return None
+    angle = rng.uniform(-math.pi, math.pi)
+    r = rng.uniform(config.min_offset_m, config.max_offset_m)
+    start = rng.uniform(0.0, config.max_start_s)
+    duration = rng.uniform(config.min_duration_s, config.max_duration_s)
+    return Detour((r * math.cos(angle), r * math.sin(angle), 0.0), start, start + duration)
+
+
+class DetouringExpert:
+    """Two :class:`LiftExpert` s on one episode: ``label`` (the true cube) labels every observation; ``actor``
+    (the cube shifted by the detour's offset) drives the arm while the detour is active; outside it the label
+    is also what drives the arm. Without a detour it is the plain expert."""
+
+    def __init__(self, config: LiftExpertConfig = LiftExpertConfig(), detour: Optional[Detour] = None):
+        self.config = config
+        self.label = LiftExpert(config)
+        self.actor = LiftExpert(config)
+        self.detour = detour
+
+    def reset(self, detour: Optional[Detour] = None) -> None:
+        self.label.reset()
+        self.actor.reset()
+        self.detour = detour
+
+    def act(self, obs: ExpertObservation, now_s: float, elapsed_s: float) -> tuple[ExpertChunk, ExpertChunk]:
+        """(the chunk to execute, the expert's label of ``obs``) at ``elapsed_s`` into the episode."""
+        label = self.label.act(obs, now_s)
+        if self.detour is None or not self.detour.active(elapsed_s):
+            return label, label
+        cube = np.array(obs.cube_pose, dtype=float)
+        cube[:3, 3] += np.asarray(self.detour.offset_m, dtype=float)
+        return self.actor.act(ExpertObservation(obs.ee_pose, cube), now_s), label

@@ -26,7 +26,10 @@ task state (instruction and success flag) and the action chunks; ``--gif`` write
 computes, the scripted expert plans from the same observation (the chunk's ``observation_pose``, the cube's
 pose in the task state) and its chunk is recorded on ``expert/action_chunk``, stamped with the observation's
 time; nothing executes it. ``build_dataset --actions commanded --action-chunk-topic expert/action_chunk`` turns
-the states the model visited into examples labelled by the expert.
+the states the model visited into examples labelled by the expert. ``--detours P`` (scripted, lift) is the
+cheaper cousin (DART): in a share P of the episodes an expert that is wrong about the cube's place drives the arm
+for a while, and the right expert's label of every observation goes to ``expert/action_chunk``: recovery
+demonstrations at the expert's speed.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import numpy as np
 from molmoact_ros.ros.sync import stamp_to_s
 
 from ..suite import SuiteConfig, SuiteSession, wait_until
-from .expert import ExpertObservation, LiftExpert, LiftExpertConfig
+from .expert import Detour, DetourConfig, DetouringExpert, ExpertObservation, LiftExpertConfig, sample_detour
 from .results import EndReason, EpisodeBudget, EpisodeClock, EpisodeResult, EvalReport, latency_summary
 
 #: Topics kept in ``--record`` files (relative to the namespace): what a real arm has, plus the task state
@@ -238,32 +241,45 @@ class Watcher:
 
 class ScriptedPolicy:
     """The scripted expert as a publisher of ActionChunks on ``topic``: ``action_chunk`` (the command sink's
-    input) to drive the arm, or :data:`EXPERT_ACTION_CHUNK` to label a model's observations (:meth:`label`)."""
+    input) to drive the arm, or :data:`EXPERT_ACTION_CHUNK` to label a model's observations (:meth:`label`).
+
+    With ``detours`` (``--detours P``: DART noise injection, :class:`.expert.DetourConfig`) a share of the
+    episodes is driven for a while by an expert that is wrong about the cube, and every chunk's observation is
+    also labelled on :data:`EXPERT_ACTION_CHUNK` by the expert that is right (the label the dataset builder
+    prefers with ``--action-chunk-topic expert/action_chunk,action_chunk``)."""
 
     MODEL_ID = 'scripted_expert'
 
     def __init__(self, node, watcher: Watcher, config: LiftExpertConfig, base_frame: str = 'panda_link0',
-                 topic: str = ''):
+                 topic: str = '', detours: Optional[DetourConfig] = None):
         from molmoact_msgs.msg import ActionChunk
 
         from molmoact_ros.ros.topics import ACTION_CHUNK, RELIABLE
         self.node, self.watcher, self.base_frame = node, watcher, base_frame
-        self.expert = LiftExpert(config)
+        self.expert = DetouringExpert(config)
+        self.detours = detours
         self.pub = node.create_publisher(ActionChunk, topic or ACTION_CHUNK, RELIABLE)
+        self.label_pub = node.create_publisher(ActionChunk, EXPERT_ACTION_CHUNK, RELIABLE) \
+            if detours is not None else None
         self.chunks = 0
         self.episode = 0
 
-    def reset(self, episode: int) -> None:
-        self.expert.reset()
+    def reset(self, episode: int, seed: int = 0) -> Optional[Detour]:
+        """A new episode; its detour (if any) drawn from ``seed``, returned."""
+        detour = sample_detour(self.detours, np.random.default_rng(seed)) if self.detours is not None else None
+        self.expert.reset(detour)
         self.chunks = 0
         self.episode = episode
+        return detour
 
-    def step(self, now_s: float, instruction: str) -> bool:
-        """Publish one chunk from the newest state; False when there is no state to plan from yet."""
+    def step(self, now_s: float, instruction: str, elapsed_s: float = 0.0) -> bool:
+        """Publish one chunk from the newest state (``elapsed_s`` into the episode, for the detour); False when
+        there is no state to plan from yet."""
         state, ee, _, _ = self.watcher.snapshot()
         if state is None or ee is None or not state.object_poses:
             return False
-        self._publish(ee, ee.header.stamp, state, now_s, instruction, f'scripted-{self.episode}-{self.chunks}')
+        self._publish(ee, ee.header.stamp, state, now_s, instruction, f'scripted-{self.episode}-{self.chunks}',
+                      elapsed_s)
         return True
 
     def label(self, model_chunk) -> bool:
@@ -280,11 +296,20 @@ class ScriptedPolicy:
         self._publish(ee, stamp, state, stamp_s, model_chunk.instruction, f'label-{model_chunk.request_id}')
         return True
 
-    def _publish(self, ee, stamp, state, now_s: float, instruction: str, request_id: str) -> None:
+    def _publish(self, ee, stamp, state, now_s: float, instruction: str, request_id: str,
+                 elapsed_s: float = 0.0) -> None:
         """The expert's chunk from ``ee`` (PoseStamped, base frame) and the task state's cube, stamped
-        ``stamp``, published."""
+        ``stamp``, published (with detours: the executed chunk on ``topic``, the label on
+        :data:`EXPERT_ACTION_CHUNK`)."""
+        obs = ExpertObservation(_pose_matrix(ee.pose), _pose_matrix(state.object_poses[0]))
+        executed, label = self.expert.act(obs, now_s, elapsed_s)
+        self.pub.publish(self._message(executed, ee, stamp, instruction, request_id))
+        if self.label_pub is not None:
+            self.label_pub.publish(self._message(label, ee, stamp, instruction, f'label-{request_id}'))
+        self.chunks += 1
+
+    def _message(self, chunk, ee, stamp, instruction: str, request_id: str):
         from molmoact_msgs.msg import ActionChunk, ActionStep
-        chunk = self.expert.act(ExpertObservation(_pose_matrix(ee.pose), _pose_matrix(state.object_poses[0])), now_s)
         msg = ActionChunk()
         msg.header.stamp = stamp
         msg.header.frame_id = ee.header.frame_id or self.base_frame
@@ -306,8 +331,7 @@ class ScriptedPolicy:
         msg.observation_pose_valid = True
         msg.action_text = chunk.phase.value
         msg.model_id = self.MODEL_ID
-        self.pub.publish(msg)
-        self.chunks += 1
+        return msg
 
 
 class Evaluator:
@@ -365,7 +389,9 @@ class Evaluator:
             node = suite.probe
             self.watcher = Watcher(node, recording, gif=args.gif)
             expert = LiftExpertConfig(step_period_s=self.profile.step_period_s, align_yaw=args.expert_align_yaw)
-            self.policy = ScriptedPolicy(node, self.watcher, expert) if args.policy == 'scripted' else None
+            detours = DetourConfig(probability=args.detours) if args.detours > 0 else None
+            self.policy = ScriptedPolicy(node, self.watcher, expert, detours=detours) \
+                if args.policy == 'scripted' else None
             if args.expert_labels:
                 self.labeler = ScriptedPolicy(node, self.watcher, expert, topic=EXPERT_ACTION_CHUNK)
                 self.watcher.on_model_chunk = self.labeler.label
@@ -470,7 +496,7 @@ class Evaluator:
             self._enable(True)
             clock = EpisodeClock(EpisodeBudget(args.max_steps, args.episode_timeout), time.monotonic())
             if self.policy is not None:
-                self._run_scripted(clock, episode_no, instruction)
+                self._run_scripted(clock, episode_no, instruction, seed, result)
             else:
                 self._run_model(clock, episode_no, instruction, result)
             self._enable(False)
@@ -518,17 +544,21 @@ class Evaluator:
         state = self.watcher.snapshot()[0]
         return state is not None and int(state.episode) == episode_no and bool(state.succeeded)
 
-    def _run_scripted(self, clock: EpisodeClock, episode_no: int, instruction: str) -> None:
-        self.policy.reset(episode_no)
+    def _run_scripted(self, clock: EpisodeClock, episode_no: int, instruction: str, seed: int,
+                      result: EpisodeResult) -> None:
+        detour = self.policy.reset(episode_no, seed)
+        if detour is not None:
+            result.extra['detour'] = {'offset_m': [round(v, 4) for v in detour.offset_m],
+                                      'start_s': round(detour.start_s, 3), 'end_s': round(detour.end_s, 3)}
         period = self.args.replan_period
-        next_s = time.monotonic()
+        started = next_s = time.monotonic()
         while clock.check(time.monotonic(), self._succeeded(episode_no)) is None:
             if not self.suite.sim_alive():
                 clock.end(EndReason.CRASHED, time.monotonic())
                 break
             now = time.monotonic()
             if now >= next_s:
-                if self.policy.step(now, instruction):
+                if self.policy.step(now, instruction, now - started):
                     clock.step()
                 next_s = now + period
             time.sleep(0.02)
@@ -715,6 +745,11 @@ def parse_args(argv=None):
     p.add_argument('--expert-labels', action='store_true',
                    help='model, lift, with --record: DAgger labels: record the scripted expert\'s chunk for every '
                    'observation the model acted on (expert/action_chunk; nothing executes it)')
+    p.add_argument('--detours', type=float, default=0.0,
+                   help='scripted, lift: share of episodes (0..1) driven for 1-5 s by an expert that believes the '
+                   'cube is 3-10 cm off, every observation labelled by the right expert on expert/action_chunk '
+                   '(DART noise injection: recovery demonstrations; build_dataset --action-chunk-topic '
+                   'expert/action_chunk,action_chunk)')
     p.add_argument('--instruction', default='', help="default: the task's own (sim_arm/task_state)")
     p.add_argument('--namespace', default='/eval')
     p.add_argument('--camera-rate', type=float, default=0.0, help='camera frames per second (default 10 lift: '
@@ -777,6 +812,10 @@ def parse_args(argv=None):
         p.error('the scripted expert knows the lift scene only')
     if args.expert_labels and (libero or args.policy != 'model' or not args.record):
         p.error('--expert-labels labels the model policy\'s observations on the lift scene; it needs --record')
+    if not 0.0 <= args.detours <= 1.0:
+        p.error('--detours must be within 0..1')
+    if args.detours > 0 and (libero or args.policy != 'scripted'):
+        p.error('--detours drives the scripted expert on the lift scene')
     if args.steer != 'off' and (libero or args.policy != 'model'):
         p.error('--steer runs the model policy on the lift scene')
     return args

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transforms3d.euler import euler2mat
 
-from molmoact_bringup.eval.expert import (ExpertObservation, LiftExpert, LiftExpertConfig, Phase,
-                                          top_down_rotation, wrap_quarter_turn)
+from molmoact_bringup.eval.expert import (Detour, DetourConfig, DetouringExpert, ExpertObservation, LiftExpert,
+                                          LiftExpertConfig, Phase, sample_detour, top_down_rotation,
+                                          wrap_quarter_turn)
 
 CUBE_HALF_M = 0.021
 
@@ -131,3 +132,76 @@ def test_wrap_quarter_turn():
     assert wrap_quarter_turn(math.pi / 2 + 0.1) == pytest.approx(0.1)
     assert wrap_quarter_turn(-math.pi / 4 - 0.1) == pytest.approx(math.pi / 4 - 0.1)
     assert -math.pi / 4 <= wrap_quarter_turn(12.3) < math.pi / 4
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), probability=st.floats(0.0, 1.0))
+def test_a_sampled_detour_is_within_its_config_and_reproducible(seed, probability):
+    config = DetourConfig(probability=probability)
+    detour = sample_detour(config, np.random.default_rng(seed))
+    assert detour == sample_detour(config, np.random.default_rng(seed))
+    if detour is None:
+        return
+    r = math.hypot(detour.offset_m[0], detour.offset_m[1])
+    assert config.min_offset_m - 1e-12 <= r <= config.max_offset_m + 1e-12 and detour.offset_m[2] == 0.0
+    assert 0.0 <= detour.start_s <= config.max_start_s
+    assert config.min_duration_s - 1e-9 <= detour.end_s - detour.start_s <= config.max_duration_s + 1e-9
+    assert detour.active(detour.start_s) and not detour.active(detour.end_s)
+
+
+def test_detour_probability_zero_and_one():
+    rngs = [np.random.default_rng(s) for s in range(50)]
+    assert all(sample_detour(DetourConfig(probability=0.0), r) is None for r in rngs)
+    assert all(sample_detour(DetourConfig(probability=1.0), np.random.default_rng(s)) is not None for s in range(50))
+    share = np.mean([sample_detour(DetourConfig(probability=0.5), np.random.default_rng(s)) is not None
+                     for s in range(400)])
+    assert 0.4 < share < 0.6
+
+
+@pytest.mark.parametrize('bad', [dict(probability=1.5), dict(min_offset_m=0.2, max_offset_m=0.1),
+                                 dict(min_duration_s=0.0), dict(max_start_s=-1.0)])
+def test_bad_detour_configs_are_refused(bad):
+    with pytest.raises(ValueError):
+        DetourConfig(**bad)
+
+
+def test_during_the_detour_the_arm_goes_to_the_wrong_place_and_the_label_to_the_cube():
+    config = LiftExpertConfig(align_yaw=False)
+    detour = Detour((0.0, 0.08, 0.0), 0.5, 2.0)
+    expert = DetouringExpert(config, detour)
+    ee = pose([0.5, 0.0, 0.05], top_down_rotation(0.0))
+    cube = pose([0.5, 0.0, -0.09])
+    # Before the detour: one chunk, executed and label alike (down toward the cube).
+    executed, label = expert.act(ExpertObservation(ee, cube), 0.0, 0.2)
+    assert executed is label
+    # During it: the executed chunk heads for the shifted cube (+y), the label stays over the real one.
+    executed, label = expert.act(ExpertObservation(ee, cube), 0.6, 0.6)
+    assert executed.translation_m[:, 1].sum() > 0.05
+    assert np.allclose(label.translation_m[:, :2], 0.0) and label.translation_m[:, 2].sum() < 0
+    # Beside the cube after the detour: the label rises first, then goes back to it (recovery).
+    beside = pose([0.5, 0.08, -0.08], top_down_rotation(0.0))
+    executed, label = expert.act(ExpertObservation(beside, cube), 2.5, 2.5)
+    assert executed is label and label.phase is Phase.APPROACH and np.all(label.gripper == 1.0)
+    assert label.translation_m[0, 2] > 0
+
+
+def test_the_expert_recovers_from_any_detour_and_lifts():
+    """Episodes on the ideal arm, each with a detour: after it ends the executed chunks are the label's, and the
+    cube is lifted."""
+    config = LiftExpertConfig(align_yaw=False)
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        detour = sample_detour(DetourConfig(probability=1.0), rng)
+        ee = pose([0.45, 0.0, 0.1], top_down_rotation(0.3))
+        cube = pose([0.5 + rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.1), -0.09])
+        arm, expert = KinematicArm(ee, cube), DetouringExpert(config, detour)
+        lifted, detoured = False, 0
+        for k in range(120):
+            t = k * 4 * config.step_period_s
+            executed, label = expert.act(ExpertObservation(arm.ee, arm.cube), t, t)
+            detoured += executed is not label
+            arm.run(executed, 4)
+            if arm.cube[2, 3] - arm.rest_z >= 0.05:
+                lifted = True
+                break
+        assert detoured > 0 and lifted, (seed, detour)

@@ -128,3 +128,39 @@ def test_the_builder_reads_the_expert_topic_only_when_told():
     assert resolve_topics(demo, both)['action_chunk'] == '/eval/action_chunk'
     assert 'action_chunk' not in resolve_topics(demo, told)
 
+
+
+def test_with_detours_the_executed_chunk_and_the_label_go_to_their_topics():
+    """--detours: in a detour the sink's action_chunk gets the wrong expert's chunk, expert/action_chunk the
+    right one's (same stamp, same observation); the detour is drawn from the episode's seed."""
+    from geometry_msgs.msg import PoseStamped
+    from molmoact_msgs.msg import TaskState
+
+    from molmoact_bringup.eval.expert import DetourConfig
+    from molmoact_ros.ros.topics import ACTION_CHUNK
+    state = TaskState()
+    state.object_poses = [_pose(0.55, 0.05, 0.02)]
+    ee = PoseStamped()
+    ee.header.frame_id = 'panda_link0'
+    ee.header.stamp.sec = 7
+    ee.pose = _pose(0.55, 0.05, 0.10)   # right above the cube
+
+    class Watcher1(_Watcher):
+        def snapshot(self):
+            return state, ee, 1, 7.0
+    node = _Node()
+    policy = ScriptedPolicy(node, Watcher1(state), LiftExpertConfig(align_yaw=False),
+                            detours=DetourConfig(probability=1.0))
+    detour = policy.reset(0, seed=5)
+    assert detour is not None and detour == policy.reset(0, seed=5)
+    assert policy.step(10.0, 'pick up the red cube', elapsed_s=detour.start_s + 0.01)
+    (executed,) = node.publishers[ACTION_CHUNK].sent
+    (label,) = node.publishers[EXPERT_ACTION_CHUNK].sent
+    assert executed.header.stamp == label.header.stamp == ee.header.stamp
+    moved = np.array([[s.translation_m.x, s.translation_m.y] for s in executed.steps]).sum(axis=0)
+    assert np.dot(moved, detour.offset_m[:2]) > 0          # toward the wrong place
+    assert np.allclose([[s.translation_m.x, s.translation_m.y] for s in label.steps], 0.0)   # down onto the cube
+    # After the detour both topics carry the same chunk.
+    assert policy.step(11.0, 'pick up the red cube', elapsed_s=detour.end_s + 0.01)
+    a, b = node.publishers[ACTION_CHUNK].sent[-1], node.publishers[EXPERT_ACTION_CHUNK].sent[-1]
+    assert [s.values for s in a.steps] == [s.values for s in b.steps]
