@@ -500,19 +500,26 @@ def main(argv=None) -> int:
     p.add_argument('--state-tolerance', type=float, default=SyncConfig.state_tolerance_s,
                    help='largest gap (s) between a step and the nearest joint state / pose sample (default '
                    f'{SyncConfig.state_tolerance_s})')
+    p.add_argument('--max-state-gap', type=float, default=SyncConfig.max_state_gap_s,
+                   help='longest pause (s) of a joint state / pose stream bridged by interpolation; the steps inside '
+                   f'it are no examples, a longer one skips the episode (default {SyncConfig.max_state_gap_s})')
     p.add_argument('--overwrite', action='store_true', help='replace OUT_DIR if it exists')
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
     try:
         if not (math.isfinite(args.state_tolerance) and args.state_tolerance > 0):
             raise ValueError(f'--state-tolerance must be finite and > 0, got {args.state_tolerance}')
+        if not (math.isfinite(args.max_state_gap) and 0 <= args.max_state_gap <= 10):
+            raise ValueError(f'--max-state-gap must be within 0..10 s, got {args.max_state_gap}')
         opts = BuildOptions(episodes=args.episodes, out_dir=args.out_dir, profile=args.profile, horizon=args.horizon,
                             topics=_topics(args), depth_tokenizer=args.depth_tokenizer,
                             train_depth_tokenizer=args.train_depth_tokenizer, tokenizer_steps=args.tokenizer_steps,
                             only_successful=args.only_successful, template=args.template,
                             instruction=args.instruction, dataset_key=args.dataset_key,
                             max_image_side_px=args.max_image_side, overwrite=args.overwrite,
-                            progress=not args.no_progress, actions=args.actions, sync=SyncConfig(state_tolerance_s=args.state_tolerance))
+                            progress=not args.no_progress, actions=args.actions,
+                            sync=SyncConfig(state_tolerance_s=args.state_tolerance,
+                                            max_state_gap_s=args.max_state_gap))
         report = build_dataset(opts, log=lambda m: print(m, file=sys.stderr))
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f'build_dataset: {error}', file=sys.stderr)

@@ -111,11 +111,14 @@ class SyncConfig:
     frame and its aligned depth. ``state_tolerance_s``: between a step's time and the nearest joint state /
     pose sample (states are interpolated between the two samples around it). 0.1 s: the simulated arm's
     50 Hz state stream pauses while it renders a camera frame (50-80 ms on a loaded 2-core CPU).
+    ``max_state_gap_s``: a step farther than that from every state sample, but inside a gap of at most this
+    long between two samples, is interpolated across it and is no example (a longer gap ends the episode).
     """
 
     image_tolerance_s: Optional[float] = None
     depth_tolerance_s: float = 0.02
     state_tolerance_s: float = 0.1
+    max_state_gap_s: float = 0.5
 
     def image_tolerance(self, step_period_s: float) -> float:
         return 0.5 * step_period_s if self.image_tolerance_s is None else float(self.image_tolerance_s)

@@ -8,9 +8,11 @@ so the actions between consecutive steps are exact ``step_period_s`` deltas what
 shows the camera frame nearest to its time and the aligned depth nearest to that frame (depth tolerance). A
 step with no frame within the image tolerance (a camera that dropped frames, e.g. a simulator rendering on a
 loaded CPU), or whose frame has no depth within the depth tolerance, keeps its state for the actions around it
-but is no example (``has_frame`` false; ``steps_without_depth`` counts the latter). A gap of a
-state stream beyond its tolerance, or no step with a frame at all, is an :class:`~.recording.EpisodeError`
-naming the topic ("unsynchronized stamps").
+but is no example (``has_frame`` false; ``steps_without_depth`` counts the latter). So is a step whose
+nearest state sample is beyond the state tolerance but inside a gap of at most ``max_state_gap_s`` (a recorder
+or simulator that paused under load): its state is interpolated across the gap for the actions and traces
+around it (``steps_without_state`` counts them). A longer gap, a step outside a state stream, or no step with
+a frame at all, is an :class:`~.recording.EpisodeError` naming the topic ("unsynchronized stamps").
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class EpisodeSteps:
     succeeded: Optional[bool]
     ee_source: str                # 'pose' or 'fk'
     steps_without_depth: int = 0  # steps whose frame had no depth within the depth tolerance (no examples)
+    steps_without_state: int = 0  # steps with a frame whose state was bridged across a gap (no examples)
 
     def __len__(self) -> int:
         return len(self.stamps)
@@ -86,18 +89,22 @@ def _nearest(stamps: np.ndarray, t: float) -> tuple[int, float]:
     return best, float(abs(stamps[best] - t))
 
 
-def _bracket(stream: Stream, t: float, tol: float, episode: str, what: str) -> tuple[int, int, float]:
-    """Samples around ``t`` and the interpolation weight; the nearest must lie within ``tol``."""
+def _bracket(stream: Stream, t: float, tol: float, episode: str, what: str,
+            max_gap: float = 0.0) -> tuple[int, int, float, bool]:
+    """Samples around ``t``, the interpolation weight, and whether the nearest lies within ``tol``; beyond it
+    ``t`` must lie between two samples at most ``max_gap`` apart (then False: interpolated across a gap)."""
     st = stream.stamps
     j = int(np.searchsorted(st, t))
     i0, i1 = max(j - 1, 0), min(j, len(st) - 1)
     nearest = min(abs(st[i0] - t), abs(st[i1] - t))
-    if nearest > tol:
+    synced = nearest <= tol
+    if not synced and not (st[i0] <= t <= st[i1] and st[i1] - st[i0] <= max_gap):
         raise EpisodeError(episode, stream.topic, f'unsynchronized stamps: no {what} sample within {tol:.3f} s '
-                           f'of the frame at {t:.3f} s (nearest {nearest:.3f} s away)')
+                           f'of the frame at {t:.3f} s (nearest {nearest:.3f} s away; gaps up to {max_gap:.3f} s '
+                           'are bridged)')
     if i0 == i1 or st[i1] <= st[i0]:
-        return i0, i0, 0.0
-    return i0, i1, float(np.clip((t - st[i0]) / (st[i1] - st[i0]), 0.0, 1.0))
+        return i0, i0, 0.0, synced
+    return i0, i1, float(np.clip((t - st[i0]) / (st[i1] - st[i0]), 0.0, 1.0)), synced
 
 
 def synchronize(raw: RawEpisode, *, step_period_s: float, sync: SyncConfig, joint_names: tuple,
@@ -172,10 +179,14 @@ def synchronize(raw: RawEpisode, *, step_period_s: float, sync: SyncConfig, join
         raise EpisodeError(ep, raw.camera_info.topic, f'camera_info is for {ci_w}x{ci_h}, the images are {w}x{h}')
     intrinsics = CameraIntrinsics.from_k(k_mat.reshape(-1).tolist(), w, h)
 
+    max_gap = max(float(sync.max_state_gap_s), state_tol)
+    in_gap = np.zeros(n_steps, dtype=bool)   # a state stream bridged across a gap at this step: no example
+
     def poses(stream: Stream) -> np.ndarray:
         out = []
-        for t in stamps:
-            i0, i1, a = _bracket(stream, t, state_tol, ep, 'pose')
+        for k, t in enumerate(stamps):
+            i0, i1, a, synced = _bracket(stream, t, state_tol, ep, 'pose', max_gap)
+            in_gap[k] |= not synced
             out.append(interpolate_pose(stream.values[i0], stream.values[i1], a))
         return np.stack(out)
 
@@ -189,8 +200,9 @@ def synchronize(raw: RawEpisode, *, step_period_s: float, sync: SyncConfig, join
     js = raw.joint_states
     joints = []
     fingers = []
-    for t in stamps:
-        i0, i1, a = _bracket(js, t, state_tol, ep, 'joint state')
+    for k, t in enumerate(stamps):
+        i0, i1, a, synced = _bracket(js, t, state_tol, ep, 'joint state', max_gap)
+        in_gap[k] |= not synced
         s0, s1 = js.values[i0], js.values[i1]
         missing = [n for n in (*joint_names, gripper_joint) if n and (n not in s0 or n not in s1)]
         if missing and (use_fk or gripper_joint in missing):
@@ -227,8 +239,13 @@ def synchronize(raw: RawEpisode, *, step_period_s: float, sync: SyncConfig, join
         command[i] = gripper_state[min(i + 1, len(stamps) - 1)]
     if not np.all(np.isfinite(command)):
         raise EpisodeError(ep, gc.topic if gc is not None else js.topic, 'gripper command is not finite')
+    without_state = int(np.count_nonzero(has_frame & in_gap))
+    has_frame = has_frame & ~in_gap
+    if not has_frame.any():
+        raise EpisodeError(ep, js.topic, f'unsynchronized stamps: no step with a state sample within {state_tol:.3f} '
+                           's and a frame')
     return EpisodeSteps(name=ep, stamps=stamps, frame_stamps=frame_stamps, has_frame=has_frame, images=images,
                         depths=np.stack(depths), intrinsics=intrinsics, camera_poses=camera_poses, ee_poses=ee_poses,
                         joint_positions=joint_positions, gripper_state=gripper_state, gripper_command=command,
                         instruction=text, succeeded=raw.succeeded, ee_source='fk' if use_fk else 'pose',
-                        steps_without_depth=missing_depth)
+                        steps_without_depth=missing_depth, steps_without_state=without_state)

@@ -103,6 +103,7 @@ class EpisodeSpec:
     drop_frames_at: tuple = ()          # frame indices whose image and depth are not recorded
     drop_depth_at: tuple = ()           # frame indices whose depth alone is not recorded
     drop_camera_pose_at: tuple = ()     # frame indices whose camera pose samples are not recorded
+    drop_joint_states_at: tuple = ()    # frame indices whose joint state and ee pose samples are not recorded
     camera_drift_m: float = 0.0         # the recorded camera pose moves this far along x per frame
     joint_delta_rad: tuple = (0.35, 0.25, -0.2, -0.3, 0.2, 0.25, 0.3)
     close_gripper_at: Optional[int] = 6
@@ -138,13 +139,15 @@ def record_sim_episode(sim, path: Path, spec: EpisodeSpec, namespace: str = '/de
         for half in (0, 1):  # joint states and poses at 20 Hz, camera at 10 Hz
             t = t0 + i * period + half * period / 2
             js = sim.joint_state()
-            w.write('joint_states', t, {'header': _header(t, ''), 'name': list(js.names),
-                                        'position': js.positions.tolist(), 'velocity': js.velocities.tolist(),
-                                        'effort': js.efforts.tolist()})
+            if i not in spec.drop_joint_states_at:
+                w.write('joint_states', t, {'header': _header(t, ''), 'name': list(js.names),
+                                            'position': js.positions.tolist(), 'velocity': js.velocities.tolist(),
+                                            'effort': js.efforts.tolist()})
             ee = sim.ee_pose().matrix.copy()
             if spec.nan_pose_at is not None and i == spec.nan_pose_at and half == 0:
                 ee[0, 3] = float('nan')
-            w.write('sim_arm/ee_pose', t, {'header': _header(t, 'panda_link0'), 'pose': _pose(ee)})
+            if i not in spec.drop_joint_states_at:
+                w.write('sim_arm/ee_pose', t, {'header': _header(t, 'panda_link0'), 'pose': _pose(ee)})
             if i not in spec.drop_camera_pose_at:
                 cam_pose = sim.camera_pose().matrix.copy()
                 cam_pose[0, 3] += spec.camera_drift_m * i

@@ -290,23 +290,53 @@ def test_a_lost_depth_message_costs_one_example_not_the_episode(sim, tmp_path):
     assert len(_rows({'dir': tmp_path / 'out'})) == 5  # 7 steps with an action, minus the two without depth
 
 
-def test_a_fixed_cameras_pose_holds_across_a_gap_a_moving_ones_does_not(sim, tmp_path):
+def test_a_fixed_cameras_pose_holds_across_a_gap_a_moving_ones_is_bridged(sim, tmp_path):
     """The simulator's pose stream paused 0.10-0.16 s under load and 82 of 850 episodes were lost: a camera
-    pose that never changes holds between its samples; a moving camera's gap is still an error."""
+    pose that never changes holds between its samples; a moving camera's gap is interpolated across, and the
+    step inside it is no example; a gap longer than max_state_gap_s is still an error."""
     from sim_episodes import EpisodeSpec, record_sim_episode
-    gap = (3, 4, 5)    # 0.3 s without a camera pose sample
+    gap = (3, 4, 5)    # no camera pose sample from 0.25 s to 0.6 s
     spec = record_sim_episode(sim, tmp_path / 'fixed.mcap', EpisodeSpec(steps=8, drop_camera_pose_at=gap))
     raw = read_episode(tmp_path / 'fixed.mcap', TopicConfig())
     steps = synchronize(raw, step_period_s=0.1, sync=SyncConfig(), joint_names=(), gripper_joint='panda_finger_joint1',
                         fk=None)
-    assert len(steps) == 8
+    assert len(steps) == 8 and steps.has_frame.all() and steps.steps_without_state == 0
     np.testing.assert_allclose(steps.camera_poses, np.repeat(spec.truth['camera'][:1], 8, axis=0), atol=1e-6)
-    record_sim_episode(sim, tmp_path / 'moving.mcap', EpisodeSpec(steps=8, drop_camera_pose_at=gap,
-                                                                   camera_drift_m=0.001))
+    spec = record_sim_episode(sim, tmp_path / 'moving.mcap', EpisodeSpec(steps=8, drop_camera_pose_at=gap,
+                                                                          camera_drift_m=0.001))
     raw = read_episode(tmp_path / 'moving.mcap', TopicConfig())
+    steps = synchronize(raw, step_period_s=0.1, sync=SyncConfig(), joint_names=(), gripper_joint='panda_finger_joint1',
+                        fk=None)
+    # Step 4 (0.4 s) is 0.15 s from the nearest sample: bridged, no example; its neighbours are examples.
+    assert not steps.has_frame[4] and steps.has_frame[[0, 1, 2, 3, 6, 7]].all()
+    assert steps.steps_without_state == int(np.count_nonzero(~steps.has_frame))
+    # Interpolated across the gap: between the last sample before it (0.25 s, drifted 2 mm) and the first after
+    # (0.6 s, 6 mm), at 0.4 s: 2 + 4 * 0.15 / 0.35 mm.
+    drift = steps.camera_poses[4][0, 3] - spec.truth['camera'][4][0, 3]
+    assert drift == pytest.approx(0.002 + 0.004 * 0.15 / 0.35, abs=1e-6)
     with pytest.raises(EpisodeError, match='camera_pose: unsynchronized stamps'):
-        synchronize(raw, step_period_s=0.1, sync=SyncConfig(), joint_names=(), gripper_joint='panda_finger_joint1',
-                    fk=None)
+        synchronize(raw, step_period_s=0.1, sync=SyncConfig(max_state_gap_s=0.2), joint_names=(),
+                    gripper_joint='panda_finger_joint1', fk=None)
+
+
+def test_a_pause_of_the_joint_states_drops_its_steps_not_the_episode(sim, tmp_path):
+    """A DAgger run's state stream paused 0.11-0.12 s once in 150 s and the whole episode was skipped: the
+    steps inside such a pause are no examples, the rest of the episode is kept."""
+    from sim_episodes import EpisodeSpec, record_sim_episode
+    record_sim_episode(sim, tmp_path / 'paused.mcap', EpisodeSpec(steps=8, drop_joint_states_at=(4,)))
+    raw = read_episode(tmp_path / 'paused.mcap', TopicConfig())
+    steps = synchronize(raw, step_period_s=0.1, sync=SyncConfig(state_tolerance_s=0.04), joint_names=(),
+                        gripper_joint='panda_finger_joint1', fk=None)
+    assert steps.has_frame.tolist() == [True] * 4 + [False] + [True] * 3
+    assert steps.steps_without_state == 1 and np.all(np.isfinite(steps.ee_poses))
+    report = build_dataset(BuildOptions(episodes=tmp_path / 'paused.mcap', out_dir=tmp_path / 'out', horizon=4,
+                                        train_depth_tokenizer=True, tokenizer_steps=1, progress=False,
+                                        sync=SyncConfig(state_tolerance_s=0.04)), log=lambda m: None)
+    assert report.episodes == 1 and report.skipped == []
+    assert len(_rows({'dir': tmp_path / 'out'})) == 6   # 7 steps with an action, minus the one in the pause
+    with pytest.raises(EpisodeError, match='joint_states: unsynchronized stamps'):
+        synchronize(raw, step_period_s=0.1, sync=SyncConfig(state_tolerance_s=0.04, max_state_gap_s=0.1),
+                    joint_names=(), gripper_joint='panda_finger_joint1', fk=None)
 
 
 def test_only_successful_skips_failed_episodes(sim, tmp_path):
