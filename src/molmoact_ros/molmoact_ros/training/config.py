@@ -118,7 +118,7 @@ class SyncConfig:
     image_tolerance_s: Optional[float] = None
     depth_tolerance_s: float = 0.02
     state_tolerance_s: float = 0.1
-    max_state_gap_s: float = 0.5
+    max_state_gap_s: float = 1.0
 
     def image_tolerance(self, step_period_s: float) -> float:
         return 0.5 * step_period_s if self.image_tolerance_s is None else float(self.image_tolerance_s)
