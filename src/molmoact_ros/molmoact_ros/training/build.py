@@ -55,7 +55,7 @@ from .config import SyncConfig, TopicConfig, load_topic_config
 from .depth_tokenizer import DepthTokenizer, load_depth_tokenizer, save_checkpoint, train_depth_tokenizer
 from .episode import EpisodeSteps, synchronize
 from .labels import (AnswerMismatch, action_chunks, answer_text, commanded_chunks, ee_deltas, gripper_raw_value,
-                     model_image, traces)
+                     model_image, own_path_from, traces)
 from .lerobot_format import LeRobotWriter
 from .recording import EpisodeError, RawEpisode, read_episode
 
@@ -203,13 +203,19 @@ def _fk(profile: RobotProfile):
     return lambda q: kin.fk(q)
 
 
-def _commanded(raw: RawEpisode, profile: RobotProfile) -> tuple[np.ndarray, list]:
-    """The recorded commanded chunks in the profile's action units: (stamps, [(H, 7) arrays]); an
+def _commanded(raw: RawEpisode, profile: RobotProfile) -> tuple:
+    """The recorded commanded chunks in the profile's action units: (stamps, [(H, 7) arrays]), and where
+    another topic drove the arm (``executed_chunk``), its chunks the same way (else None); an
     :class:`EpisodeError` naming the topic when there are none or they are in another action space."""
     stream = raw.action_chunks
     if stream is None:
         raise EpisodeError(raw.name, raw.topics.get('action_chunk', 'action_chunk'),
                            'missing: no commanded action chunks (ActionChunk topic) for --actions commanded')
+    executed = _chunks_in_profile_units(raw, raw.executed_chunks, profile) if raw.executed_chunks else None
+    return (*_chunks_in_profile_units(raw, stream, profile), executed)
+
+
+def _chunks_in_profile_units(raw: RawEpisode, stream, profile: RobotProfile) -> tuple[np.ndarray, list]:
     frame = profile.frames.base if profile.delta_frame is DeltaFrame.BASE else profile.frames.ee
     scale = profile.action_scale
     out = []
@@ -234,7 +240,7 @@ def _commanded(raw: RawEpisode, profile: RobotProfile) -> tuple[np.ndarray, list
 
 def _prepare(steps: EpisodeSteps, profile: RobotProfile, opts: BuildOptions,
              commanded: Optional[tuple] = None) -> tuple[_Prepared, int]:
-    """Labels of every step but the last; ``commanded``: (stamps, chunks) of :func:`_commanded`."""
+    """Labels of every step but the last; ``commanded``: (stamps, chunks, executed) of :func:`_commanded`."""
     n = len(steps)
     imgs, m2s = [], None
     for rgb in steps.images[:n - 1]:
@@ -257,8 +263,14 @@ def _prepare(steps: EpisodeSteps, profile: RobotProfile, opts: BuildOptions,
     if commanded is not None:
         # A commanded chunk labels the step of its observation (within half a step); the others are no
         # examples (they are not dropped for a missing trace, so they are not counted in ``dropped``).
+        tolerance = 0.5 * profile.step_period_s
         chunks, padding, labelled = commanded_chunks(steps.stamps[:n - 1], commanded[0], commanded[1],
-                                                     opts.horizon, 0.5 * profile.step_period_s)
+                                                     opts.horizon, tolerance)
+        if commanded[2] is not None:
+            # Labels of another topic than what drove the arm: a step's trace (its path to the end) is the
+            # labeller's only after the last chunk that was not (labels.own_path_from).
+            labelled = labelled & own_path_from(steps.stamps[:n - 1], commanded[0], commanded[1],
+                                                *commanded[2], tolerance)
         tr = [t if has else [] for t, has in zip(tr, labelled)]
         actions = np.where(labelled[:, None], np.nan_to_num(chunks[:, 0]), actions)
     return _Prepared(steps.name, steps.instruction, np.stack(imgs), depth_u8, tr, actions, state,
@@ -366,7 +378,10 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
             prep, dropped = _prepare(steps, profile, opts, commanded)
             if commanded is not None and not any(prep.traces):
                 raise EpisodeError(name, raw.topics.get('action_chunk', ''), 'no example: no commanded chunk '
-                                   'labels a step whose end effector is in the image')
+                                   'labels a step whose end effector is in the image' +
+                                   (' and whose path to the end is the labeller\'s (every chunk executed on '
+                                    f'{raw.topics.get("executed_chunk")} differs from its label)'
+                                    if commanded[2] is not None else ''))
             dropped_total += dropped
             prepared.append(_Spilled.spill(prep, spill / f'{len(prepared):06d}.npz'))
             del prep, steps, raw

@@ -18,6 +18,9 @@ A YAML file (``build_dataset --topics topics.yaml``) holds any subset of :class:
     action_chunk: action_chunk      # molmoact_msgs/ActionChunk: the chunks commanded (optional; the labels
                                     #   of build_dataset --actions commanded); several, comma-separated, by
                                     #   preference: expert/action_chunk,action_chunk (DAgger runs and demos)
+    executed_chunk: action_chunk    # the chunks that drove the arm; where action_chunk resolves to another
+                                    #   topic (an expert's labels), a step is an example only once every chunk
+                                    #   executed from it on is its label (its trace is then the labeller's path)
     ee_source: auto                 # auto | pose | fk (forward kinematics of joint_states)
 
 A name that starts with ``/`` is absolute. ``''`` disables an optional topic.
@@ -59,6 +62,7 @@ class TopicConfig:
     instruction: str = 'instruction'
     task_state: str = 'sim_arm/task_state'
     action_chunk: str = 'action_chunk'
+    executed_chunk: str = 'action_chunk'
     ee_source: str = 'auto'
 
     def __post_init__(self) -> None:

@@ -37,7 +37,7 @@ from ..robot.geometry import (CameraIntrinsics, MODEL_SPACE_MAX, project, resize
 
 __all__ = ['LINE_LENGTH', 'AnswerMismatch', 'model_image_size', 'model_image', 'project_points',
            'subsample_line', 'trace_for_step', 'traces', 'ee_deltas', 'gripper_raw_value', 'action_chunks',
-           'commanded_chunks', 'answer_text', 'check_answer']
+           'commanded_chunks', 'own_path_from', 'answer_text', 'check_answer']
 
 #: Trace points per frame in MolmoAct's data (``--line-length 5``).
 LINE_LENGTH = grammar.MAX_TRACE_POINTS
@@ -254,6 +254,40 @@ def commanded_chunks(step_stamps: np.ndarray, chunk_stamps: np.ndarray, chunks: 
         idx = np.minimum(np.arange(horizon), len(c) - 1)
         out[i], padding[i], best[i] = c[idx], max(horizon - len(c), 0), gap
     return out, padding, np.isfinite(best)
+
+
+def own_path_from(step_stamps: np.ndarray, label_stamps: np.ndarray, labels: Sequence[np.ndarray],
+                  executed_stamps: np.ndarray, executed: Sequence[np.ndarray], tolerance_s: float,
+                  atol: float = 1e-9) -> np.ndarray:
+    """(N,) bool: whether the path the arm took from each step to the episode's end is the labeller's own.
+
+    With labels from another topic than the chunks that drove the arm (a DAgger run, demonstrations with
+    detours), a step's trace (the end effector's path from it to the end) shows the labeller's plan only when
+    every chunk executed from then on is the label of its observation (same stamp within ``tolerance_s``, same
+    values within ``atol``). After the last executed chunk that is not (a "foreign" one), the steps from the
+    next executed chunk's stamp (less ``tolerance_s``) on are True; the arm still runs the foreign chunk
+    before that. No foreign chunk: all True; nothing executed after the last foreign one: all False.
+    """
+    t = np.asarray(step_stamps, dtype=np.float64)
+    ls = np.asarray(label_stamps, dtype=np.float64)
+    es = np.asarray(executed_stamps, dtype=np.float64)
+    order = np.argsort(es, kind='stable')
+    foreign = np.zeros(len(es), dtype=bool)
+    for k in order:
+        same = False
+        if len(ls):
+            j = int(np.argmin(np.abs(ls - es[k])))
+            a, b = np.asarray(labels[j], dtype=np.float64), np.asarray(executed[k], dtype=np.float64)
+            same = abs(ls[j] - es[k]) <= tolerance_s and a.shape == b.shape and np.allclose(a, b, rtol=0.0,
+                                                                                             atol=atol)
+        foreign[k] = not same
+    if not foreign.any():
+        return np.ones(len(t), dtype=bool)
+    sorted_foreign = foreign[order]
+    last = int(np.flatnonzero(sorted_foreign)[-1])
+    if last == len(order) - 1:
+        return np.zeros(len(t), dtype=bool)
+    return t >= es[order[last + 1]] - tolerance_s
 
 
 # --- answer ----------------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ class RawEpisode:
     camera_pose: Optional[Stream] = None        # 4x4 base -> camera optical
     gripper_command: Optional[Stream] = None    # float
     action_chunks: Optional[Stream] = None      # CommandedChunk, stamped with its observation's time
+    executed_chunks: Optional[Stream] = None    # CommandedChunk that drove the arm, where not action_chunks
     instruction: Optional[str] = None
     succeeded: Optional[bool] = None
     task_instruction: Optional[str] = None
@@ -142,12 +143,13 @@ def resolve_topics(available: Sequence[str], config: TopicConfig) -> Dict[str, s
 
     With ``config.namespace`` set, relative names are prefixed by it. Without, a relative name matches the
     topic ``/name`` or the only topic ending in ``/name`` (several: the first in sorted order whose namespace
-    also holds the image topic). ``action_chunk`` may name several topics, comma-separated, by preference.
+    also holds the image topic). ``action_chunk`` may name several topics, comma-separated, by preference;
+    ``executed_chunk`` is resolved only where it is another topic than the ``action_chunk`` found.
     """
     available = sorted(set(available))
     roles = {k: getattr(config, k) for k in ('image', 'depth', 'camera_info', 'joint_states', 'ee_pose',
                                               'camera_pose', 'gripper_command', 'instruction', 'task_state',
-                                              'action_chunk')}
+                                              'action_chunk', 'executed_chunk')}
     for i, name in enumerate(config.tf):
         roles[f'tf{i}'] = name
 
@@ -174,6 +176,10 @@ def resolve_topics(available: Sequence[str], config: TopicConfig) -> Dict[str, s
             if found:
                 out[role] = found[0]
                 break
+    if out.get('executed_chunk') == out.get('action_chunk'):
+        out.pop('executed_chunk', None)   # the labels are what drove the arm
+    elif 'action_chunk' not in out:
+        out.pop('executed_chunk', None)
     return out
 
 
@@ -255,7 +261,7 @@ def read_episode(path: str | Path, config: TopicConfig, *, name: Optional[str] =
                         value = str(msg.data)
                     elif role == 'task_state':
                         value = (bool(msg.succeeded), str(msg.instruction))
-                    elif role == 'action_chunk':
+                    elif role in ('action_chunk', 'executed_chunk'):
                         value = _decode_action_chunk(msg)
                     elif role.startswith('tf'):
                         for ts in msg.transforms:
@@ -314,5 +320,6 @@ def read_episode(path: str | Path, config: TopicConfig, *, name: Optional[str] =
     return RawEpisode(name=episode, path=path, topics=topics, images=streams['image'], depths=streams['depth'],
                       camera_info=streams['camera_info'], joint_states=streams['joint_states'], ee_pose=ee,
                       camera_pose=cam, gripper_command=stream('gripper_command'),
-                      action_chunks=stream('action_chunk'), instruction=instruction,
+                      action_chunks=stream('action_chunk'), executed_chunks=stream('executed_chunk'),
+                      instruction=instruction,
                       succeeded=succeeded, task_instruction=task_instruction, frames=frames)

@@ -25,7 +25,7 @@ TYPES = {
     'sim_arm/ee_pose': 'geometry_msgs/msg/PoseStamped', 'sim_arm/camera_pose': 'geometry_msgs/msg/PoseStamped',
     'instruction': 'std_msgs/msg/String', 'sim_arm/task_state': 'molmoact_msgs/msg/TaskState',
     'gripper_controller/commands': 'std_msgs/msg/Float64MultiArray',
-    'action_chunk': 'molmoact_msgs/msg/ActionChunk',
+    'action_chunk': 'molmoact_msgs/msg/ActionChunk', 'expert/action_chunk': 'molmoact_msgs/msg/ActionChunk',
 }
 
 
@@ -82,12 +82,21 @@ def commanded_actions(frame: int, steps: int) -> np.ndarray:
 def _write_chunk(w: 'TopicWriter', t: float, frame: int, spec: 'EpisodeSpec') -> np.ndarray:
     from types import SimpleNamespace  # a step has a field named ``values``: a dict's method of that name hides it
     a = commanded_actions(frame, spec.chunk_steps)
-    steps = [SimpleNamespace(translation_m={'x': r[0], 'y': r[1], 'z': r[2]}, rotation_rad={'x': r[3], 'y': r[4],
-                                                                                           'z': r[5]},
-                             gripper=float(r[6]), values=[], normalized=[], bins=b'') for r in a.tolist()]
-    w.write('action_chunk', t, {'header': _header(t, 'sim_camera_color_optical_frame'), 'steps': steps,
-                                'step_period_s': 0.1, 'action_dim': 7, 'rotation_convention': spec.chunk_convention,
-                                'delta_frame_id': 'panda_link0', 'model_id': 'test'})
+
+    def write(topic, actions):
+        steps = [SimpleNamespace(translation_m={'x': r[0], 'y': r[1], 'z': r[2]},
+                                 rotation_rad={'x': r[3], 'y': r[4], 'z': r[5]},
+                                 gripper=float(r[6]), values=[], normalized=[], bins=b'') for r in actions.tolist()]
+        w.write(topic, t, {'header': _header(t, 'sim_camera_color_optical_frame'), 'steps': steps,
+                           'step_period_s': 0.1, 'action_dim': 7, 'rotation_convention': spec.chunk_convention,
+                           'delta_frame_id': 'panda_link0', 'model_id': 'test'})
+    if spec.expert_labels:
+        # The label on expert/action_chunk; what drove the arm on action_chunk: another chunk before
+        # frame ``foreign_until`` (a detour, or a learner), the label itself from then on.
+        write('expert/action_chunk', a)
+        write('action_chunk', a + [0.005, 0, 0, 0, 0, 0, 0] if frame < spec.foreign_until else a)
+    else:
+        write('action_chunk', a)
     return a
 
 
@@ -111,6 +120,8 @@ class EpisodeSpec:
     chunk_offset_s: float = 0.0         # the chunks' stamps shifted by this from their frames'
     chunk_steps: int = 4                # steps per commanded chunk
     chunk_convention: int = 0           # ActionChunk.rotation_convention of the commanded chunks
+    expert_labels: bool = False         # the chunks also on expert/action_chunk (the labels)
+    foreign_until: int = 0              # with expert_labels: the executed chunks of frames before it differ
     truth: dict = field(default_factory=dict)   # filled: per-frame TCP poses, camera pose, sim intrinsics
 
 

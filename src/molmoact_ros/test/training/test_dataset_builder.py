@@ -18,6 +18,7 @@ from molmoact_ros.training import labels
 from molmoact_ros.training.build import BuildOptions, _depth_pool, _Prepared, _Spilled, build_dataset
 from molmoact_ros.training.config import SyncConfig, TopicConfig
 from molmoact_ros.training.episode import synchronize
+from molmoact_ros.training.labels import own_path_from
 from molmoact_ros.training.recording import EpisodeError, read_episode
 
 
@@ -365,6 +366,43 @@ def test_topic_config_from_yaml(tmp_path):
 
 # --- commanded action labels -----------------------------------------------------------------------
 
+def test_own_path_from_the_first_chunk_executed_as_labelled_after_the_last_foreign_one():
+    t = np.arange(10) * 0.1
+    a, b = np.zeros((4, 7)), np.ones((4, 7))
+    label_t = np.array([0.0, 0.2, 0.4, 0.6, 0.8])
+    labels = [a] * 5
+    same = own_path_from(t, label_t, labels, label_t, [a] * 5, 0.05)
+    assert same.all()                                                  # nothing foreign: every step
+    detour = own_path_from(t, label_t, labels, label_t, [b, b, a, a, a], 0.05)
+    assert detour.tolist() == [False] * 4 + [True] * 6                 # from the chunk at 0.4 s on
+    learner = own_path_from(t, label_t, labels, label_t, [b] * 5, 0.05)
+    assert not learner.any()
+    unlabelled = own_path_from(t, label_t[:3], labels[:3], label_t, [a] * 5, 0.05)
+    assert not unlabelled.any()                                        # the last executed chunk has no label
+
+
+@settings(max_examples=200, deadline=None)
+@given(foreign=st.lists(st.booleans(), min_size=1, max_size=12))
+def test_own_path_steps_never_precede_a_foreign_chunk(foreign):
+    """Property: a step marked own is after every foreign chunk's stamp, and every step at or after the first
+    chunk executed as labelled past the last foreign one is own."""
+    k = len(foreign)
+    label_t = np.arange(k) * 0.2
+    t = np.arange(2 * k) * 0.1
+    executed = [np.ones((2, 7)) if f else np.zeros((2, 7)) for f in foreign]
+    own = own_path_from(t, label_t, [np.zeros((2, 7))] * k, label_t, executed, 0.05)
+    foreign_t = label_t[np.array(foreign)]
+    if len(foreign_t):
+        assert not own[t <= foreign_t.max() + 1e-9].any()
+        last = int(np.flatnonzero(foreign)[-1])
+        if last + 1 < k:
+            assert own[t >= label_t[last + 1] - 1e-9].all()
+        else:
+            assert not own.any()
+    else:
+        assert own.all()
+
+
 def test_commanded_chunks_label_the_nearest_step_cut_or_padded_to_the_horizon():
     t = 10.0 + 0.1 * np.arange(6)
     a = [np.full((5, 2), 1.0), np.arange(4).reshape(2, 2) + 0.0, np.full((3, 2), 7.0), np.full((3, 2), 9.0)]
@@ -420,6 +458,37 @@ def test_commanded_actions_label_the_dataset(sim, tmp_path):
     np.testing.assert_allclose(stats['min'], every.min(0), atol=1e-9)
     meta = json.loads((tmp_path / 'out' / 'meta' / 'molmoact.json').read_text())
     assert meta['actions'] == 'commanded'
+
+
+def test_relabelled_steps_are_examples_only_once_the_labeller_drives(sim, tmp_path):
+    """Labels on expert/action_chunk, another chunk executed on action_chunk until frame 4 (a detour, a
+    learner): the steps before the first chunk executed as labelled have a trace that is not the labeller's
+    path, and are no examples; from frame 4 on the labels are examples. The demonstration's own topic alone
+    (no relabelling) keeps every labelled step."""
+    from sim_episodes import EpisodeSpec, commanded_actions, record_sim_episode
+    src = tmp_path / 'eps'
+    src.mkdir()
+    record_sim_episode(sim, src / 'detour.mcap', EpisodeSpec(steps=12, chunk_every=2, chunk_steps=4,
+                                                              expert_labels=True, foreign_until=4))
+    topics = TopicConfig(action_chunk='expert/action_chunk,action_chunk')
+    report = build_dataset(BuildOptions(episodes=src, out_dir=tmp_path / 'out', horizon=4, train_depth_tokenizer=True,
+                                        tokenizer_steps=1, progress=False, actions='commanded', topics=topics),
+                           log=lambda m: None)
+    assert report.skipped == [] and report.examples == 4      # frames 4, 6, 8, 10 (not 0, 2)
+    rows = _rows({'dir': tmp_path / 'out'})
+    for row, frame in zip(rows, (4, 6, 8, 10)):
+        np.testing.assert_allclose(np.reshape(row['molmoact.action_chunk'], (4, 7)), commanded_actions(frame, 4),
+                                   atol=1e-6)
+    own = build_dataset(BuildOptions(episodes=src, out_dir=tmp_path / 'own', horizon=4, train_depth_tokenizer=True,
+                                     tokenizer_steps=1, progress=False, actions='commanded'), log=lambda m: None)
+    assert own.examples == 6
+    # Every executed chunk differs from its label (a learner's whole run): no example, with the reason.
+    record_sim_episode(sim, src / 'learner.mcap', EpisodeSpec(steps=12, chunk_every=2, chunk_steps=4,
+                                                               expert_labels=True, foreign_until=12))
+    with pytest.raises(ValueError, match='every chunk executed on /demo/action_chunk differs from its label'):
+        build_dataset(BuildOptions(episodes=src / 'learner.mcap', out_dir=tmp_path / 'l', horizon=4,
+                                   train_depth_tokenizer=True, tokenizer_steps=1, progress=False,
+                                   actions='commanded', topics=topics), log=lambda m: None)
 
 
 def test_commanded_actions_need_the_topic_and_the_profiles_action_space(sim, tmp_path):
