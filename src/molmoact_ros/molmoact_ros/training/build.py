@@ -62,6 +62,8 @@ from .recording import EpisodeError, RawEpisode, read_episode
 __all__ = ['BuildOptions', 'BuildReport', 'build_dataset', 'dataset_statistics', 'main']
 
 ACTION_SOURCES = ('measured', 'commanded')
+#: What the norm stats' ``q01`` / ``q99`` (the bounds actions are normalised and binned by) hold.
+ACTION_BOUNDS = ('q01_q99', 'min_max')
 ACTION_NAMES = ['dx', 'dy', 'dz', 'r0', 'r1', 'r2', 'gripper']
 STATE_NAMES = ['x', 'y', 'z', 'roll', 'pitch', 'yaw', 'gripper']
 
@@ -87,6 +89,7 @@ class BuildOptions:
     progress: bool = True
     seed: int = 0
     actions: str = 'measured'
+    action_bounds: str = 'q01_q99'
 
 
 @dataclass
@@ -296,14 +299,22 @@ def molmoact_features(height: int, width: int, horizon: int) -> dict:
     }
 
 
-def dataset_statistics(actions: np.ndarray, episodes: int, key: str) -> dict:
+def dataset_statistics(actions: np.ndarray, episodes: int, key: str, bounds: str = 'q01_q99') -> dict:
     """The OpenVLA ``dataset_statistics.json`` of per-step actions (N, 7): the suite's norm-stats format;
-    the gripper (last) dimension is not normalised (mask false), as MolmoAct's fine-tune stats have it."""
+    the gripper (last) dimension is not normalised (mask false), as MolmoAct's fine-tune stats have it.
+
+    ``bounds``: ``q01_q99`` (MolmoAct's: the 1st / 99th percentiles, so an action rarer than 1 % on one side is
+    clipped to the bound, and a model trained on them can never command it) or ``min_max`` (``q01`` / ``q99``
+    hold the min / max: every recorded action stays representable; for skewed data such as a demonstrator that
+    almost never moves back, 256 bins over +-2 cm are still 0.16 mm each)."""
+    if bounds not in ACTION_BOUNDS:
+        raise ValueError(f'action bounds must be one of {ACTION_BOUNDS}, got {bounds!r}')
     a = np.asarray(actions, dtype=np.float64)
     mask = [True] * (a.shape[1] - 1) + [False]
+    lo, hi = (a.min(0), a.max(0)) if bounds == 'min_max' else (np.quantile(a, 0.01, axis=0),
+                                                                np.quantile(a, 0.99, axis=0))
     action = {'mean': a.mean(0).tolist(), 'std': a.std(0).tolist(), 'max': a.max(0).tolist(),
-              'min': a.min(0).tolist(), 'q01': np.quantile(a, 0.01, axis=0).tolist(),
-              'q99': np.quantile(a, 0.99, axis=0).tolist(), 'mask': mask}
+              'min': a.min(0).tolist(), 'q01': lo.tolist(), 'q99': hi.tolist(), 'mask': mask}
     return {key: {'action': action, 'num_transitions': int(len(a)), 'num_trajectories': int(episodes)}}
 
 
@@ -330,6 +341,8 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
                          'trained before) or --train-depth-tokenizer')
     if opts.actions not in ACTION_SOURCES:
         raise ValueError(f'actions must be one of {ACTION_SOURCES}, got {opts.actions!r}')
+    if opts.action_bounds not in ACTION_BOUNDS:
+        raise ValueError(f'action bounds must be one of {ACTION_BOUNDS}, got {opts.action_bounds!r}')
     if opts.template not in grammar.TEMPLATES or opts.template == 'trajectory_conditioned':
         raise ValueError(f'template must be one of multi_view, single_view, finetune; got {opts.template!r}')
     template = grammar.TEMPLATES[opts.template]
@@ -403,7 +416,8 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
         tokenizer, checkpoint = train_depth_tokenizer(pool, steps=opts.tokenizer_steps, seed=opts.seed)
         save_checkpoint(checkpoint, meta / 'depth_tokenizer.pt')
         tokenizer.source = 'meta/depth_tokenizer.pt'
-    stats_dict = dataset_statistics(np.concatenate([p.label_actions() for p in prepared]), len(prepared), key)
+    stats_dict = dataset_statistics(np.concatenate([p.label_actions() for p in prepared]), len(prepared), key,
+                                    opts.action_bounds)
     stats = NormStats.from_action_dict(stats_dict[key]['action'], key=key)
     h = opts.horizon
     mh, mw = prepared[0].image_hw
@@ -457,7 +471,8 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
         'builder': 'molmoact_ros.training.build', 'profile': profile.name, 'dataset_key': key,
         'horizon': h, 'action_dim': 7, 'action_names': ACTION_NAMES,
         'delta_frame': profile.delta_frame.value, 'rotation_convention': profile.rotation_convention.value,
-        'step_period_s': profile.step_period_s, 'actions': opts.actions, 'chunk_padding': 'repeat_last (MolmoAct chunk_actions)',
+        'step_period_s': profile.step_period_s, 'actions': opts.actions, 'action_bounds': opts.action_bounds,
+        'chunk_padding': 'repeat_last (MolmoAct chunk_actions)',
         'answer_template': template.name, 'prompt_variant': PromptVariant.MULTI_VIEW.value,
         'trace': {'max_points': grammar.MAX_TRACE_POINTS, 'space': '0..255 model space of the first image',
                   'future': 'from the current step to the episode end, subsampled like MolmoAct line_length 5'},
@@ -503,6 +518,10 @@ def main(argv=None) -> int:
     p.add_argument('--actions', choices=ACTION_SOURCES, default='measured',
                    help='action labels: the measured end-effector motion step to step (default), or the chunks '
                    'commanded (the ActionChunk topic: a scripted expert\'s, a teleoperator\'s)')
+    p.add_argument('--action-bounds', choices=ACTION_BOUNDS, default='q01_q99',
+                   help='the norm stats\' q01/q99 (the bounds actions are binned in): the 1st/99th percentiles '
+                   '(MolmoAct\'s; rarer actions are clipped), or min_max (every recorded action representable: '
+                   'for skewed demonstrations, e.g. an expert that almost never moves back)')
     p.add_argument('--action-chunk-topic', default='',
                    help='the ActionChunk topic of --actions commanded (default: the topics file\'s, action_chunk); '
                    'expert/action_chunk: the expert\'s labels of a model\'s run (evaluate --expert-labels, DAgger); '
@@ -532,7 +551,7 @@ def main(argv=None) -> int:
                             only_successful=args.only_successful, template=args.template,
                             instruction=args.instruction, dataset_key=args.dataset_key,
                             max_image_side_px=args.max_image_side, overwrite=args.overwrite,
-                            progress=not args.no_progress, actions=args.actions,
+                            progress=not args.no_progress, actions=args.actions, action_bounds=args.action_bounds,
                             sync=SyncConfig(state_tolerance_s=args.state_tolerance,
                                             max_state_gap_s=args.max_state_gap))
         report = build_dataset(opts, log=lambda m: print(m, file=sys.stderr))

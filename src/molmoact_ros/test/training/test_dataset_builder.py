@@ -491,6 +491,30 @@ def test_relabelled_steps_are_examples_only_once_the_labeller_drives(sim, tmp_pa
                                    actions='commanded', topics=topics), log=lambda m: None)
 
 
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(2, 300), seed=st.integers(0, 10_000))
+def test_min_max_bounds_keep_every_action_representable(n, seed):
+    """--action-bounds min_max: q01/q99 are the extremes, so normalising any recorded action stays inside
+    [-1, 1] unclipped; the default (MolmoAct's percentiles) lies inside them."""
+    from molmoact_ros.reasoning.action_space import NormStats, normalize_bounds_q99
+    from molmoact_ros.training.build import dataset_statistics
+    rng = np.random.default_rng(seed)
+    a = np.concatenate([rng.normal(0.0, 0.01, (n, 6)), rng.integers(0, 2, (n, 1))], axis=1)
+    a[:, 0] = np.abs(a[:, 0])          # skewed: almost never back
+    a[0, 0] = -0.015                   # one rare step back
+    mm = dataset_statistics(a, 3, 'k', 'min_max')['k']['action']
+    q = dataset_statistics(a, 3, 'k')['k']['action']
+    np.testing.assert_allclose(mm['q01'], a.min(0))
+    np.testing.assert_allclose(mm['q99'], a.max(0))
+    assert np.all(np.array(q['q01']) >= a.min(0) - 1e-12) and np.all(np.array(q['q99']) <= a.max(0) + 1e-12)
+    stats = NormStats.from_action_dict(mm, key='k')
+    norm = normalize_bounds_q99(a[None], stats)[0]
+    assert np.all(np.abs(norm[:, :6]) <= 1.0 + 1e-9)
+    assert norm[0, 0] == pytest.approx(-1.0)          # the rare step back is the lower bound, not clipped
+    with pytest.raises(ValueError, match='action bounds must be one of'):
+        dataset_statistics(a, 3, 'k', 'q05_q95')
+
+
 def test_commanded_actions_need_the_topic_and_the_profiles_action_space(sim, tmp_path):
     from sim_episodes import EpisodeSpec, record_sim_episode
     src = tmp_path / 'eps'
