@@ -40,7 +40,7 @@ import numpy as np
 from transforms3d.euler import mat2euler
 
 __all__ = ['Phase', 'LiftExpertConfig', 'ExpertObservation', 'ExpertChunk', 'LiftExpert', 'top_down_rotation',
-           'wrap_quarter_turn', 'DetourConfig', 'Detour', 'sample_detour', 'DetouringExpert']
+           'wrap_quarter_turn', 'DetourConfig', 'Detour', 'sample_detour', 'DetouringExpert', 'takeover_queries']
 
 GRIPPER_OPEN = 1.0
 GRIPPER_CLOSED = 0.0
@@ -308,3 +308,12 @@ class DetouringExpert:
         cube = np.array(obs.cube_pose, dtype=float)
         cube[:3, 3] += np.asarray(self.detour.offset_m, dtype=float)
         return self.actor.act(ExpertObservation(obs.ee_pose, cube), now_s), label
+
+
+def takeover_queries(seed: int, max_queries: int) -> int:
+    """How many model queries an ``--takeover-after`` episode runs before the expert takes over: uniform in
+    1..``max_queries``, reproducible from the episode's seed (so a set of episodes covers early and late
+    states of the learner)."""
+    if max_queries < 1:
+        raise ValueError(f'max_queries must be >= 1, got {max_queries}')
+    return int(np.random.default_rng([int(seed), 0x7A4E]).integers(1, max_queries + 1))

@@ -50,7 +50,8 @@ import numpy as np
 from molmoact_ros.ros.sync import stamp_to_s
 
 from ..suite import SuiteConfig, SuiteSession, wait_until
-from .expert import Detour, DetourConfig, DetouringExpert, ExpertObservation, LiftExpertConfig, sample_detour
+from .expert import (Detour, DetourConfig, DetouringExpert, ExpertObservation, LiftExpertConfig, sample_detour,
+                     takeover_queries)
 from .results import EndReason, EpisodeBudget, EpisodeClock, EpisodeResult, EvalReport, latency_summary
 
 #: Topics kept in ``--record`` files (relative to the namespace): what a real arm has, plus the task state
@@ -342,6 +343,7 @@ class Evaluator:
         self.out = Path(args.output).resolve()
         self.record_dir = Path(args.record).resolve() if args.record else None
         self.labeler: Optional[ScriptedPolicy] = None
+        self.takeover: Optional[ScriptedPolicy] = None
         self.report = EvalReport(args.policy, args.model if args.policy == 'model' else '', args.scene)
         self.suite: Optional[SuiteSession] = None
 
@@ -395,6 +397,10 @@ class Evaluator:
             if args.expert_labels:
                 self.labeler = ScriptedPolicy(node, self.watcher, expert, topic=EXPERT_ACTION_CHUNK)
                 self.watcher.on_model_chunk = self.labeler.label
+            if args.takeover_after:
+                # The expert that finishes the episode: executed and labelled alike (a detour-free DetourConfig
+                # makes it publish its label on expert/action_chunk too, where the model's were labelled).
+                self.takeover = ScriptedPolicy(node, self.watcher, expert, detours=DetourConfig(probability=0.0))
             self.goal_client = ActionClient(node, ExecuteInstruction, 'execute_instruction') \
                 if args.policy == 'model' else None
             self.reset_client = node.create_client(ResetEpisode, 'sim_arm/reset_episode')
@@ -545,8 +551,9 @@ class Evaluator:
         return state is not None and int(state.episode) == episode_no and bool(state.succeeded)
 
     def _run_scripted(self, clock: EpisodeClock, episode_no: int, instruction: str, seed: int,
-                      result: EpisodeResult) -> None:
-        detour = self.policy.reset(episode_no, seed)
+                      result: EpisodeResult, policy: Optional[ScriptedPolicy] = None) -> None:
+        policy = policy or self.policy
+        detour = policy.reset(episode_no, seed)
         if detour is not None:
             result.extra['detour'] = {'offset_m': [round(v, 4) for v in detour.offset_m],
                                       'start_s': round(detour.start_s, 3), 'end_s': round(detour.end_s, 3)}
@@ -558,7 +565,7 @@ class Evaluator:
                 break
             now = time.monotonic()
             if now >= next_s:
-                if self.policy.step(now, instruction, now - started):
+                if policy.step(now, instruction, now - started):
                     clock.step()
                 next_s = now + period
             time.sleep(0.02)
@@ -586,6 +593,9 @@ class Evaluator:
             trial = self.watcher.trial
             clock.end(EndReason.SUCCESS if trial.steered else EndReason.STEP_BUDGET, time.monotonic())
             return
+        if args.takeover_after:
+            self._run_takeover(clock, episode_no, instruction, result)
+            return
         if args.lockstep:
             goal = self._run_lockstep(clock, episode_no, instruction)
         else:
@@ -612,13 +622,36 @@ class Evaluator:
             result.detail = f"goal {outcome}: {goal['reason']}"[:500]
 
 
-    def _run_lockstep(self, clock: EpisodeClock, episode_no: int, instruction: str) -> dict:
+    def _run_takeover(self, clock: EpisodeClock, episode_no: int, instruction: str, result: EpisodeResult) -> None:
+        """``--takeover-after N``: the model for a seeded 1..N queries (lockstep, each observation labelled by the
+        expert), then the scripted expert to the end of the episode. Its success is the expert's, not the model's:
+        data (a learner's state, then the expert's recovery: ``build_dataset`` keeps the steps from the takeover
+        on), not an evaluation."""
+        seed = self.args.seed + result.index
+        queries = takeover_queries(seed, self.args.takeover_after)
+        goal = self._run_lockstep(clock, episode_no, instruction, max_queries=queries)
+        result.extra['goal'] = goal
+        result.extra['takeover'] = {'after_queries': queries, 'model_steps': int(goal['steps_completed'])}
+        clock.steps = int(goal['steps_completed'])
+        if self._succeeded(episode_no):
+            clock.check(time.monotonic(), True)
+            return
+        # The expert's own budget: its chunks are not model queries; the episode's time limit still holds.
+        left = max(1.0, self.args.episode_timeout - clock.elapsed_s(time.monotonic()))
+        expert_clock = EpisodeClock(EpisodeBudget(200, left), time.monotonic())
+        self._run_scripted(expert_clock, episode_no, instruction, seed, result, policy=self.takeover)
+        result.extra['takeover']['expert_chunks'] = expert_clock.steps
+        clock.steps += expert_clock.steps
+        clock.end(expert_clock.ended or EndReason.TIME_BUDGET, time.monotonic())
+
+    def _run_lockstep(self, clock: EpisodeClock, episode_no: int, instruction: str,
+                      max_queries: Optional[int] = None) -> dict:
         """The released LIBERO evaluator's loop: one query at a time, each after the previous answer's actions
         ran and a camera frame of the result came."""
         args = self.args
         execution_s = args.action_horizon * self.profile.step_period_s + 2.0 / args.camera_rate + 0.2
         goal = {'outcome': 'completed', 'reason': '', 'steps_completed': 0}
-        for _ in range(args.max_steps):
+        for _ in range(args.max_steps if max_queries is None else min(max_queries, args.max_steps)):
             left = args.episode_timeout - clock.elapsed_s(time.monotonic())
             if left < 1.0:
                 goal.update(outcome='timed_out', reason=f'the episode ran out of its {args.episode_timeout:g} s')
@@ -741,10 +774,14 @@ def parse_args(argv=None):
                    '(scripted); default 40 model, 200 scripted')
     p.add_argument('--episode-timeout', type=float, default=0.0, help='seconds per episode (default 240 model, '
                    '60 scripted)')
-    p.add_argument('--replan-period', type=float, default=0.4, help='scripted: seconds between chunks')
+    p.add_argument('--replan-period', type=float, default=0.4, help='scripted (and --takeover-after): seconds between the expert\'s chunks')
     p.add_argument('--expert-labels', action='store_true',
                    help='model, lift, with --record: DAgger labels: record the scripted expert\'s chunk for every '
                    'observation the model acted on (expert/action_chunk; nothing executes it)')
+    p.add_argument('--takeover-after', type=int, default=0,
+                   help='model, lift, with --expert-labels: the model drives for 1..N queries (seeded per episode), '
+                   'then the scripted expert finishes the episode (DAgger data whose traces are the expert\'s from '
+                   'the takeover on; its successes are the expert\'s: not an evaluation)')
     p.add_argument('--detours', type=float, default=0.0,
                    help='scripted, lift: share of episodes (0..1) driven for 1-5 s by an expert that believes the '
                    'cube is 3-10 cm off, every observation labelled by the right expert on expert/action_chunk '
@@ -812,6 +849,8 @@ def parse_args(argv=None):
         p.error('the scripted expert knows the lift scene only')
     if args.expert_labels and (libero or args.policy != 'model' or not args.record):
         p.error('--expert-labels labels the model policy\'s observations on the lift scene; it needs --record')
+    if args.takeover_after and not (args.expert_labels and 1 <= args.takeover_after <= 1000):
+        p.error('--takeover-after N (1..1000) needs --expert-labels (and so the model policy, lift, --record)')
     if not 0.0 <= args.detours <= 1.0:
         p.error('--detours must be within 0..1')
     if args.detours > 0 and (libero or args.policy != 'scripted'):

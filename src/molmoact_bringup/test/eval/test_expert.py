@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from transforms3d.euler import euler2mat
 
 from molmoact_bringup.eval.expert import (Detour, DetourConfig, DetouringExpert, ExpertObservation, LiftExpert,
-                                          LiftExpertConfig, Phase, sample_detour, top_down_rotation,
-                                          wrap_quarter_turn)
+                                          LiftExpertConfig, Phase, sample_detour, takeover_queries,
+                                          top_down_rotation, wrap_quarter_turn)
 
 CUBE_HALF_M = 0.021
 
@@ -205,3 +205,12 @@ def test_the_expert_recovers_from_any_detour_and_lifts():
                 lifted = True
                 break
         assert detoured > 0 and lifted, (seed, detour)
+
+
+def test_takeover_queries_are_seeded_and_cover_the_range():
+    got = [takeover_queries(seed, 6) for seed in range(400)]
+    assert got == [takeover_queries(seed, 6) for seed in range(400)]
+    assert set(got) == {1, 2, 3, 4, 5, 6}
+    assert takeover_queries(7, 1) == 1
+    with pytest.raises(ValueError):
+        takeover_queries(7, 0)
