@@ -247,12 +247,13 @@ class ScriptedPolicy:
     With ``detours`` (``--detours P``: DART noise injection, :class:`.expert.DetourConfig`) a share of the
     episodes is driven for a while by an expert that is wrong about the cube, and every chunk's observation is
     also labelled on :data:`EXPERT_ACTION_CHUNK` by the expert that is right (the label the dataset builder
-    prefers with ``--action-chunk-topic expert/action_chunk,action_chunk``)."""
+    prefers with ``--action-chunk-topic expert/action_chunk,action_chunk``); ``labels`` alone publishes that
+    label without detours (the expert of ``--takeover-after``, whose episodes' earlier chunks were labelled)."""
 
     MODEL_ID = 'scripted_expert'
 
     def __init__(self, node, watcher: Watcher, config: LiftExpertConfig, base_frame: str = 'panda_link0',
-                 topic: str = '', detours: Optional[DetourConfig] = None):
+                 topic: str = '', detours: Optional[DetourConfig] = None, labels: bool = False):
         from molmoact_msgs.msg import ActionChunk
 
         from molmoact_ros.ros.topics import ACTION_CHUNK, RELIABLE
@@ -261,7 +262,7 @@ class ScriptedPolicy:
         self.detours = detours
         self.pub = node.create_publisher(ActionChunk, topic or ACTION_CHUNK, RELIABLE)
         self.label_pub = node.create_publisher(ActionChunk, EXPERT_ACTION_CHUNK, RELIABLE) \
-            if detours is not None else None
+            if detours is not None or labels else None
         self.chunks = 0
         self.episode = 0
 
@@ -398,9 +399,9 @@ class Evaluator:
                 self.labeler = ScriptedPolicy(node, self.watcher, expert, topic=EXPERT_ACTION_CHUNK)
                 self.watcher.on_model_chunk = self.labeler.label
             if args.takeover_after:
-                # The expert that finishes the episode: executed and labelled alike (a detour-free DetourConfig
-                # makes it publish its label on expert/action_chunk too, where the model's were labelled).
-                self.takeover = ScriptedPolicy(node, self.watcher, expert, detours=DetourConfig(probability=0.0))
+                # The expert that finishes the episode: executed and labelled alike (on expert/action_chunk too,
+                # where the model's chunks were labelled).
+                self.takeover = ScriptedPolicy(node, self.watcher, expert, labels=True)
             self.goal_client = ActionClient(node, ExecuteInstruction, 'execute_instruction') \
                 if args.policy == 'model' else None
             self.reset_client = node.create_client(ResetEpisode, 'sim_arm/reset_episode')
@@ -627,7 +628,7 @@ class Evaluator:
         expert), then the scripted expert to the end of the episode. Its success is the expert's, not the model's:
         data (a learner's state, then the expert's recovery: ``build_dataset`` keeps the steps from the takeover
         on), not an evaluation."""
-        seed = self.args.seed + result.index
+        seed = result.seed
         queries = takeover_queries(seed, self.args.takeover_after)
         goal = self._run_lockstep(clock, episode_no, instruction, max_queries=queries)
         result.extra['goal'] = goal
@@ -774,7 +775,8 @@ def parse_args(argv=None):
                    '(scripted); default 40 model, 200 scripted')
     p.add_argument('--episode-timeout', type=float, default=0.0, help='seconds per episode (default 240 model, '
                    '60 scripted)')
-    p.add_argument('--replan-period', type=float, default=0.4, help='scripted (and --takeover-after): seconds between the expert\'s chunks')
+    p.add_argument('--replan-period', type=float, default=0.4,
+                   help='scripted (and --takeover-after): seconds between the expert\'s chunks')
     p.add_argument('--expert-labels', action='store_true',
                    help='model, lift, with --record: DAgger labels: record the scripted expert\'s chunk for every '
                    'observation the model acted on (expert/action_chunk; nothing executes it)')

@@ -40,7 +40,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 import numpy as np
 from transforms3d.euler import mat2euler
@@ -206,16 +206,22 @@ def _fk(profile: RobotProfile):
     return lambda q: kin.fk(q)
 
 
-def _commanded(raw: RawEpisode, profile: RobotProfile) -> tuple:
-    """The recorded commanded chunks in the profile's action units: (stamps, [(H, 7) arrays]), and where
-    another topic drove the arm (``executed_chunk``), its chunks the same way (else None); an
-    :class:`EpisodeError` naming the topic when there are none or they are in another action space."""
+class _Commanded(NamedTuple):
+    stamps: np.ndarray          # each label chunk's observation time (s)
+    chunks: list                # (H, 7) label chunks in the profile's action units
+    executed: Optional[tuple]   # (stamps, chunks) that drove the arm where another topic did, else None
+
+
+def _commanded(raw: RawEpisode, profile: RobotProfile) -> _Commanded:
+    """The recorded commanded chunks in the profile's action units, and where another topic drove the arm
+    (``executed_chunk``), its chunks the same way; an :class:`EpisodeError` naming the topic when there are
+    none or they are in another action space."""
     stream = raw.action_chunks
     if stream is None:
         raise EpisodeError(raw.name, raw.topics.get('action_chunk', 'action_chunk'),
                            'missing: no commanded action chunks (ActionChunk topic) for --actions commanded')
     executed = _chunks_in_profile_units(raw, raw.executed_chunks, profile) if raw.executed_chunks else None
-    return (*_chunks_in_profile_units(raw, stream, profile), executed)
+    return _Commanded(*_chunks_in_profile_units(raw, stream, profile), executed)
 
 
 def _chunks_in_profile_units(raw: RawEpisode, stream, profile: RobotProfile) -> tuple[np.ndarray, list]:
@@ -242,8 +248,8 @@ def _chunks_in_profile_units(raw: RawEpisode, stream, profile: RobotProfile) -> 
 
 
 def _prepare(steps: EpisodeSteps, profile: RobotProfile, opts: BuildOptions,
-             commanded: Optional[tuple] = None) -> tuple[_Prepared, int]:
-    """Labels of every step but the last; ``commanded``: (stamps, chunks, executed) of :func:`_commanded`."""
+             commanded: Optional[_Commanded] = None) -> tuple[_Prepared, int]:
+    """Labels of every step but the last; ``commanded``: of :func:`_commanded`."""
     n = len(steps)
     imgs, m2s = [], None
     for rgb in steps.images[:n - 1]:
@@ -267,13 +273,13 @@ def _prepare(steps: EpisodeSteps, profile: RobotProfile, opts: BuildOptions,
         # A commanded chunk labels the step of its observation (within half a step); the others are no
         # examples (they are not dropped for a missing trace, so they are not counted in ``dropped``).
         tolerance = 0.5 * profile.step_period_s
-        chunks, padding, labelled = commanded_chunks(steps.stamps[:n - 1], commanded[0], commanded[1],
+        chunks, padding, labelled = commanded_chunks(steps.stamps[:n - 1], commanded.stamps, commanded.chunks,
                                                      opts.horizon, tolerance)
-        if commanded[2] is not None:
+        if commanded.executed is not None:
             # Labels of another topic than what drove the arm: a step's trace (its path to the end) is the
             # labeller's only after the last chunk that was not (labels.own_path_from).
-            labelled = labelled & own_path_from(steps.stamps[:n - 1], commanded[0], commanded[1],
-                                                *commanded[2], tolerance)
+            labelled = labelled & own_path_from(steps.stamps[:n - 1], commanded.stamps, commanded.chunks,
+                                                *commanded.executed, tolerance)
         tr = [t if has else [] for t, has in zip(tr, labelled)]
         actions = np.where(labelled[:, None], np.nan_to_num(chunks[:, 0]), actions)
     return _Prepared(steps.name, steps.instruction, np.stack(imgs), depth_u8, tr, actions, state,
@@ -394,7 +400,7 @@ def build_dataset(opts: BuildOptions, log=print) -> BuildReport:
                                    'labels a step whose end effector is in the image' +
                                    (' and whose path to the end is the labeller\'s (every chunk executed on '
                                     f'{raw.topics.get("executed_chunk")} differs from its label)'
-                                    if commanded[2] is not None else ''))
+                                    if commanded.executed is not None else ''))
             dropped_total += dropped
             prepared.append(_Spilled.spill(prep, spill / f'{len(prepared):06d}.npz'))
             del prep, steps, raw
