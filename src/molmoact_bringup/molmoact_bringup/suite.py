@@ -175,11 +175,13 @@ class SuiteSession:
         ``stop()``: polled while the goal runs; when it holds, the goal is cancelled (e.g. the task
         succeeded) and the result is awaited. Returns outcome, reason, steps_completed, stopped and (when a
         result came) last_request_id."""
+        import rclpy
         from molmoact_msgs.action import ExecuteInstruction
         goal = ExecuteInstruction.Goal(instruction=instruction, max_steps=int(max_steps), timeout_s=float(timeout_s),
                                        execute=True)
         future = client.send_goal_async(goal)
-        if not wait_until(future.done, 30.0) or not future.result().accepted:
+        if not wait_until(lambda: future.done() or not rclpy.ok(), 30.0) or not future.done() \
+                or not future.result().accepted:
             return {'outcome': 'rejected', 'reason': 'the execute_instruction goal was not accepted',
                     'steps_completed': 0, 'stopped': False}
         handle = future.result()
@@ -187,6 +189,11 @@ class SuiteSession:
         stopped = False
         end = time.monotonic() + timeout_s + 10.0
         while not result_future.done() and time.monotonic() < end:
+            if not rclpy.ok():
+                # SIGINT / SIGTERM shut the context down: no result can come any more (the goal ran on until
+                # its timeout, minutes, before this returned).
+                return {'outcome': 'interrupted', 'reason': 'ROS was shut down (a signal) while the goal ran',
+                        'steps_completed': 0, 'stopped': stopped}
             if not stopped and stop is not None and stop():
                 stopped = True
                 handle.cancel_goal_async()
@@ -211,16 +218,12 @@ class SuiteSession:
         """Bring everything down and stop the simulator (bounded: SIGINT, then SIGKILL after 10 s)."""
         import rclpy
         try:
-            if self.sink is not None and self.sink.lifecycle_label == 'active':
-                try:
-                    from molmoact_ros.ros.lifecycle import LifecycleClient, walk
-                    walk([LifecycleClient(self.pipeline.manager, self.sink.get_fully_qualified_name(), spinning=True)],
-                         ['deactivate', 'cleanup'])
-                except Exception as exc:  # noqa: BLE001 - shutting down anyway
-                    print(f'suite: command sink bring-down: {exc}', file=sys.stderr)
+            if rclpy.ok():
+                self._bring_down()
+            # else a signal shut the context down: no lifecycle service can be called and nothing published
+            # any more (each try failed: 'rcl node's context is invalid'); the sink stops sending with the
+            # executor, and the simulator is stopped below.
             if self.pipeline is not None:
-                if self.config.with_pipeline:
-                    self.pipeline.bring_down()
                 for node in (self.probe, self.sink):
                     if node is not None:
                         self.pipeline.executor.remove_node(node)
@@ -232,6 +235,22 @@ class SuiteSession:
             if self._rclpy_started:
                 rclpy.try_shutdown()
             self._stop_sim()
+
+    def _bring_down(self) -> None:
+        """Deactivate and clean up the sink, then the stage nodes, through their lifecycle services (failures
+        are reported, not raised: everything else still has to stop)."""
+        from molmoact_ros.ros.lifecycle import LifecycleClient, walk
+        if self.sink is not None and self.sink.lifecycle_label == 'active':
+            try:
+                walk([LifecycleClient(self.pipeline.manager, self.sink.get_fully_qualified_name(), spinning=True)],
+                     ['deactivate', 'cleanup'])
+            except Exception as exc:  # noqa: BLE001 - shutting down anyway
+                print(f'suite: command sink bring-down: {exc}', file=sys.stderr)
+        if self.pipeline is not None and self.config.with_pipeline:
+            try:
+                self.pipeline.bring_down()
+            except Exception as exc:  # noqa: BLE001 - shutting down anyway
+                print(f'suite: pipeline bring-down: {exc}', file=sys.stderr)
 
     def _stop_sim(self) -> None:
         if self.sim is not None and self.sim.poll() is None:

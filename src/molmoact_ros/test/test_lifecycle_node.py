@@ -172,3 +172,17 @@ def test_error_texts_are_bounded(ros):
         assert node.build_status().last_error == node.last_error
     finally:
         node.destroy_node()
+
+
+def test_recording_an_error_after_the_context_shut_down_does_not_raise():
+    """SIGINT / SIGTERM shuts the context down under running worker threads; the error one of them records
+    then cannot be published, and must not kill the thread (an evaluate run hung on exactly that)."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = CounterNode('late', context=context)
+    try:
+        rclpy.shutdown(context=context)
+        node.record_error('the goal was cut off')
+        assert node.errors == 1 and node.last_error == 'the goal was cut off'
+    finally:
+        node.destroy_node()

@@ -418,11 +418,13 @@ class Evaluator:
                 raise RuntimeError('sim_arm/reset_episode is not available (is sim_arm too old?)')
             self._episodes(recording)
         finally:
-            if recording is not None:
-                recording.end()
-            suite.close()
-        self.report.settings['wall_s'] = round(time.monotonic() - t0, 2)
-        self.report.write(self.out / 'results.json')
+            try:
+                if recording is not None:
+                    recording.end()
+                suite.close()
+            finally:  # the episodes so far are written whatever the bring-down did
+                self.report.settings['wall_s'] = round(time.monotonic() - t0, 2)
+                self.report.write(self.out / 'results.json')
         return self.report
 
     def _sim_ready(self) -> bool:

@@ -177,8 +177,11 @@ class MolmoActLifecycleNode(LifecycleNode):
         return ()
 
     def publish_status(self) -> None:
-        """Publish ~/status and the same report, with :meth:`diagnostic_values`, on /diagnostics."""
-        if self._status_pub is None:
+        """Publish ~/status and the same report, with :meth:`diagnostic_values`, on /diagnostics.
+
+        Nothing once the node's context is shut down (SIGINT / SIGTERM): a worker thread that records its
+        last error then must not die of the publish (it did, and the process hung)."""
+        if self._status_pub is None or not self.context.ok():
             return
         status = self.build_status()
         self._status_pub.publish(status)

@@ -24,8 +24,11 @@ Messages handed over locally are shared, not copied: receivers must treat them a
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 from typing import Callable, Dict, Hashable, List, Optional, Tuple
+
+_LOG = logging.getLogger(__name__)
 
 
 _CURRENT = threading.local()
@@ -112,7 +115,11 @@ class StageWorker:
         try:
             fn(*args)
         except BaseException as exc:  # noqa: BLE001 - report and keep the worker alive
-            self._on_error(getattr(fn, '__name__', repr(fn)), exc)
+            name = getattr(fn, '__name__', repr(fn))
+            try:
+                self._on_error(name, exc)
+            except Exception:  # noqa: BLE001 - e.g. the node's context shut down under the report
+                _LOG.exception('%s: the error handler failed on %s (%s)', self.name, name, exc)
 
     def _drain_deferred(self) -> None:
         # Runs even when stopping: a deferred call hands a result to another stage, which has marked it

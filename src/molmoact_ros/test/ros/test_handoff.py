@@ -47,6 +47,25 @@ def test_worker_reports_errors_and_keeps_going():
         worker.stop()
 
 
+def test_worker_survives_a_failing_error_handler(caplog):
+    """A node whose context shut down (SIGTERM) cannot publish the error it records: the worker thread
+    must not die of that (it did, and the stage never finished its goal)."""
+    seen = []
+
+    def handler(name, exc):
+        raise RuntimeError('publisher\'s context is invalid')
+
+    worker = StageWorker('w', on_error=handler)
+    try:
+        worker.submit(lambda: 1 / 0)
+        worker.submit(seen.append, 2)
+        assert wait_for(lambda: seen == [2])
+        assert worker.running
+        assert any('the error handler failed' in r.getMessage() for r in caplog.records)
+    finally:
+        assert worker.stop()
+
+
 def test_worker_idle_runs_on_wake_and_periodically():
     calls = []
     worker = StageWorker('w', on_error=lambda *a: None, idle=lambda: calls.append(time.monotonic()),
