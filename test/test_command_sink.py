@@ -819,9 +819,9 @@ def test_servo_pose_targets_stay_within_step_limits_and_workspace(rig):
 def test_servo_pose_e_stop_holds_at_the_measured_pose(rig):
     arm, sink = rig['pose_arm'], rig['pose_sink']
     holds = sink.holds_sent
-    held = []  # the HoldCommands the sink publishes (a spy on the node's own method)
-    publish_hold = sink._publish_hold
-    sink._publish_hold = lambda hold: (held.append(hold), publish_hold(hold))[-1]
+    held = []  # the HoldCommands the sink publishes (a spy on its outputs' hold)
+    publish_hold = sink.outputs._hold
+    sink.outputs._hold = lambda hold: (held.append(hold), publish_hold(hold))[-1]
     try:
         n0 = len(arm.targets)
         steps = Steps(sink)
@@ -833,7 +833,7 @@ def test_servo_pose_e_stop_holds_at_the_measured_pose(rig):
         assert wait_for(lambda: sink.holds_sent == holds + 1, 10.0)
         t_hold = time.monotonic()
     finally:
-        del sink._publish_hold
+        del sink.outputs._hold
     (hold_command,) = held
     assert hold_command.cause is HaltCause.E_STOP and hold_command.pose is not None
     hold = hold_command.pose[:3, 3]

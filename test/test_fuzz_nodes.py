@@ -142,10 +142,10 @@ def rig(tmp_path_factory):
     sent = []   # every command the sink published: (SinkTick.command) in order
     original = sink._publish
 
-    def publish(tick, now):
+    def publish(tick):
         if tick.command is not None:
             sent.append(tick.command)
-        return original(tick, now)
+        return original(tick)
     sink._publish = publish
     decisions = {}   # request id -> the sink core's decisions on chunks of that id (in order)
     account = sink._account

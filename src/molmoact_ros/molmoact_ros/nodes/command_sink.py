@@ -2,10 +2,10 @@
 
 The decisions live in :class:`~molmoact_ros.cores.chunk_intake.ChunkIntake` (chunk validation, anchoring
 and its retries, limit tightening, Servo keep-alive: read that module first) and the
-:class:`~molmoact_ros.robot.executor.ArmExecutor` it drives; messages are built by
-:mod:`molmoact_ros.ros.sink_messages` and GripperCommand goals sent by :mod:`molmoact_ros.ros.gripper_action`.
-This node wires topics to the core under one lock, keeps the clock, publishes what the core returns and
-records its errors. Its parameters (``PARAMETERS``) are :class:`~molmoact_ros.cores.chunk_intake.CommandSinkConfig`
+:class:`~molmoact_ros.robot.executor.ArmExecutor` it drives; what a tick publishes is
+:class:`~molmoact_ros.ros.sink_outputs.SinkOutputs` (messages from :mod:`molmoact_ros.ros.sink_messages`,
+GripperCommand goals through :mod:`molmoact_ros.ros.gripper_action`). This node wires topics to the core under
+one lock, keeps the clock, counts what was published and records its errors. Its parameters (``PARAMETERS``) are :class:`~molmoact_ros.cores.chunk_intake.CommandSinkConfig`
 (read once at configure).
 
 Topics and services (relative names, so namespaces and remapping work):
@@ -53,22 +53,21 @@ import time
 from typing import Optional
 
 import numpy as np
-from geometry_msgs.msg import PoseStamped, TwistStamped
 from molmoact_msgs.msg import ActionChunk
 from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
-from trajectory_msgs.msg import JointTrajectory
 
 from ..cores.chunk_intake import (IK_BACKENDS, SINK_CHOICES, ChunkIntake, CommandSinkConfig,  # noqa: F401
-                                  Intake, IntakeDecision, KeepAlive, SinkTick)
+                                  Intake, IntakeDecision, SinkTick)
 from ..cores.sink_figures import SinkFigures
-from ..robot.executor import HoldCommand, JointCommand, PoseCommand, SinkMode, TwistCommand
+from ..robot.executor import HoldCommand, SinkMode
 from ..robot.profiles import GripperControllerType, load_profile
 from ..ros.gc_tuning import freeze_startup_heap
 from ..ros.gripper_action import GripperAction
 from ..ros.params import ParamSpec
+from ..ros.sink_outputs import SinkOutputs, output_topics
 from ..ros import sink_messages as M
 from ..ros.sync import stamp_to_s
 from ..ros import topics as T
@@ -142,6 +141,7 @@ class CommandSinkNode(MolmoActLifecycleNode):
         self.mode: Optional[SinkMode] = None
         self.intake: Optional[ChunkIntake] = None   # the decisions (cores/chunk_intake.py)
         self._pubs = {}
+        self.outputs: Optional[SinkOutputs] = None   # what a tick publishes (ros/sink_outputs.py)
         self.gripper_action: Optional[GripperAction] = None   # gripper_action controllers (ros/gripper_action.py)
         self.ik_selection = None       # robot.kinematics.IkSelection (joint_trajectory only)
         self._moveit_ik = None         # a MoveItPyIk kept across robot_description updates
@@ -188,23 +188,16 @@ class CommandSinkNode(MolmoActLifecycleNode):
             except Exception as exc:  # noqa: BLE001
                 return self.fail_transition(f'kinematics from the profile URDF: {type(exc).__name__}: {exc}')
 
-        def publisher(key, msg_type, topic):
+        for key, (msg_type, topic) in output_topics(
+                self.mode, profile, arm_controller=config.arm_controller, servo_twist_topic=config.servo_twist_topic,
+                servo_pose_topic=config.servo_pose_topic).items():
             self._pubs[key] = self.lifecycle_publisher(msg_type, topic, RELIABLE)
-
         sink = profile.sink
-        if self.mode is SinkMode.JOINT_TRAJECTORY:
-            publisher('arm', JointTrajectory, f'{config.arm_controller or sink.arm_controller}/joint_trajectory')
-        elif self.mode is SinkMode.SERVO_TWIST:
-            publisher('twist', TwistStamped, config.servo_twist_topic or sink.twist_topic)
-        elif self.mode is SinkMode.SERVO_POSE:
-            publisher('pose', PoseStamped, config.servo_pose_topic or sink.pose_topic)
-        if self.mode is not SinkMode.NONE:
-            if sink.gripper_controller_type in M.GRIPPER_MSG_TYPES:
-                publisher('gripper', M.GRIPPER_MSG_TYPES[sink.gripper_controller_type], sink.gripper_target)
-            elif sink.gripper_controller_type is GripperControllerType.GRIPPER_ACTION:
-                self.gripper_action = GripperAction.create(self, self._lock, self.get_logger(), sink.gripper_target,
-                                                           sink.gripper_max_effort)
-        publisher('commanded_pose', PoseStamped, T.COMMANDED_POSE)
+        if self.mode is not SinkMode.NONE and sink.gripper_controller_type is GripperControllerType.GRIPPER_ACTION:
+            self.gripper_action = GripperAction.create(self, self._lock, self.get_logger(), sink.gripper_target,
+                                                       sink.gripper_max_effort)
+        self.outputs = SinkOutputs(self._pubs, profile, hold_time_s=config.hold_time_s,
+                                   stamp=lambda: self.get_clock().now().to_msg(), gripper_action=self.gripper_action)
 
         kept = dict(count_inputs=False, while_inactive=True)   # robot state and the e-stop: also while inactive
         self.subscription(ActionChunk, T.ACTION_CHUNK, self.gate(self._on_chunk), RELIABLE)
@@ -233,8 +226,7 @@ class CommandSinkNode(MolmoActLifecycleNode):
         """Disable execution and send the hold while the publishers are still on, then stop publishing."""
         with self._lock:
             if self.intake is not None:
-                now = self._now_s()
-                self._publish(self.intake.deactivate(now), now)
+                self._publish(self.intake.deactivate(self._now_s()))
             self._active = False
         return super().on_deactivate(state)
 
@@ -348,9 +340,8 @@ class CommandSinkNode(MolmoActLifecycleNode):
         with self._lock:
             if self.intake is None:
                 return
-            now = self._now_s()
-            tick = self.intake.tick(now)
-            self._publish(tick, now)
+            tick = self.intake.tick(self._now_s())
+            self._publish(tick)
         self._account(tick.intake)
         elapsed = time.perf_counter() - start
         self._tick_times.append(elapsed)
@@ -358,64 +349,17 @@ class CommandSinkNode(MolmoActLifecycleNode):
             del self._tick_times[:500]
         self._tick_max_s = max(self._tick_max_s, elapsed)
 
-    def _publish(self, tick: SinkTick, now: float) -> None:
-        command = tick.command
-        if command is None:
-            resend = tick.resend
-            if resend is not None and resend.kind is KeepAlive.TWIST and 'twist' in self._pubs:
-                self._pubs['twist'].publish(self._twist(resend.twist.linear_m_s, resend.twist.angular_rad_s))
-            elif resend is not None and resend.kind is KeepAlive.ZERO_TWIST and 'twist' in self._pubs:
-                self._pubs['twist'].publish(self._twist())
-            elif resend is not None and resend.kind is KeepAlive.POSE and 'pose' in self._pubs:
-                self._pubs['pose'].publish(self._pose(resend.pose))
-            return
-        if isinstance(command, HoldCommand):
-            self._publish_hold(command)
-            return
-        self.commands_sent += 1
-        self.last_latency_s = command.age_s
-        self.current_request_id = command.request_id
-        if isinstance(command, JointCommand):
-            self._pubs['arm'].publish(M.joint_trajectory(command.names, command.positions,
-                                                         command.time_from_start_s))
-        elif isinstance(command, TwistCommand):
-            self._pubs['twist'].publish(self._twist(command.linear_m_s, command.angular_rad_s))
-        elif isinstance(command, PoseCommand) and 'pose' in self._pubs:
-            self._pubs['pose'].publish(self._pose(command.pose))
-        self._pubs['commanded_pose'].publish(self._pose(command.pose))
-        self._publish_gripper(command.gripper, tick.gripper_changed, getattr(command, 'time_from_start_s', 0.1))
-
-    def _twist(self, linear=M.ZERO3, angular=M.ZERO3) -> TwistStamped:
-        return M.twist_stamped(self.get_clock().now().to_msg(), self.profile.frames.base, linear, angular)
-
-    def _pose(self, pose: np.ndarray) -> PoseStamped:
-        return M.pose_stamped(self.get_clock().now().to_msg(), self.profile.frames.base, pose)
-
-    def _publish_hold(self, hold: HoldCommand) -> None:
-        self.holds_sent += 1
-        if self.gripper_action is not None:
-            self.gripper_action.halt()
-        cause = hold.cause.value if hold.cause is not None else 'unknown'
-        self.get_logger().info(f'halt ({cause}): holding the arm')
-        if 'arm' in self._pubs:
-            self._pubs['arm'].publish(M.joint_trajectory(self.profile.joint_names, hold.joint_positions,
-                                                         self.config.hold_time_s))
-        if 'twist' in self._pubs:
-            self._pubs['twist'].publish(self._twist())
-        if 'pose' in self._pubs and hold.pose is not None:
-            self._pubs['pose'].publish(self._pose(hold.pose))
-        if hold.pose is not None and 'commanded_pose' in self._pubs:
-            self._pubs['commanded_pose'].publish(self._pose(hold.pose))
-
-    def _publish_gripper(self, value: Optional[float], changed: Optional[float], duration_s: float) -> None:
-        """GripperCommand goals (the tracker decides) or, for a topic controller, the value when it changed."""
-        if self.gripper_action is not None:
-            self.gripper_action.send(value)
-        elif changed is not None and 'gripper' in self._pubs:
-            sink = self.profile.sink
-            self._pubs['gripper'].publish(M.gripper_msg(sink.gripper_controller_type, changed,
-                                                        sink.gripper_joint_multipliers, sink.gripper_joint_names,
-                                                        duration_s))
+    def _publish(self, tick: SinkTick) -> None:
+        """Publish what the core decided (:class:`~molmoact_ros.ros.sink_outputs.SinkOutputs`) and count it."""
+        sent = self.outputs.publish(tick)
+        if isinstance(sent, HoldCommand):
+            self.holds_sent += 1
+            cause = sent.cause.value if sent.cause is not None else 'unknown'
+            self.get_logger().info(f'halt ({cause}): holding the arm')
+        elif sent is not None:
+            self.commands_sent += 1
+            self.last_latency_s = sent.age_s
+            self.current_request_id = sent.request_id
 
     # -- diagnostics ----------------------------------------------------------------------------
     def figures(self) -> SinkFigures:
