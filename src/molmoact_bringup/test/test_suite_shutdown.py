@@ -55,3 +55,32 @@ def test_close_after_the_context_is_shut_down_stops_without_raising(tmp_path):
     rclpy.shutdown()
     session.close()
     assert not rclpy.ok()
+
+
+def test_close_after_the_signal_waits_for_a_stage_call_in_progress(tmp_path):
+    """A signal skips the lifecycle bring-down, which is what stopped the stage workers: a worker still inside the
+    model when the interpreter ended was killed there and the process aborted (rc 134, 'terminate called without
+    an active exception', seen in gdb in torch's linear). close() now stops the workers after their call."""
+    import threading
+
+    from molmoact_ros.nodes.pipeline import PIPELINE_STAGES, Pipeline
+    from molmoact_ros.ros.handoff import StageWorker
+    session = SuiteSession(SuiteConfig(output=str(tmp_path), namespace='/shutdown_test2'))
+    rclpy.init()
+    session._rclpy_started = True
+    session.pipeline = Pipeline(args=['--ros-args', '-r', '__ns:=/shutdown_test2'], stages=PIPELINE_STAGES)
+    node = session.pipeline.nodes[0]
+    node._worker = worker = StageWorker('busy', on_error=lambda name, exc: None)
+    started, finished = threading.Event(), []
+
+    def model_call():  # stands for a forward pass: long enough that close() reaches the join while it runs
+        started.set()
+        threading.Event().wait(0.5)
+        finished.append(True)
+
+    worker.submit(model_call)
+    assert started.wait(30.0)
+    session.spin()
+    rclpy.shutdown()
+    session.close()
+    assert finished == [True] and not worker.running

@@ -101,6 +101,8 @@ class Pipeline:
         self.executor.shutdown()
         if self._thread is not None:
             self._thread.join(timeout=10)  # before rclpy.shutdown, or the process may abort
+        for node in self.nodes:
+            node.stop_workers()  # cleanup did this, unless a signal shut the context down first
         for node in [*self.nodes, self.manager]:
             node.destroy_node()
 

@@ -152,6 +152,17 @@ class StageNode(MolmoActLifecycleNode):
         with self._visual_lock:
             pass
 
+    def stop_workers(self, timeout_s: float = 30.0) -> bool:
+        """Stop the stage's threads after the call in progress (pending calls are discarded); True when both
+        ended. For a process that exits without the lifecycle bring-down (a signal shut the context down):
+        the interpreter must not end while a worker is inside the model, where killing the daemon thread
+        aborts the process ('terminate called without an active exception')."""
+        ended = True
+        for worker in (self._worker, self._visual_worker):
+            if worker is not None:
+                ended = worker.stop(timeout_s) and ended
+        return ended
+
     def release_resources(self) -> None:
         """Destroy what configure made, then release the engine (the weights are freed when no node of the
         process uses them): cleanup, shutdown and every failed configure."""
