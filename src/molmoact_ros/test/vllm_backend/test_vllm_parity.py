@@ -6,8 +6,9 @@ package installed so vLLM finds its plugin); skipped where vLLM is not installed
 model is the tiny random-weight MolmoAct (real vocabulary) with head_dim 32; vLLM runs it in fp32, eager,
 greedy, in a process of its own (vllm_parity_cases.py), over several images (one view, two views with a
 multi-crop primary, a bare image in single-image mode), instructions, a token-id prompt continuing an
-answer, in one batch and once more from the prefix cache. Unconstrained greedy decoding only: the answer
-grammar through structured outputs is not covered here.
+answer, in one batch and once more from the prefix cache; and the depth stage under the answer grammar
+through vLLM's structured outputs (llguidance, token-level grammar) against the native engine's constrained
+``perceive``. The trace and action stages' grammars are not covered yet.
 """
 
 import importlib.metadata
@@ -60,6 +61,18 @@ def native_results(checkpoint):
     return {case.name: cases.native_greedy(model, processor, case, N_TOKENS) for case in cases.CASES}
 
 
+@pytest.fixture(scope='module')
+def native_depth(checkpoint):
+    from molmoact_ros.model.loading import LoadOptions, load_model
+    from molmoact_ros.model.processing import MolmoActProcessor
+    from molmoact_ros.reasoning.engine import MolmoActEngine
+
+    model = load_model(checkpoint, LoadOptions(dtype='float32', device='cpu'))
+    processor = MolmoActProcessor.from_pretrained(checkpoint)
+    return {case.name: cases.native_depth_stage(MolmoActEngine(model, processor, cases.engine_config(case)), case)
+            for case in cases.STRUCTURED_CASES}
+
+
 def test_plugin_registers_the_architecture_with_vllm():
     from vllm import ModelRegistry
 
@@ -100,3 +113,13 @@ def test_outputs_depend_on_image_and_instruction(native_results):
 def test_a_repeated_request_served_from_the_prefix_cache_gives_the_same_tokens(vllm_results):
     name = cases.CASES[0].name
     assert vllm_results['repeat'][name]['tokens'] == vllm_results['cases'][name]['tokens']
+
+
+@pytest.mark.parametrize('case', cases.STRUCTURED_CASES, ids=lambda c: c.name)
+def test_depth_stage_under_the_grammar_equals_the_native_engine(case, vllm_results, native_depth):
+    from molmoact_ros.reasoning.grammar import N_DEPTH_CODES_PER_IMAGE
+
+    got = vllm_results['depth'][case.name]
+    assert got['tokens'] == native_depth[case.name]
+    assert got['finish_reason'] == 'stop'  # the grammar ended the request at <DEPTH_END>
+    assert len(got['tokens']) >= N_DEPTH_CODES_PER_IMAGE + 2

@@ -52,6 +52,11 @@ CASES = (
 )
 
 
+#: Cases of the structured-output check (the depth stage from the start of the answer).
+STRUCTURED_CASES = tuple(case for case in CASES if not case.answer_prefix)
+DEPTH_MAX_TOKENS = 200  # the depth stage takes at most 64 free tokens + 102
+
+
 def build_checkpoint(path: Path) -> Path:
     """Save the test model in the released layout (config.json, model.safetensors, tokenizer and
     processor files) as the native model saves it."""
@@ -106,15 +111,43 @@ def native_greedy(model, processor, case: Case, n_tokens: int) -> Dict[str, List
     return {'prompt_token_ids': ids[0].tolist(), 'tokens': tokens, 'logprobs': logprobs}
 
 
+def engine_config(case: Case):
+    """The native engine's configuration for a case (the prompt variant, and single-image mode for a bare
+    image)."""
+    from molmoact_ros.reasoning.engine import EngineConfig
+
+    return EngineConfig(prompt_variant=case.variant, multi_image=False if case.bare else None)
+
+
+def native_depth_stage(engine, case: Case) -> List[int]:
+    """The native engine's constrained depth stage (``perceive``): the answer's token ids."""
+    from molmoact_ros.reasoning.engine import Observation
+
+    obs = observation(case)
+    views = (obs,) if case.bare else obs
+    result = engine.perceive(Observation(*views), case.instruction, request_id=case.name)
+    try:
+        return list(engine.sessions.get(result.request_id).answer_ids)
+    finally:
+        engine.release(result.request_id)
+
+
 def run_vllm(checkpoint: Path, n_tokens: int) -> Dict:
-    """All cases in one batch, then the first case again (its prefix and image now cached)."""
+    """All cases in one batch, then the first case again (its prefix and image now cached); then the
+    depth stage of :data:`STRUCTURED_CASES` under the depth grammar (structured outputs, llguidance)."""
     import molmoact_ros
     import vllm
     from vllm import LLM, SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    from molmoact_ros.model.processing import MolmoActProcessor
+    from molmoact_ros.reasoning.constraints import ConstraintVocab
+    from molmoact_ros.vllm_plugin.structured import depth_grammar
 
     start = time.monotonic()
     llm = LLM(model=str(checkpoint), dtype='float32', enforce_eager=True, max_model_len=MAX_MODEL_LEN,
-              gpu_memory_utilization=0.1, enable_prefix_caching=True, seed=0)
+              gpu_memory_utilization=0.1, enable_prefix_caching=True, seed=0,
+              structured_outputs_config={'backend': 'guidance'})
     startup_s = time.monotonic() - start
     tokenizer = llm.get_tokenizer()
     params = SamplingParams(temperature=0.0, max_tokens=n_tokens, ignore_eos=True, logprobs=0)
@@ -131,7 +164,19 @@ def run_vllm(checkpoint: Path, n_tokens: int) -> Dict:
     start = time.monotonic()
     again = llm.generate([vllm_prompt(CASES[0], tokenizer)], params, use_tqdm=False)
     again_s = time.monotonic() - start
+    vocab = ConstraintVocab.from_tokenizer(MolmoActProcessor.from_pretrained(checkpoint).tokenizer)
+    # The stage ends at <DEPTH_END> (the grammar would then force EOS, one step more).
+    depth = SamplingParams(temperature=0.0, max_tokens=DEPTH_MAX_TOKENS, stop_token_ids=[vocab.depth_end_id],
+                           structured_outputs=StructuredOutputsParams(grammar=depth_grammar(vocab)))
+    start = time.monotonic()
+    depth_outputs = llm.generate([vllm_prompt(case, tokenizer) for case in STRUCTURED_CASES], depth,
+                                 use_tqdm=False)
+    depth_s = time.monotonic() - start
     return {
+        'depth': {case.name: {'tokens': list(out.outputs[0].token_ids),
+                              'finish_reason': out.outputs[0].finish_reason}
+                  for case, out in zip(STRUCTURED_CASES, depth_outputs)},
+        'depth_s': depth_s,
         'cases': {case.name: record(out) for case, out in zip(CASES, outputs)},
         'repeat': {CASES[0].name: record(again[0])},
         'startup_s': startup_s, 'batch_s': batch_s, 'repeat_s': again_s,
