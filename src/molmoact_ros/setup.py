@@ -32,5 +32,10 @@ setup(
             'action_decoder_node = molmoact_ros.nodes.entry:action_main',
             'command_sink = molmoact_ros.nodes.command_sink:main',
         ],
+        # MolmoAct on vLLM: loaded by vLLM in every process when this package is installed in its
+        # environment (scripts/setup_vllm.sh); registers the architecture MolmoActForActionReasoning.
+        'vllm.general_plugins': [
+            'molmoact = molmoact_ros.vllm_plugin:register',
+        ],
     },
 )
