@@ -101,8 +101,10 @@ class Pipeline:
         self.executor.shutdown()
         if self._thread is not None:
             self._thread.join(timeout=10)  # before rclpy.shutdown, or the process may abort
-        for node in self.nodes:
-            node.stop_workers()  # cleanup did this, unless a signal shut the context down first
+        for node in self.nodes:  # stage nodes: cleanup did this, unless a signal shut the context down first
+            stop_workers = getattr(node, 'stop_workers', None)   # (a hosted command_sink has no worker)
+            if stop_workers is not None:
+                stop_workers()
         for node in [*self.nodes, self.manager]:
             node.destroy_node()
 
